@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 # %% auto #0
 __all__ = ['MODES', 'METHODS', 'SDE_T_END', 'SAMPLER_PRESETS', 'velocity_to_x1', 'velocity_to_noise', 'velocity_to_score',
            'score_to_velocity', 'diffusion_coef', 'sde_drift', 'shift_time', 'time_grid', 'nfe_formula', 'seeded_noise',
-           'seeded_generators', 'NFE', 'sample', 'to_uint8']
+           'seeded_generators', 'NFE', 'sample', 'sample_with_bank', 'to_uint8']
 
 # %% ../nbs/04_samplers.ipynb #0fabb486
 def _bt(t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor | float:
@@ -221,6 +221,25 @@ def sample(model: Callable,                       # model(x (B,...), t (B,), con
                 f1 = drift(x + dt * f0, t1)
                 x = x + 0.5 * dt * (f0 + f1)
     return (x, NFE(calls, n_guided)) if return_nfe else x
+
+# %% ../nbs/04_samplers.ipynb #8febd8ea
+def sample_with_bank(model: Callable,                # model(x, t, snippets) -> velocity
+                     bank,                           # has .sample_indices(n, seeds=...) and .snippets(idx)
+                     seeds: Sequence[int],           # one seed per sample
+                     shape: Sequence[int],           # per-sample shape of x, e.g. (32, 16, 16)
+                     *,
+                     device: str | torch.device | None = None,  # where to sample (default: CPU)
+                     dtype: torch.dtype = torch.float32,
+                     **kwargs,                       # passed to `sample` (mode, method, steps, cfg_scale, ...)
+                     ):
+    "Per-sample-seeded generation with bank snippets: returns (x, idx) or (x, idx, nfe) with return_nfe=True."
+    seeds = [int(s) for s in seeds]
+    idx = bank.sample_indices(len(seeds), seeds=seeds)                     # (B,) uniform bank indices
+    snippets = bank.snippets(idx).to(device=device, dtype=dtype)          # (B, d)
+    noise = seeded_noise(seeds, shape, device=device, dtype=dtype)        # (B, *shape)
+    kwargs.setdefault("generator", seeded_generators(seeds))
+    out = sample(model, noise, snippets, **kwargs)
+    return (out[0], idx, out[1]) if kwargs.get("return_nfe") else (out, idx)
 
 # %% ../nbs/04_samplers.ipynb #4e55febf
 SAMPLER_PRESETS = {
