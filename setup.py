@@ -21,6 +21,8 @@ setuptools.setup(
     author=c['author'],
     author_email=c['author_email'],
     url=c['git_url'],
+    project_urls={'Source': c['git_url']},
+    keywords=c['keywords'].split(),
     license=licenses[c['license']],
     classifiers=[f'Development Status :: {c["status"]} - {statuses[int(c["status"])]}',
                  f'Intended Audience :: {c["audience"].title()}',
