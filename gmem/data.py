@@ -115,7 +115,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
                  extensions: Sequence[str] = IMG_EXTENSIONS, # accepted file endings (case-insensitive)
                  verify: Literal["header", "full", "none"] = "header",  # up-front check of each file
                  alpha: Literal["white", "drop"] = "white", # transparency: composite on white, or drop (ADM)
-                 hflip: bool = False,                       # random horizontal flip (off: the paper uses no augmentation)
+                 hflip: bool = False,                       # random flip, torch's global RNG (off: the paper uses no augmentation)
                  transform: Callable | None = None,         # optional callable on the (3,S,S) tensor
                  ):
         if verify not in ("header", "full", "none"):

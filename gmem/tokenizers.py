@@ -77,7 +77,9 @@ class SDVAETokenizer(Tokenizer):
         tok = cls(vae, **kw)
         return tok.to(device) if device is not None else tok
 
+    @torch.no_grad()
     def encode(self, x, *, noise=None, generator=None):
+        "Images (B,3,H,W) in [-1,1] -> scale * (mean + std * noise) (B,C,H/f,W/f); no gradients."
         p = next(self.vae.parameters())
         dist = self.vae.encode(x.to(p.device, p.dtype)).latent_dist
         z = dist.mean
@@ -87,7 +89,9 @@ class SDVAETokenizer(Tokenizer):
             z = z + dist.std * noise.to(z.device, z.dtype)
         return (z * self.scale).float()
 
+    @torch.no_grad()
     def decode(self, z):
+        "Latents (B,C,h,w) -> images (B,3,h f,w f) clamped to [-1,1]; no gradients."
         p = next(self.vae.parameters())
         return self.vae.decode(z.to(p.device, p.dtype) / self.scale).sample.float().clamp(-1, 1)
 
