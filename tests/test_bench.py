@@ -25,4 +25,4 @@ def test_bench_train_quick(tmp_path):
     for s in r["sample"].values():
         assert pos(s["img_s"]) and s["finite"] is True
     readme = (tmp_path / "README.md").read_text()
-    assert "train_cpu.json" in readme and "not measured: no GPU" in readme.lower() and "theirs" in readme
+    assert "train_cpu.json" in readme and "not measured: no gpu" in readme.lower() and "theirs" in readme
