@@ -87,7 +87,8 @@ def sha256_tensors(tensors: dict[str, torch.Tensor], extra: dict | None = None) 
     for k in sorted(tensors):
         t = tensors[k].detach().contiguous().cpu()
         h.update(k.encode()); h.update(str(t.dtype).encode()); h.update(str(tuple(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        if t.numel():  # hash the bytes in place (no copy: a memory-mapped bank stays on disk)
+            h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
     if extra is not None:
         h.update(json.dumps(extra, sort_keys=True, default=str).encode())
     return h.hexdigest()
