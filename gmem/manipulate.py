@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['PAPER_ALPHAS', 'ImageRangeError', 'check_pm1', 'to_pm1', 'load_images', 'IncompatibleBankError',
+__all__ = ['PAPER_ALPHAS', 'REPORT_RUNS', 'ImageRangeError', 'check_pm1', 'to_pm1', 'load_images', 'IncompatibleBankError',
            'encoder_fingerprint', 'encoder_meta', 'check_encoder', 'snippets_from_images', 'build_bank', 'add_images',
            'projection_error', 'check_compatible', 'sample_snippets', 'sample_from_bank', 'interpolation_snippets',
-           'interpolation_strip', 'nearest_training_images', 'novel_image_figure']
+           'interpolation_strip', 'nearest_training_images', 'novel_image_figure', 'trained_run', 'run_encoder',
+           'report_config', 'drawn_glyphs', 'digit_classifier']
 
 # %% ../nbs/13_manipulate.ipynb #9ace588e
 class ImageRangeError(ValueError):
@@ -328,3 +329,73 @@ def novel_image_figure(ref_image,                 # (3, H, W) or (R, 3, H, W), [
     if path is None: return fig
     from gmem.report import save_figure
     return save_figure(fig, path)
+
+# %% ../nbs/13_manipulate.ipynb #a2c1ec6f
+def trained_run(cfg,                              # a gmem.train.TrainConfig (e.g. get_preset("smoke"))
+                cache_dir: str | os.PathLike,     # root of the cached runs (one sub-folder per config hash)
+                *,
+                device=None,                      # where to load the model (default: CUDA when available)
+                progress: bool = False,
+                ):
+    "Train `cfg` once into `cache_dir/<config hash>` (resuming an interrupted run) and load it: `(TrainedRun, run_dir)`."
+    from gmem.report import cached_arm, config_hash
+    from gmem.train import train, load_run, latest_checkpoint
+    conf = cfg.to_dict()
+    def fn(d: Path) -> dict:
+        res = train(cfg, d, resume=latest_checkpoint(d) is not None, progress=progress)
+        return {k: v for k, v in res.items() if isinstance(v, (int, float, str))}
+    summary = cached_arm(cache_dir, conf, fn)
+    run_dir = Path(cache_dir) / config_hash(conf)
+    run = load_run(run_dir, device=device)
+    run.summary = summary
+    return run, run_dir
+
+def run_encoder(run_dir: str | os.PathLike, device=None) -> torch.nn.Module:
+    "The bank encoder of a training run (its saved PCA fit, or the named pretrained encoder)."
+    from gmem.train import TrainConfig, build_encoder
+    run_dir = Path(run_dir)
+    cfg = TrainConfig.from_yaml(run_dir / "config.yaml")
+    return build_encoder(cfg, None, run_dir, device=device).eval()
+
+# %% ../nbs/13_manipulate.ipynb #a6a79ef0
+REPORT_RUNS = {   # report preset -> (gmem.train preset, overrides)
+    "smoke": ("smoke", {"data.limit": None, "steps": 400, "batch_size": 16, "ckpt_every": 400}),
+    "tiny": ("tiny", {}),
+}
+
+def report_config(preset: str = "smoke",   # a key of REPORT_RUNS
+                  train_steps: int = 0,     # override the number of optimizer steps (0 = the preset's)
+                  ):
+    "The TrainConfig behind the manipulation / transfer / t2i reports."
+    from gmem.train import get_preset
+    if preset not in REPORT_RUNS: raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(REPORT_RUNS)}")
+    name, over = REPORT_RUNS[preset]
+    over = dict(over)
+    if train_steps: over.update(steps=int(train_steps), ckpt_every=int(train_steps))
+    return get_preset(name).override(over)
+
+# %% ../nbs/13_manipulate.ipynb #450837a5
+def drawn_glyphs(chars: str,            # e.g. "AKX"
+                 size: int = 64,         # side of each image (pixels)
+                 ) -> list[np.ndarray]:  # (size, size) uint8 each, white glyph on black
+    "Characters drawn white on black, centred, in PIL's default font."
+    from PIL import Image, ImageDraw, ImageFont
+    font = ImageFont.load_default(size=int(size * 0.7))
+    out = []
+    for ch in chars:
+        im = Image.new("L", (size, size), 0)
+        ImageDraw.Draw(im).text((size / 2, size / 2), ch, fill=255, font=font, anchor="mm")
+        out.append(np.asarray(im))
+    return out
+
+def digit_classifier(dataset,             # (image in [-1,1], label) items, e.g. Mnist5kDataset(image_size)
+                     k: int = 5):         # neighbours
+    "A k-NN classifier on grey pixels: returns `predict(images (B,3,H,W) in [-1,1], proba=False)` -> labels (B,) or probs (B, C)."
+    from sklearn.neighbors import KNeighborsClassifier
+    X = torch.stack([dataset[i][0].mean(0) for i in range(len(dataset))]).flatten(1).numpy()
+    y = np.array([int(dataset[i][1]) for i in range(len(dataset))])
+    knn = KNeighborsClassifier(k).fit(X, y)
+    def predict(images: torch.Tensor, proba: bool = False) -> np.ndarray:
+        q = images.detach().float().clamp(-1, 1).mean(1).flatten(1).cpu().numpy()
+        return knn.predict_proba(q) if proba else knn.predict(q)
+    return predict
