@@ -315,7 +315,7 @@ def novel_image_figure(ref_image,                 # (3, H, W) or (R, 3, H, W), [
     cols = 1 + n + k + 2                               # two thin spacer columns
     widths = [1] + [0.15] + [1] * n + [0.15] + [1] * k
     fig, axes = plt.subplots(R, cols, figsize=(scale * sum(widths), scale * R * 1.15), squeeze=False,
-                             gridspec_kw=dict(width_ratios=widths, wspace=0.05, hspace=0.15))
+                             gridspec_kw=dict(width_ratios=widths, wspace=0.05, hspace=0.3))
     for r in range(R):
         tiles = [ref[r], None, *smp[r], None, *nb[r]]
         for c, t in enumerate(tiles):

@@ -211,7 +211,7 @@ def train_text_to_snippet(text_features: torch.Tensor,   # (P, text_dim) feature
             loss = clip_loss(mapper(text_features[pick[b]]), snippets[b], mapper.logit_scale,
                              sl[b] if cfg.label_aware else None)
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-            tot, nb = tot + float(loss), nb + 1
+            tot, nb = tot + float(loss.detach()), nb + 1
         history.append(tot / max(nb, 1))
     return mapper.eval(), history
 
