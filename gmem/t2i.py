@@ -14,7 +14,7 @@ import torch.nn.functional as F
 # %% auto #0
 __all__ = ['TEXT_ENCODERS', 'DIGIT_NAMES', 'CIFAR10_NAMES', 'TEMPLATES', 'mean_pool', 'cls_pool', 'TextEncoder',
            'create_text_encoder', 'MapperConfig', 'TextToSnippet', 'clip_loss', 'class_prompts', 'MapperTrainConfig',
-           'train_text_to_snippet', 'retrieval_accuracy', 'prompt_snippets', 'generate']
+           'pair_prompts', 'train_text_to_snippet', 'retrieval_accuracy', 'prompt_snippets', 'generate']
 
 # %% ../nbs/14_t2i.ipynb #951f2f9b
 TEXT_ENCODERS = {   # name -> (source, pooling, normalise, description)
@@ -176,6 +176,18 @@ class MapperTrainConfig:
         if self.epochs < 1 or self.batch_size < 2 or not self.lr > 0:
             raise ValueError(f"need epochs >= 1, batch_size >= 2 and lr > 0, got {self}")
 
+def pair_prompts(text_labels: torch.Tensor,     # (P,) class of each prompt
+                 snippet_labels: torch.Tensor,  # (N,) class of each snippet (every class must have a prompt)
+                 generator: torch.Generator | None = None,
+                 ) -> torch.Tensor:             # (N,) index of a uniformly drawn prompt of the snippet's class
+    "For every snippet, a random prompt of its class (vectorised)."
+    order = torch.argsort(text_labels, stable=True)                                          # prompts grouped by class
+    counts = torch.bincount(text_labels, minlength=int(max(text_labels.max(), snippet_labels.max())) + 1)  # (K,)
+    starts = torch.cumsum(counts, 0) - counts                                                # first of each class
+    c = counts[snippet_labels]
+    r = (torch.rand(len(snippet_labels), generator=generator) * c).long().clamp_max(c - 1)
+    return order[starts[snippet_labels] + r]
+
 def train_text_to_snippet(text_features: torch.Tensor,   # (P, text_dim) features of the prompts
                           text_labels: torch.Tensor,     # (P,) class of each prompt
                           snippets: torch.Tensor,        # (N, d) bank snippets (unit rows)
@@ -197,13 +209,12 @@ def train_text_to_snippet(text_features: torch.Tensor,   # (P, text_dim) feature
     if (mapper.config.text_dim, mapper.config.snippet_dim) != (text_features.shape[1], snippets.shape[1]):
         raise ValueError(f"mapper is {mapper.config.text_dim}->{mapper.config.snippet_dim} but the data is "
                          f"{text_features.shape[1]}->{snippets.shape[1]}")
-    by_class = {c: (tl == c).nonzero().flatten() for c in set(sl.tolist())}
     g = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.Adam([p for p in mapper.parameters() if p.requires_grad], lr=cfg.lr)
     mapper.train(); history = []
     for _ in range(cfg.epochs):
         # pair each snippet with a random prompt of its class, then shuffle into batches
-        pick = torch.stack([by_class[int(c)][torch.randint(len(by_class[int(c)]), (), generator=g)] for c in sl])
+        pick = pair_prompts(tl, sl, g)                                       # (N,) a prompt of each snippet's class
         order, tot, nb = torch.randperm(len(sl), generator=g), 0.0, 0
         for a in range(0, len(order), cfg.batch_size):
             b = order[a:a + cfg.batch_size]
