@@ -303,7 +303,8 @@ def novel_image_figure(ref_image,                 # (3, H, W) or (R, 3, H, W), [
                        path: str | os.PathLike | None = None,  # PNG to write (atomically); None: return the figure
                        *,
                        row_labels: Sequence[str] | None = None,
-                       scale: float = 0.9,        # inches per tile
+                       scale: float = 0.8,        # inches per tile
+                       dpi: int = 90,
                        ):
     "Fig. 4 layout: per row the reference, the generated samples, then the nearest training images."
     import matplotlib; matplotlib.use("Agg", force=False)
@@ -328,7 +329,7 @@ def novel_image_figure(ref_image,                 # (3, H, W) or (R, 3, H, W), [
     top[3 + n + k // 2].set_title(f"{k} nearest training images", fontsize=8)
     if path is None: return fig
     from gmem.report import save_figure
-    return save_figure(fig, path)
+    return save_figure(fig, path, dpi=dpi)
 
 # %% ../nbs/13_manipulate.ipynb #a2c1ec6f
 def trained_run(cfg,                              # a gmem.train.TrainConfig (e.g. get_preset("smoke"))
