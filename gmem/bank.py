@@ -680,7 +680,7 @@ def _add_bank_build_args(p):
     p.add_argument("--pca-dim", type=int, default=64, help="width of a PCA encoder fitted here (default 64)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding images (default 0)")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images (quick runs)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="only N images spread over the dataset (quick runs; a fixed seeded subset in dataset order)")
     p.add_argument("--keep-shards", action="store_true", help="keep the work folder FILE.shards/ after success")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -692,7 +692,9 @@ def _run_bank_build(args) -> int:
     name = args.data
     if args.limit is not None:
         if args.limit < 1: raise ValueError(f"--limit must be >= 1, got {args.limit}")
-        if args.limit < len(ds): ds, name = torch.utils.data.Subset(ds, range(args.limit)), f"{args.data}[:{args.limit}]"
+        if args.limit < len(ds):
+            from gmem.data import limit_dataset
+            ds, name = limit_dataset(ds, args.limit), f"{args.data}[limit={args.limit}]"
     out = Path(args.out)
     weights = args.weights
     if args.encoder == "pca" and weights is None:

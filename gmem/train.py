@@ -52,7 +52,7 @@ class DataConfig:
     dataset: str = "mnist5k"           # one of DATASETS: pixels (mnist5k, cifar10, folder) or pre-extracted latents
     root: str | None = None            # data location (cifar10: `cifar-10-batches-py`; folder: class sub-folders; latents: shard dir)
     image_size: int = 32               # pixel resolution (ignored for latents)
-    limit: int | None = None           # train on the first `limit` items only (quick runs); None = all
+    limit: int | None = None           # train on `limit` items spread over the dataset (quick runs; gmem.data.limit_dataset); None = all
     num_classes: int | None = None     # label count for cond="class"; None = read it from the dataset
     num_workers: int = 0               # DataLoader worker processes (0 = load in the main process)
     flip_prob: float = 0.0             # latents only: chance of the stored mirrored view, one coin per (seed, epoch, item)
@@ -536,7 +536,8 @@ def build_dataset(cfg: DataConfig, *, seed: int = 0, load_patch: bool = False):
     else:
         from gmem.tokenizers import LatentDataset
         ds = LatentDataset(cfg.root, flip_prob=cfg.flip_prob, seed=seed, load_patch=load_patch)
-    if cfg.limit is not None and cfg.limit < len(ds): ds = torch.utils.data.Subset(ds, range(cfg.limit))
+    from gmem.data import limit_dataset
+    ds = limit_dataset(ds, cfg.limit)   # spread over all classes, not the first `limit` (sorted) items
     return ds
 
 def num_classes_of(ds, cfg: DataConfig) -> int:
