@@ -20,9 +20,10 @@ __all__ = ['ARMS', 'QuickstartConfig', 'arm_config', 'train_arm', 'real_images',
 @dataclasses.dataclass
 class QuickstartConfig:
     out: str = "reports/quickstart"   # where the report goes (runs are kept in OUT/runs, reusable)
-    steps: int = 300                  # optimizer steps per arm (the `tiny` preset's budget)
+    steps: int = 500                  # optimizer steps per arm (~2.5 min per arm on 2 CPU cores at 16 px)
+    image_size: int = 16              # digits are trained and scored at this size (16 px, patch 4: 16 tokens)
     batch_size: int = 32              # images per step
-    n_fid: int = 256                  # generated images per arm for FID (= real reference count = data-floor count)
+    n_fid: int = 128                  # generated images per arm (= real reference count = data-floor count)
     sample_steps: int = 50            # SDE Heun steps (NFE = 2*steps - 1)
     seed: int = 0                     # training seed (same for all arms) and first sample seed
     arms: tuple = ("gmem", "class", "uncond")  # which arms to run
@@ -32,7 +33,7 @@ class QuickstartConfig:
     def __post_init__(self):
         bad = set(self.arms) - set(ARMS)
         if bad: raise ValueError(f"unknown quickstart arm(s) {sorted(bad)}; valid: {list(ARMS)}")
-        for k in ("steps", "batch_size", "n_fid", "sample_steps"):
+        for k in ("steps", "batch_size", "n_fid", "sample_steps", "image_size"):
             if getattr(self, k) < 1: raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
 
 ARMS = {"gmem": "snippet", "class": "class", "uncond": "none"}  # arm -> model conditioning mode
@@ -44,6 +45,7 @@ def arm_config(arm: str, qc: QuickstartConfig):
     cfg = get_preset("tiny")
     cfg.model.cond = ARMS[arm]
     cfg.steps, cfg.batch_size, cfg.seed = qc.steps, qc.batch_size, qc.seed
+    cfg.data.image_size = qc.image_size
     cfg.ckpt_every = qc.steps
     cfg.sample.every = 0
     cfg.device = qc.device
@@ -69,10 +71,10 @@ def _uint8(x: torch.Tensor) -> torch.Tensor:
     "[-1, 1] model-space pixels -> uint8 RGB, as the official sampler (clamp(127.5 x + 128))."
     return (x.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu()
 
-def real_images(n: int, offset: int = 0, seed: int = 0) -> torch.Tensor:
-    "`n` MNIST-5k training digits (uint8, 3x32x32) from a fixed random permutation, starting at `offset`."
+def real_images(n: int, offset: int = 0, seed: int = 0, image_size: int = 16) -> torch.Tensor:
+    "`n` MNIST-5k training digits (uint8, 3 x size x size) from a fixed random permutation, starting at `offset`."
     from gmem.data import Mnist5kDataset
-    ds = Mnist5kDataset(image_size=32)
+    ds = Mnist5kDataset(image_size=image_size)
     perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[offset:offset + n]
     if len(perm) < n: raise ValueError(f"asked for {n} real images from offset {offset}; MNIST-5k has {len(ds)}")
     return torch.stack([_uint8(ds[int(i)][0]) for i in perm])
@@ -102,15 +104,15 @@ def run_quickstart(qc: QuickstartConfig | None = None, **kw) -> dict:
         x, secs, run = sample_arm(arm, qc)
         samples[arm] = (x, run)
         timings[arm]["sample_seconds"] = secs
-        save_image_grid(x[:64], out / f"samples_{arm}.png", nrow=8, scale=2)
+        save_image_grid(x[:64], out / f"samples_{arm}.png", nrow=8, scale=max(1, 64 // qc.image_size))
 
     print(f"[quickstart] FID: {qc.n_fid} real reference images, a disjoint data floor, {len(qc.arms)} arms")
     t0 = time.time()
     extractor = FIDFeatures(device=get_device(qc.device))
     def feats(x):   # clean-fid Inception pool3 features, in batches
         return np.concatenate([extractor(x[i:i + 50]) for i in range(0, len(x), 50)])
-    ref = feats(real_images(qc.n_fid, 0))
-    floor = fid_from_features(ref, feats(real_images(qc.n_fid, qc.n_fid)))
+    ref = feats(real_images(qc.n_fid, 0, image_size=qc.image_size))
+    floor = fid_from_features(ref, feats(real_images(qc.n_fid, qc.n_fid, image_size=qc.image_size)))
     for arm in qc.arms:
         rows.append(dict(arm=arm, cond=ARMS[arm], fid=fid_from_features(ref, feats(samples[arm][0])),
                          train_s=timings[arm]["train_seconds"], sample_s=timings[arm]["sample_seconds"]))
@@ -139,7 +141,7 @@ def run_quickstart(qc: QuickstartConfig | None = None, **kw) -> dict:
         bank_feats = run.bank.snippets(torch.arange(len(run.bank)))
         sims, idx = nearest_neighbors(torch.nn.functional.normalize(q, dim=-1), bank_feats, k=5)
         from gmem.data import Mnist5kDataset
-        ds = Mnist5kDataset(image_size=32)
+        ds = Mnist5kDataset(image_size=qc.image_size)
         neighbor_grid(x[:8], lambda ii: torch.stack([_uint8(ds[int(i)][0]) for i in ii]), idx,
                       path=out / "nearest_neighbours.png")
         nn_note = dict(mean_cosine_top1=float(sims[:, 0].mean()))
@@ -171,8 +173,9 @@ def write_quickstart_readme(out: Path, df: pd.DataFrame, floor: float, qc: Quick
         verdict = "Only one arm ran; no comparison."
     md = [f"# Quickstart: GMem vs SiT baselines on MNIST-5k (CPU)",
           "",
-          f"Regenerate: `make quickstart` (took {total / 60:.1f} min here). Config: {qc.steps} steps x {qc.batch_size} "
-          f"images per arm, same seed; SDE Heun with {qc.sample_steps} steps ({2 * qc.sample_steps - 1} NFE).",
+          f"Regenerate: `make quickstart` (took {total / 60:.1f} min here). Config: {qc.image_size}x{qc.image_size} digits, "
+          f"{qc.steps} steps x {qc.batch_size} images per arm, same seed; SDE Heun with {qc.sample_steps} steps "
+          f"({2 * qc.sample_steps - 1} NFE).",
           "",
           markdown_table(df.to_dict("records"), ["arm", "cond", "fid", "train_s", "sample_s"], ".1f"),
           "",
@@ -203,6 +206,7 @@ def _add_quickstart_args(p):
     p.add_argument("--out", default=d.out, help=f"report folder (default {d.out}); training runs are kept in OUT/runs")
     p.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps per arm (default {d.steps})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"images per step (default {d.batch_size})")
+    p.add_argument("--image-size", type=int, default=d.image_size, help=f"digit resolution in pixels (default {d.image_size})")
     p.add_argument("--n-fid", type=int, default=d.n_fid,
                    help=f"generated images per arm, real reference images and data-floor images for FID (default {d.n_fid})")
     p.add_argument("--sample-steps", type=int, default=d.sample_steps, help=f"SDE Heun steps (default {d.sample_steps})")
@@ -212,7 +216,7 @@ def _add_quickstart_args(p):
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
 
 def _run_quickstart(a):
-    run_quickstart(QuickstartConfig(out=a.out, steps=a.steps, batch_size=a.batch_size, n_fid=a.n_fid,
+    run_quickstart(QuickstartConfig(out=a.out, steps=a.steps, batch_size=a.batch_size, image_size=a.image_size, n_fid=a.n_fid,
                                     sample_steps=a.sample_steps, seed=a.seed, arms=tuple(a.arms), device=a.device,
                                     progress=not a.no_progress))
 
