@@ -12,10 +12,10 @@ env:  ## build (once) the pinned environment and print where it is
 quickstart:  ## the main job: offline end-to-end GMem run on MNIST-5k -> reports/quickstart/
 	@v="$(VENV)"; "$$v/bin/gmem" quickstart --out reports/quickstart
 
-test:  ## the whole test suite: notebooks in sync with gmem/, nbdev_test, pytest
+test:  ## the whole test suite: notebooks in sync with gmem/, nbdev_test (library notebooks), pytest (cross-module + report notebooks)
 	@v="$(VENV)"; source "$$v/bin/activate"; \
 	python tools/check_sync.py; \
-	nbdev_test --n_workers 1; \
+	nbdev_test --n_workers 1 --skip_file_re '^[a-z]'; \
 	python -m pytest -q tests
 
 lab:  ## open the notebooks in JupyterLab

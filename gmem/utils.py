@@ -13,6 +13,11 @@ import torch
 __all__ = ['atomic_write', 'atomic_path', 'get_device', 'autocast', 'seed_everything', 'git_commit', 'sha256_tensors']
 
 # %% ../nbs/00_utils.ipynb #73131045
+def _default_mode() -> int:
+    "The permissions a plain `open(path, 'w')` would give (0666 minus the umask); mkstemp's 0600 is too strict."
+    umask = os.umask(0); os.umask(umask)
+    return 0o666 & ~umask
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike,  # final file name
                  mode: str = "wb",          # "wb" for bytes, "w" for text
@@ -26,6 +31,7 @@ def atomic_write(path: str | os.PathLike,  # final file name
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -44,6 +50,7 @@ def atomic_path(path: str | os.PathLike):
         yield Path(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -87,7 +94,8 @@ def sha256_tensors(tensors: dict[str, torch.Tensor], extra: dict | None = None) 
     for k in sorted(tensors):
         t = tensors[k].detach().contiguous().cpu()
         h.update(k.encode()); h.update(str(t.dtype).encode()); h.update(str(tuple(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        if t.numel():  # hash the bytes in place (no copy: a memory-mapped bank stays on disk)
+            h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
     if extra is not None:
         h.update(json.dumps(extra, sort_keys=True, default=str).encode())
     return h.hexdigest()
