@@ -111,7 +111,7 @@ class Scale:
     pca_dim: int = 32                  # smoke bank encoder: PCA of the pixels with this many components
     svd_rank: int = 16                 # rank of the low-rank ("SVD on") bank; paper default 64 of 768
     n_samples: int = 48                # generated images per FID (equal for every arm); paper: 50,000
-    n_ref: int = 500                   # real images behind the reference statistics (smoke; paper: whole set)
+    n_ref: int = 300                   # real images behind the reference statistics (smoke; paper: whole set)
     sample_steps: int = 25             # default sampler steps (smoke: Euler, NFE = steps)
     mode: str = "sde"                  # default solver: "sde" (paper's choice) or "ode"
     method: str = "euler"              # "euler" or "heun"
