@@ -17,7 +17,8 @@ from .report import cached_arm, config_hash, markdown_table
 # %% auto #0
 __all__ = ['PAPER', 'REPORTS', 'PRESET_NAMES', 'SCALES', 'PAPER_INPUTS', 'repo_root', 'resolve_out_dir', 'report_command',
            'Scale', 'scale_for', 'require_paper_inputs', 'start', 'arm_config', 'mnist_reference', 'cifar_reference',
-           'fid_from_features', 'Experiment', 'direction', 'speedup', 'index_markdown', 'build_index']
+           'fid_from_features', 'Experiment', 'direction', 'check_line', 'speedup', 'bar_plot', 'index_markdown',
+           'build_index']
 
 # %% ../nbs/12_experiments.ipynb #2f39a1a9
 PAPER: dict[str, Any] = {
@@ -377,6 +378,7 @@ class Experiment:
                  mode: str | None = None,   # "sde" | "ode" (None = scale.mode)
                  method: str | None = None, # "euler" | "heun" (None = scale.method)
                  n: int | None = None,      # samples (None = scale.n_samples)
+                 sample_seed: int | None = None,  # first sample seed (None = the experiment's)
                  ) -> dict:
         "FID (and NFE, timings, sample grid path) of a checkpoint under one sampler; cached."
         from gmem.train import latest_checkpoint, read_metrics
@@ -389,17 +391,18 @@ class Experiment:
         ckpt = run / "checkpoints" / f"step-{step:08d}.pt"
         ref_key = (dict(stats=str(self.fid_stats)) if self.preset == "paper" else
                    dict(dataset="mnist5k", size=sc.image_size, n_ref=sc.n_ref))
+        seed = self.sample_seed if sample_seed is None else sample_seed
         key = dict(kind="eval", run=run.parent.name, step=step, steps=steps, mode=mode, method=method, n=n,
-                   seed=self.sample_seed, reference=ref_key)
+                   seed=seed, reference=ref_key)
         def fn(d: Path) -> dict:
             if not ckpt.exists(): raise FileNotFoundError(f"checkpoint {ckpt} is missing (kept: keep_last too small?)")
-            return self._evaluate(ckpt, d, steps=steps, mode=mode, method=method, n=n)
+            return self._evaluate(ckpt, d, steps=steps, mode=mode, method=method, n=n, seed=seed)
         res = cached_arm(self.cache / "eval", key, fn, force=self.force)
         res["grid_path"] = str(self.cache / "eval" / config_hash(key) / "samples.png")
         return dict(res, step=step)
 
     @torch.no_grad()
-    def _evaluate(self, ckpt: Path, d: Path, *, steps, mode, method, n) -> dict:
+    def _evaluate(self, ckpt: Path, d: Path, *, steps, mode, method, n, seed) -> dict:
         from gmem.train import load_run, generate
         from gmem.samplers import nfe_formula
         from gmem.eval import FIDFeatures, to_uint8
@@ -410,7 +413,7 @@ class Experiment:
             from gmem.bank import MemoryBank
             run.bank = MemoryBank.load(sample_bank).to(run.device)
         t = time.perf_counter()
-        xs = [self._to_images(run, x) for x in generate(run, n, seed=self.sample_seed, steps=steps, mode=mode,
+        xs = [self._to_images(run, x) for x in generate(run, n, seed=seed, steps=steps, mode=mode,
                                                           method=method, batch_size=min(n, 256))]
         x = torch.cat(xs)
         t_sample = time.perf_counter() - t
@@ -431,6 +434,14 @@ class Experiment:
         raise NotImplementedError("decoding latent runs for FID needs the tokenizer of the latent store; "
                                   "use `gmem sample` + `gmem fid` for latent runs (paper preset)")
 
+    def sampling_noise(self) -> dict:
+        """FID of the standard GMem arm's last checkpoint from two disjoint sets of sample seeds: how much FID moves
+        with the sampling noise alone at this N (differences between arms below it are not evidence)."""
+        run, _ = self.train_arm(self.standard("gmem"))
+        a = self.evaluate(run)["fid"]
+        b = self.evaluate(run, sample_seed=self.sample_seed + 1_000_000)["fid"]
+        return dict(fid_seeds_a=a, fid_seeds_b=b, noise=abs(a - b))
+
     # ---- bookkeeping
     def images_seen(self, run: Path, step: int) -> int:
         from gmem.train import TrainConfig
@@ -448,13 +459,24 @@ class Experiment:
 def direction(claim: str,        # e.g. "SDE beats ODE"
               better: float,     # FID of the arm the paper says is better
               worse: float,      # FID of the arm the paper says is worse
-              better_name: str = "", worse_name: str = "") -> dict:
-    "A claim checked on our numbers: holds when `better` < `worse` (FID: lower is better)."
+              better_name: str = "", worse_name: str = "",
+              noise: float | None = None,  # FID change from sampling noise alone (Experiment.sampling_noise)
+              ) -> dict:
+    "A claim checked on our numbers: holds when `better` < `worse` (FID: lower is better); flags differences within noise."
     holds = bool(better < worse)
-    rel = (worse - better) / worse if worse else 0.0
+    diff = abs(worse - better)
+    rel = diff / worse if worse else 0.0
+    within = bool(noise is not None and diff <= noise)
     detail = (f"{better_name or 'first'} {better:.2f} vs {worse_name or 'second'} {worse:.2f} "
-              f"({'lower' if holds else 'not lower'}; difference {abs(worse - better):.2f} FID, {abs(rel) * 100:.0f}%)")
-    return dict(claim=claim, holds=holds, better=better, worse=worse, detail=detail)
+              f"({'lower' if holds else 'not lower'}; difference {diff:.2f} FID, {rel * 100:.0f}%"
+              + (f"; within the sampling noise of {noise:.2f}, so not evidence either way" if within else
+                 f"; larger than the sampling noise of {noise:.2f}" if noise is not None else "") + ")")
+    return dict(claim=claim, holds=holds, within_noise=within, better=better, worse=worse, detail=detail)
+
+def check_line(c: dict) -> str:
+    "One markdown bullet for a checked claim."
+    verdict = "holds" if c["holds"] else "does NOT hold"
+    return f"- **{verdict}**{' (within noise)' if c.get('within_noise') else ''}: {c['claim']} - {c['detail']}"
 
 def speedup(gmem_curve: list[tuple[float, float]],      # [(images seen, FID)] of GMem, increasing images
             baseline_curve: list[tuple[float, float]],  # [(images seen, FID)] of the baseline
@@ -473,6 +495,28 @@ def speedup(gmem_curve: list[tuple[float, float]],      # [(images seen, FID)] o
                         speedup=target_images / imgs, bound="interpolated")
     return dict(target_fid=target, baseline_images=target_images, gmem_images=None,
                 speedup=target_images / g[-1][0], bound="at most (GMem never reached the baseline's final FID)")
+
+# %% ../nbs/12_experiments.ipynb #1eb4d5e3
+def bar_plot(df, x: str, y: str, paper: dict | None = None, path=None, title: str = "", ylabel: str = "FID (ours)"):
+    "Seaborn bars of our `y` per `x`, the paper's value per bar as a star on a right-hand axis; saved to `path`."
+    import matplotlib; matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt, seaborn as sns
+    from gmem.report import save_figure
+    fig, ax = plt.subplots(figsize=(max(5.5, 0.8 * df[x].nunique() + 2), 3.8))
+    sns.barplot(data=df, x=x, y=y, ax=ax, color="C0")
+    ax.set_ylabel(ylabel); ax.set_xlabel(""); ax.set_title(title); ax.grid(alpha=.3, axis="y")
+    ax.tick_params(axis="x", rotation=30)
+    for lab in ax.get_xticklabels(): lab.set_horizontalalignment("right")
+    if paper:
+        order = [t.get_text() for t in ax.get_xticklabels()]
+        pts = [(order.index(str(k)), v) for k, v in paper.items() if str(k) in order and v is not None]
+        if pts:
+            ax2 = ax.twinx()
+            ax2.scatter([p[0] for p in pts], [p[1] for p in pts], marker="*", s=160, color="k", zorder=5,
+                        label="paper (right axis)")
+            ax2.set_ylabel("FID (paper)"); ax2.set_ylim(0, max(p[1] for p in pts) * 1.15)
+            ax2.legend(fontsize=8, loc="upper right")
+    return save_figure(fig, path) if path else fig
 
 # %% ../nbs/12_experiments.ipynb #2fe38719
 def _load(p: Path) -> dict | None:
