@@ -30,6 +30,9 @@ def main(argv=None) -> int:
                    help="notebook parameter (repeatable), e.g. -p mask_ratio 0.4")
     p.add_argument("--index", action="store_true", help="only rebuild reports/README.md from the metrics.json files")
     p.add_argument("--no-html", action="store_true", help="skip the HTML rendering")
+    p.add_argument("--no-index", action="store_true",
+                   help="do not rebuild reports/README.md (when running several reports: rebuild once at the end, "
+                        "so the tree stays clean and each metrics.json records a clean commit)")
     a = p.parse_args(argv)
     if a.index or a.name is None:
         if a.name is None and not a.index: p.error("give a report NAME or --index")
@@ -47,7 +50,7 @@ def main(argv=None) -> int:
                         progress_bar=False)
     print(f"{a.name}: executed in {time.perf_counter() - t:.0f} s -> {executed}")
     if not a.no_html: print("rendered", render_html(executed, out / f"{a.name}.html"))
-    print("index", build_index(ROOT / "reports"))
+    if not a.no_index: print("index", build_index(ROOT / "reports"))
     return 0
 
 
