@@ -15,9 +15,9 @@ import gmem
 from .utils import atomic_path, sha256_tensors
 
 # %% auto #0
-__all__ = ['BANK_FORMAT_VERSION', 'MASK_STRATEGIES', 'check_features', 'normalize_rows', 'row_mean', 'centred_scatter',
-           'top_eigvecs', 'lowrank_decompose', 'reconstruct', 'slerp', 'MemoryBank', 'per_class_subset',
-           'mask_snippets']
+__all__ = ['BANK_FORMAT_VERSION', 'MASK_STRATEGIES', 'BUILD_FORMAT', 'check_features', 'normalize_rows', 'row_mean',
+           'centred_scatter', 'top_eigvecs', 'lowrank_decompose', 'reconstruct', 'slerp', 'MemoryBank',
+           'per_class_subset', 'mask_snippets', 'patch_store_path', 'build_bank']
 
 # %% ../nbs/01_bank.ipynb #277b7b3e
 def _rows_preview(rows: torch.Tensor, k: int = 8) -> str:
@@ -516,3 +516,201 @@ def mask_snippets(s: torch.Tensor,                       # (..., d) snippets
         eps = eps / torch.linalg.vector_norm(eps, dim=1, keepdim=True) * torch.linalg.vector_norm(x, dim=1, keepdim=True)
         out = torch.where(rows[:, None], eps, x)
     return out.reshape(s.shape)
+
+# %% ../nbs/01_bank.ipynb #20c5b605
+BUILD_FORMAT = "gmem-bank-build-v1"
+
+def _encoder_identity(encoder) -> dict:
+    "Name, widths and a sha256 of the weights (state_dict) of an encoder: what makes two runs' features the same."
+    name = getattr(encoder, "name", type(encoder).__name__)
+    digest = None
+    if isinstance(encoder, torch.nn.Module):
+        sd = {k: v.detach() for k, v in encoder.state_dict().items()}
+        digest = sha256_tensors(sd) if sd else None
+    return dict(encoder=name, encoder_sha256=digest)
+
+def _bank_collate(items):
+    "Stack `(image, label)` items (or bare images): (images (B,3,H,W), labels (B,) int64, -1 where absent)."
+    xs, ys = [], []
+    for it in items:
+        x, y = (it[0], it[1] if len(it) > 1 else None) if isinstance(it, (tuple, list)) else (it, None)
+        xs.append(torch.as_tensor(x)); ys.append(-1 if y is None else int(y))
+    return torch.stack(xs), torch.tensor(ys, dtype=torch.long)
+
+def patch_store_path(out: str | os.PathLike) -> Path:
+    "Where `build_bank(..., patch_tokens=True)` puts the patch tokens of the bank file `out`: `OUT.patch_tokens.npy`."
+    out = Path(out)
+    return out.with_name(out.name.removesuffix(".safetensors") + ".patch_tokens.npy")
+
+@torch.no_grad()
+def build_bank(dataset,                                  # map-style dataset of (image (3,S,S) in [-1,1], label) items
+               encoder,                                  # images -> (cls (B,d), patch (B,N,d')), e.g. gmem.encoders.create_encoder(...)
+               out: str | os.PathLike,                   # the bank file to write (safetensors); work folder OUT.shards/
+               *,
+               batch_size: int = 256,                    # images per encoder forward pass
+               shard_size: int = 8192,                   # images per shard: the unit of resume
+               dtype: torch.dtype = torch.float32,       # storage type of the bank's big tensor: float32 or float16
+               rank: int | None = None,                  # None: full bank; r: low-rank bank (eq. 8)
+               patch_tokens: bool = False,               # also write the patch tokens (fp16 memmap, for REPA)
+               device=None,                              # where the encoder runs (default: where it already is)
+               num_workers: int = 0,                     # DataLoader workers decoding images
+               progress: bool = True,                    # tqdm bar (in images)
+               dataset_name: str | None = None,          # recorded in the bank's meta (default: the dataset's class name)
+               keep_shards: bool = False,                # keep OUT.shards/ after success
+               meta: dict | None = None,                 # extra metadata for the bank file
+               ) -> MemoryBank:
+    "Encode `dataset` in order into a MemoryBank saved at `out` (row i = item i); sharded and resumable."
+    from tqdm.auto import tqdm
+    from gmem.utils import atomic_write
+    from gmem.tokenizers import _shard_files, _shard_done
+    import contextlib, shutil
+    if dtype not in (torch.float16, torch.float32):
+        raise ValueError(f"dtype must be torch.float16 or torch.float32, got {dtype}")
+    for k, v in dict(batch_size=batch_size, shard_size=shard_size).items():
+        if not isinstance(v, int) or v < 1: raise ValueError(f"{k} must be a positive int, got {v!r}")
+    out = Path(out); work = out.with_name(out.name + ".shards")
+    n_total = len(dataset)
+    if n_total == 0: raise ValueError("the dataset is empty: nothing to build a bank from")
+    if isinstance(encoder, torch.nn.Module):
+        if device is not None: encoder = encoder.to(device)
+        encoder.eval()
+    # probe one image for the widths
+    x0, _ = _bank_collate([dataset[0]])
+    dev = device if device is not None else getattr(encoder, "device", "cpu")
+    c0, p0 = encoder(x0.to(dev))
+    d, n_patch, d_patch = int(c0.shape[-1]), int(p0.shape[1]), int(p0.shape[-1])
+    if patch_tokens and n_patch == 0:
+        raise ValueError(f"patch_tokens=True but the encoder {getattr(encoder, 'name', encoder)!r} has no patch tokens; "
+                         "use a ViT encoder (dinov2-*) or patch_tokens=False")
+    dataset_name = dataset_name or type(dataset).__name__
+    arrays = {"cls": ((d,), "float32"), "labels": ((), "int64")}
+    config = dict(format=BUILD_FORMAT, **_encoder_identity(encoder), dataset=dataset_name,
+                  dataset_type=type(dataset).__name__, count=n_total, image_shape=list(x0.shape[1:]),
+                  shard_size=shard_size, dim=d, patch_tokens=[n_patch, d_patch] if patch_tokens else None)
+    cfg_path = work / "build.json"
+    if cfg_path.exists():
+        old = json.loads(cfg_path.read_text())
+        if old != config:
+            diff = {k: (old.get(k), v) for k, v in config.items() if old.get(k) != v}
+            raise ValueError(f"the work folder {str(work)!r} holds shards built with other settings "
+                             f"(setting: (there, now)) {diff}; delete it, or write the bank to another `out`")
+    else:
+        work.mkdir(parents=True, exist_ok=True)
+        with atomic_write(cfg_path, "w") as f: json.dump(config, f, indent=1)
+    for t in work.glob(".*.tmp"): t.unlink(missing_ok=True)   # temp files of a killed run (one builder per folder)
+    patch_work, ppath = work / "patch_tokens.npy", patch_store_path(out)
+    if patch_tokens and not patch_work.exists() and ppath.exists() and (work / "shard_00000.json").exists():
+        os.replace(ppath, patch_work)                 # a rerun after a finished build with keep_shards=True
+    if patch_tokens and not patch_work.exists():      # created whole (header + sparse data), then filled in place
+        with atomic_path(patch_work) as tmp:
+            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n_total, n_patch, d_patch)).flush()
+    n_shards = -(-n_total // shard_size)
+    bounds = [(s, s * shard_size, min(n_total, (s + 1) * shard_size)) for s in range(n_shards)]
+    todo = [(s, a, b) for s, a, b in bounds if not _shard_done(_shard_files(work, s), b - a, arrays)]
+    bar = tqdm(total=n_total, initial=n_total - sum(b - a for _, a, b in todo), unit="img", desc="build bank",
+               disable=not progress)
+    pmm = np.lib.format.open_memmap(patch_work, mode="r+") if patch_tokens and todo else None
+    for s, a, b in todo:
+        files = _shard_files(work, s)
+        files["marker"].unlink(missing_ok=True)
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(a, b)), batch_size=batch_size,
+                                             num_workers=num_workers, shuffle=False, collate_fn=_bank_collate)
+        with contextlib.ExitStack() as stack:
+            tmps = {k: stack.enter_context(atomic_path(files[k])) for k in arrays}
+            mms = {k: np.lib.format.open_memmap(tmps[k], mode="w+", dtype=t, shape=(b - a, *shp))
+                   for k, (shp, t) in arrays.items()}
+            row = 0
+            for x, y in loader:
+                n = x.shape[0]
+                c, p = encoder(x.to(dev))                                          # (n, d), (n, N, d')
+                mms["cls"][row:row + n] = c.float().cpu().numpy()
+                mms["labels"][row:row + n] = y.numpy()
+                if pmm is not None: pmm[a + row:a + row + n] = p.to(torch.float16).cpu().numpy()
+                row += n; bar.update(n)
+            if row != b - a: raise RuntimeError(f"shard {s}: the dataset gave {row} items, expected {b - a}")
+            for m in mms.values(): m.flush()
+            del mms
+        if pmm is not None: pmm.flush()
+        with atomic_write(files["marker"], "w") as f: json.dump({"shard": s, "start": a, "n": b - a}, f)
+    bar.close()
+    del pmm
+
+    # assemble: shards in order -> one (N, d) fp32 tensor and the labels
+    feats = torch.empty(n_total, d, dtype=torch.float32)
+    labels = torch.empty(n_total, dtype=torch.long)
+    feats_np, labels_np = feats.numpy(), labels.numpy()          # views: filled in place
+    for s, a, b in bounds:
+        f = _shard_files(work, s)
+        feats_np[a:b] = np.load(f["cls"], mmap_mode="r")
+        labels_np[a:b] = np.load(f["labels"], mmap_mode="r")
+    if (labels < 0).all(): labels = None
+    elif (labels < 0).any(): raise ValueError("some dataset items have labels and others do not")
+    meta = dict({"source": "gmem.bank.build_bank", **(meta or {})}, encoder=config["encoder"], dataset=dataset_name,
+                **({"patch_tokens": ppath.name, "num_patches": n_patch} if patch_tokens else {}))
+    if rank is None:   # normalise in place (eq. 6): same values as from_features, without a second (N, d) copy
+        check_features(feats)
+        for a, b in _chunks(n_total, 16384): feats[a:b] = normalize_rows(feats[a:b])
+        bank = MemoryBank({"M": feats}, labels=labels, meta=meta)
+    else:
+        bank = MemoryBank.from_features(feats, rank, labels=labels, meta=meta)
+        del feats
+    if dtype != bank.dtype: bank = bank._cast(dtype)
+    bank.save(out)
+    if patch_tokens: os.replace(patch_work, ppath)   # after the bank: a crash in between leaves it in the work folder
+    if not keep_shards: shutil.rmtree(work, ignore_errors=True)
+    return bank
+
+# %% ../nbs/01_bank.ipynb #adc4a551
+def _add_bank_build_args(p):
+    p.add_argument("--data", required=True, metavar="SPEC",
+                   help="image folder (class sub-folders), mnist5k, cifar10:ROOT, cifar10-test:ROOT or imagenet:DIR")
+    p.add_argument("--encoder", default="dinov2-b", metavar="NAME",
+                   help="gmem.encoders name: dinov2-s|b|l, inception, pca (default dinov2-b, the paper's). 'pca' "
+                        "without --weights is fitted on the data first and saved as OUT.pca-encoder.safetensors")
+    p.add_argument("--out", required=True, metavar="FILE", help="bank file to write (safetensors); work folder FILE.shards/")
+    p.add_argument("--weights", metavar="PATH", help="encoder weights file (DINOv2 offline, or a fitted PCA)")
+    p.add_argument("--image-size", type=int, default=256, help="dataset image side after the ADM center crop (default 256)")
+    p.add_argument("--batch-size", type=int, default=256, help="images per encoder forward pass (default 256)")
+    p.add_argument("--shard-size", type=int, default=8192, help="images per shard, the unit of resume (default 8192)")
+    p.add_argument("--rank", type=int, default=None, help="low-rank bank of this SVD rank (eq. 8); default: full bank")
+    p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32", help="storage type of the bank (default fp32)")
+    p.add_argument("--patch-tokens", action="store_true",
+                   help="also write the patch tokens (REPA targets) to OUT.patch_tokens.npy, fp16 memmap "
+                        "(DINOv2-B: 384 KiB per image)")
+    p.add_argument("--pca-dim", type=int, default=64, help="width of a PCA encoder fitted here (default 64)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding images (default 0)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="only N images spread over the dataset (quick runs; a fixed seeded subset in dataset order)")
+    p.add_argument("--keep-shards", action="store_true", help="keep the work folder FILE.shards/ after success")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+def _run_bank_build(args) -> int:
+    from gmem.data import create_dataset
+    from gmem.encoders import create_encoder, PCAEncoder
+    from gmem.utils import get_device
+    ds = create_dataset(args.data, args.image_size)
+    name = args.data
+    if args.limit is not None:
+        if args.limit < 1: raise ValueError(f"--limit must be >= 1, got {args.limit}")
+        if args.limit < len(ds):
+            from gmem.data import limit_dataset
+            ds, name = limit_dataset(ds, args.limit), f"{args.data}[limit={args.limit}]"
+    out = Path(args.out)
+    weights = args.weights
+    if args.encoder == "pca" and weights is None:
+        weights = out.with_name(out.name.removesuffix(".safetensors") + ".pca-encoder.safetensors")
+        if not weights.exists():
+            PCAEncoder.fit(ds, dim=args.pca_dim).save(weights)
+            print(f"fitted a {args.pca_dim}-d PCA encoder on {name}: {weights}")
+    enc = create_encoder(args.encoder, weights=weights, device=get_device(args.device))
+    bank = build_bank(ds, enc, out, batch_size=args.batch_size, shard_size=args.shard_size,
+                      dtype=torch.float16 if args.dtype == "fp16" else torch.float32, rank=args.rank,
+                      patch_tokens=args.patch_tokens, num_workers=args.num_workers, progress=not args.no_progress,
+                      dataset_name=name, keep_shards=args.keep_shards)
+    print(f"wrote {out}: {bank!r}")
+    if args.patch_tokens: print(f"patch tokens: {patch_store_path(out)}")
+    return 0
+
+from .cli import register
+register("bank build", "encode a dataset into a memory bank file (resumable; optional fp16, SVD rank, patch tokens)",
+         _add_bank_build_args, _run_bank_build)

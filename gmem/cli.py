@@ -20,7 +20,7 @@ class Command:
     run: Callable[[argparse.Namespace], int | None]          # does the work; returns an exit code (None = 0)
 
 COMMANDS: dict[str, Command] = {}
-COMMAND_MODULES: list[str] = ["gmem.quickstart"]   # modules that register more commands (skipped when absent)
+COMMAND_MODULES: list[str] = ["gmem.bank", "gmem.quickstart"]   # modules that register more commands (skipped when absent)
 
 def register(name: str,                                       # "train", or "group sub" for a nested command
              help: str,                                       # one-line description
@@ -197,4 +197,6 @@ def _run_fid(args) -> int:
 register("fid", "FID between reference images/statistics and a dataset or a checkpoint's samples", _add_fid_args, _run_fid)
 
 # %% ../nbs/10_cli.ipynb #18f36908
-if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())
+if __name__ == "__main__" and "__file__" in globals():
+    from gmem.cli import main as _main
+    sys.exit(_main())

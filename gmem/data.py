@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 # %% auto #0
 __all__ = ['IMG_EXTENSIONS', 'CIFAR10_URL', 'DATASETS', 'center_crop_arr', 'pil_to_tensor_pm1', 'tensor_pm1_to_uint8',
            'UnreadableImageError', 'load_rgb', 'ImageFolderDataset', 'Cifar10Dataset', 'Mnist5kDataset',
-           'create_dataset']
+           'create_dataset', 'limit_dataset', 'build_bank']
 
 # %% ../nbs/05_data.ipynb #e2cbcafd
 def center_crop_arr(pil_image: Image.Image,  # an RGB (or any mode) PIL image
@@ -280,3 +280,18 @@ def create_dataset(name_or_path: str | os.PathLike,  # a name from DATASETS or a
     if s.startswith("imagenet:"): s = s[len("imagenet:"):]
     if os.path.isdir(s): return ImageFolderDataset(s, image_size, **kwargs)
     raise ValueError(f"unknown dataset {s!r}: valid are " + "; ".join(f"{k} ({v})" for k, v in DATASETS.items()))
+
+# %% ../nbs/05_data.ipynb #fa1ec6b7
+def limit_dataset(ds,                 # any map-style dataset
+                  limit: int | None,  # items to keep; None (or >= len) keeps everything
+                  seed: int = 0,      # which items: fixed by this seed, independent of any training seed
+                  ):
+    "A fixed subset of `limit` items drawn uniformly from the whole dataset, in dataset order."
+    if limit is None or limit >= len(ds): return ds
+    if limit < 1: raise ValueError(f"limit must be >= 1, got {limit}")
+    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+    return torch.utils.data.Subset(ds, idx.tolist())
+
+# %% ../nbs/05_data.ipynb #88760de5
+from .bank import build_bank
+_all_ = ["build_bank"]

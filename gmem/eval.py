@@ -16,8 +16,9 @@ import gmem
 
 # %% auto #0
 __all__ = ['CLEANFID_INCEPTION', 'INCEPTION_WEIGHTS', 'FID_MODES', 'fid_helper_inception_path', 'InceptionPool3',
-           'load_inception', 'to_uint8', 'FIDFeatures', 'RunningStats', 'feature_stats', 'fid_from_stats', 'save_stats',
-           'load_stats', 'default_cache_dir', 'reference_stats', 'fid', 'nearest_neighbors', 'neighbor_grid']
+           'load_inception', 'to_uint8', 'FIDFeatures', 'RunningStats', 'feature_stats', 'fid_from_stats',
+           'fid_from_features', 'save_stats', 'load_stats', 'default_cache_dir', 'reference_stats', 'fid',
+           'nearest_neighbors', 'neighbor_grid']
 
 # %% ../nbs/08_eval.ipynb #e912be46
 CLEANFID_INCEPTION = Path("/tmp") / "inception-2015-12-05.pt"  # where clean-fid keeps its download
@@ -208,6 +209,27 @@ def fid_from_stats(mu1, sigma1, mu2, sigma2,
     ev = linalg.eigvalsh(root1 @ sigma2 @ root1)                  # eigenvalues of S1^1/2 S2 S1^1/2 (= those of S1 S2)
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.sqrt(ev.clip(min=0)).sum())
+
+# %% ../nbs/08_eval.ipynb #23af26b9
+def fid_from_features(f1,  # (n1, d) features of one set (e.g. `FIDFeatures()(images)`)
+                      f2,  # (n2, d) features of the other set
+                      ) -> float:
+    "Fréchet distance of two feature sets; exact, via the n x n cross-Gram matrix when n < d (else via statistics)."
+    f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
+    if f1.ndim != 2 or f2.ndim != 2 or f1.shape[1] != f2.shape[1]:
+        raise ValueError(f"features must be (n1, d) and (n2, d) with the same d, got {f1.shape} and {f2.shape}")
+    if min(len(f1), len(f2)) < 2:
+        raise ValueError(f"need at least 2 samples per set for a covariance, got {len(f1)} and {len(f2)}")
+    if max(len(f1), len(f2)) >= f1.shape[1]:
+        r1, r2 = RunningStats(), RunningStats(); r1.update(f1); r2.update(f2)
+        (m1, s1, _), (m2, s2, _) = r1.stats(), r2.stats()
+        return fid_from_stats(m1, s1, m2, s2, method="eigh")
+    mu1, mu2 = f1.mean(0), f2.mean(0)
+    A = (f1 - mu1) / np.sqrt(len(f1) - 1)                        # (n1, d): Sigma1 = A^T A
+    B = (f2 - mu2) / np.sqrt(len(f2) - 1)                        # (n2, d): Sigma2 = B^T B
+    nuclear = np.linalg.svd(A @ B.T, compute_uv=False).sum()     # Tr (Sigma1 Sigma2)^1/2
+    diff = mu1 - mu2
+    return float(diff @ diff + (A * A).sum() + (B * B).sum() - 2 * nuclear)
 
 # %% ../nbs/08_eval.ipynb #e40b026a
 def save_stats(path, mu, sigma, meta: dict | None = None) -> Path:

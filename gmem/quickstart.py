@@ -89,7 +89,7 @@ def sample_arm(arm: str, qc: QuickstartConfig) -> tuple[torch.Tensor, float, obj
 # %% ../nbs/15_quickstart.ipynb #6f010cdb
 def run_quickstart(qc: QuickstartConfig | None = None, **kw) -> dict:
     "Train, sample and score the quickstart arms; write the report into `qc.out`; return the metrics."
-    from gmem.eval import fid, feature_stats, fid_from_stats, nearest_neighbors, neighbor_grid
+    from gmem.eval import FIDFeatures, fid_from_features, nearest_neighbors, neighbor_grid
     qc = qc or QuickstartConfig(**kw)
     out = Path(qc.out); out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
@@ -106,13 +106,13 @@ def run_quickstart(qc: QuickstartConfig | None = None, **kw) -> dict:
 
     print(f"[quickstart] FID: {qc.n_fid} real reference images, a disjoint data floor, {len(qc.arms)} arms")
     t0 = time.time()
-    ref_mu, ref_sigma, _ = feature_stats(real_images(qc.n_fid, 0), progress=qc.progress)
-    def score(x):
-        mu, sigma, _ = feature_stats(x, progress=qc.progress)
-        return fid_from_stats(ref_mu, ref_sigma, mu, sigma, method="eigh")
-    floor = score(real_images(qc.n_fid, qc.n_fid))
+    extractor = FIDFeatures(device=get_device(qc.device))
+    def feats(x):   # clean-fid Inception pool3 features, in batches
+        return np.concatenate([extractor(x[i:i + 50]) for i in range(0, len(x), 50)])
+    ref = feats(real_images(qc.n_fid, 0))
+    floor = fid_from_features(ref, feats(real_images(qc.n_fid, qc.n_fid)))
     for arm in qc.arms:
-        rows.append(dict(arm=arm, cond=ARMS[arm], fid=score(samples[arm][0]),
+        rows.append(dict(arm=arm, cond=ARMS[arm], fid=fid_from_features(ref, feats(samples[arm][0])),
                          train_s=timings[arm]["train_seconds"], sample_s=timings[arm]["sample_seconds"]))
     fid_seconds = time.time() - t0
 
@@ -150,7 +150,7 @@ def run_quickstart(qc: QuickstartConfig | None = None, **kw) -> dict:
                                 per_arm={a: {k: v for k, v in t.items() if k != "config"} for a, t in timings.items()}))
     write_metrics(out / "metrics.json", metrics, config=qc, command="make quickstart",
                   sampler=dict(mode="sde", method="heun", steps=qc.sample_steps, nfe=2 * qc.sample_steps - 1),
-                  fid_weights="TF-Inception 2015-12-05 pool3 (clean-fid pipeline)")
+                  fid_weights=extractor.info)
     write_quickstart_readme(out, df, floor, qc, nn_note, total)
     print(f"[quickstart] done in {total / 60:.1f} min -> {out}/README.md")
     return metrics

@@ -52,7 +52,7 @@ class DataConfig:
     dataset: str = "mnist5k"           # one of DATASETS: pixels (mnist5k, cifar10, folder) or pre-extracted latents
     root: str | None = None            # data location (cifar10: `cifar-10-batches-py`; folder: class sub-folders; latents: shard dir)
     image_size: int = 32               # pixel resolution (ignored for latents)
-    limit: int | None = None           # train on the first `limit` items only (quick runs); None = all
+    limit: int | None = None           # train on `limit` items spread over the dataset (quick runs; gmem.data.limit_dataset); None = all
     num_classes: int | None = None     # label count for cond="class"; None = read it from the dataset
     num_workers: int = 0               # DataLoader worker processes (0 = load in the main process)
     flip_prob: float = 0.0             # latents only: chance of the stored mirrored view, one coin per (seed, epoch, item)
@@ -536,7 +536,8 @@ def build_dataset(cfg: DataConfig, *, seed: int = 0, load_patch: bool = False):
     else:
         from gmem.tokenizers import LatentDataset
         ds = LatentDataset(cfg.root, flip_prob=cfg.flip_prob, seed=seed, load_patch=load_patch)
-    if cfg.limit is not None and cfg.limit < len(ds): ds = torch.utils.data.Subset(ds, range(cfg.limit))
+    from gmem.data import limit_dataset
+    ds = limit_dataset(ds, cfg.limit)   # spread over all classes, not the first `limit` (sorted) items
     return ds
 
 def num_classes_of(ds, cfg: DataConfig) -> int:
@@ -575,24 +576,13 @@ def build_bank(cfg: TrainConfig, ds, out_dir: Path, info: DistInfo = DistInfo())
     if len(bank) < len(ds): raise ValueError(f"the bank {path} has {len(bank)} rows but the dataset {len(ds)} items")
     return bank
 
-@torch.no_grad()
 def build_bank_file(cfg: TrainConfig, ds, path: str | os.PathLike, device=None, progress: bool = False):
     "Encode `ds` in order with the bank encoder (CLS features) and save a MemoryBank (row i = item i) at `path`."
-    from gmem.bank import MemoryBank
+    from gmem.bank import build_bank as build_bank_from_images   # sharded, resumable (work folder PATH.shards/)
     path = Path(path)
-    enc = build_encoder(cfg, ds, path.parent, device).eval()
-    dev = next(iter(enc.buffers()), torch.empty(0)).device
-    feats, labels = [], []
-    from tqdm.auto import tqdm
-    for lo in tqdm(range(0, len(ds), cfg.bank.batch_size), desc="bank", disable=not progress):
-        items = [ds[i] for i in range(lo, min(len(ds), lo + cfg.bank.batch_size))]
-        x = torch.stack([torch.as_tensor(it[0]) for it in items]).to(dev)
-        feats.append(enc(x)[0].float().cpu()); labels += [int(it[1]) for it in items]
-    bank = MemoryBank.from_features(torch.cat(feats), cfg.bank.rank, labels=torch.tensor(labels),
-                                    meta=dict(encoder=getattr(enc, "name", cfg.bank.encoder), dataset=cfg.data.dataset,
-                                              source="gmem.train.build_bank_file"))
-    bank.save(path)
-    return bank
+    enc = build_encoder(cfg, ds, path.parent, device)
+    return build_bank_from_images(ds, enc, path, batch_size=cfg.bank.batch_size, rank=cfg.bank.rank, progress=progress,
+                                  dataset_name=cfg.data.dataset, meta=dict(source="gmem.train.build_bank_file"))
 
 def build_model(cfg: TrainConfig, *, input_size: int, in_channels: int, snippet_dim: int, num_classes: int = 1000,
                 repa_dim: int = 768):

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['atomic_write', 'atomic_path', 'get_device', 'autocast', 'seed_everything', 'git_commit', 'sha256_tensors']
+__all__ = ['atomic_path', 'atomic_write', 'get_device', 'autocast', 'seed_everything', 'git_commit', 'sha256_tensors']
 
 # %% ../nbs/00_utils.ipynb #73131045
 def _default_mode() -> int:
@@ -19,29 +19,8 @@ def _default_mode() -> int:
     return 0o666 & ~umask
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike,  # final file name
-                 mode: str = "wb",          # "wb" for bytes, "w" for text
-                 ):
-    "Open a temp file next to `path`; on success fsync and `os.replace` it onto `path`, on error delete it."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-# %% ../nbs/00_utils.ipynb #4f44b7f2
-@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
-    "Yield a temp path next to `path` for libraries that write by file name; move it onto `path` on success."
+    "Yield a temp path next to `path` (for libraries that write by file name); on success fsync it and `os.replace` it onto `path`, on error delete it."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -56,6 +35,14 @@ def atomic_path(path: str | os.PathLike):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike,  # final file name
+                 mode: str = "wb",          # "wb" for bytes, "w" for text
+                 ):
+    "Open a temp file next to `path`; it replaces `path` only if the block finishes without an error."
+    with atomic_path(path) as tmp, open(tmp, mode) as f:
+        yield f
 
 # %% ../nbs/00_utils.ipynb #7f9bf0b8
 def get_device(device: str | torch.device | None = None) -> torch.device:

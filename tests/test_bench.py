@@ -1,0 +1,28 @@
+"""Smoke test of tools/bench_train.py: it runs, writes a JSON of finite positive numbers and a README (no speed targets)."""
+import json, math, os, subprocess, sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+
+
+def test_bench_train_quick(tmp_path):
+    out = tmp_path / "train_cpu.json"
+    cmd = [sys.executable, str(ROOT / "tools" / "bench_train.py"), "--quick", "--device", "cpu", "--steps", "1",
+           "--repeats", "1", "--sample-steps", "2", "--out", str(out)]
+    p = subprocess.run(cmd, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
+    d = json.loads(out.read_text())
+    assert d["device"] == "cpu" and d["quick"] is True and d["torch"] and "bench_train.py" in d["command"]
+    (r,) = d["results"]
+    assert r["model"] == "SiT-T/2" and r["precision"] == "fp32" and r["compile"] is False and r["repa"] is True
+    pos = lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+    for k in ("train_img_s", "peak_mem_train_MB", "fwd_gflop_per_img", "params_M", "train_first_step_s"):
+        assert pos(r[k]), (k, r[k])
+    assert math.isfinite(r["train_loss_last"])
+    assert set(r["sample"]) == {"sde-heun", "ode-euler"}
+    assert r["sample"]["sde-heun"]["nfe"] == 3 and r["sample"]["ode-euler"]["nfe"] == 2   # Heun: 2*steps - 1
+    for s in r["sample"].values():
+        assert pos(s["img_s"]) and s["finite"] is True
+    readme = (tmp_path / "README.md").read_text()
+    assert "train_cpu.json" in readme and "not measured: no gpu" in readme.lower() and "theirs" in readme
