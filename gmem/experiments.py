@@ -17,7 +17,7 @@ from .report import cached_arm, config_hash, markdown_table
 # %% auto #0
 __all__ = ['PAPER', 'REPORTS', 'PRESET_NAMES', 'SCALES', 'PAPER_INPUTS', 'repo_root', 'resolve_out_dir', 'report_command',
            'Scale', 'scale_for', 'require_paper_inputs', 'start', 'arm_config', 'mnist_reference', 'cifar_reference',
-           'fid_from_features', 'Experiment', 'direction', 'check_line', 'speedup', 'bar_plot', 'index_markdown',
+           'fid_against_stats', 'Experiment', 'direction', 'check_line', 'speedup', 'bar_plot', 'index_markdown',
            'build_index']
 
 # %% ../nbs/12_experiments.ipynb #2f39a1a9
@@ -237,7 +237,7 @@ def cifar_reference(root: str, n_ref: int, progress: bool = False):
     return reference_stats("cifar10", "train", 32, count=n_ref, batches_fn=batches, progress=progress)
 
 # %% ../nbs/12_experiments.ipynb #b62c2bb3
-def fid_from_features(mu_r: np.ndarray,     # (d,) reference mean
+def fid_against_stats(mu_r: np.ndarray,     # (d,) reference mean
                       sigma_r: np.ndarray,  # (d, d) reference covariance
                       feats: np.ndarray,    # (n, d) features of the generated images
                       ) -> float:
@@ -424,7 +424,7 @@ class Experiment:
         ext = FIDFeatures(device=self.device)
         u8 = to_uint8(x)
         feats = np.concatenate([ext(u8[i:i + 50]) for i in range(0, len(u8), 50)])
-        value = fid_from_features(mu_r, sig_r, feats)
+        value = fid_against_stats(mu_r, sig_r, feats)
         return dict(fid=value, n=len(feats), nfe=nfe_formula(method, steps), sample_seconds=t_sample,
                     fid_seconds=time.perf_counter() - t, fid_weights=ext.info.get("weights"))
 
