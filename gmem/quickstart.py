@@ -167,10 +167,9 @@ def write_quickstart_readme(out: Path, df: pd.DataFrame, floor: float, qc: Quick
     if "gmem" in by and len(by) > 1:
         others = {a: f for a, f in by.items() if a != "gmem"}
         helps = all(by["gmem"] < f for f in others.values())
-        verdict = ("At this scale the memory bank **helps**: GMem has the lowest FID of the arms at an equal training "
-                   "budget." if helps else
-                   "At this scale the memory bank **does not help**: GMem's FID is not the lowest at an equal training "
-                   "budget (" + ", ".join(f"{a} {f:.1f}" for a, f in sorted(others.items())) + f" vs gmem {by['gmem']:.1f}).")
+        gaps = ", ".join(f"{a} {f:.1f}" for a, f in sorted(others.items())) + f" vs gmem {by['gmem']:.1f}"
+        verdict = (f"GMem has the **lowest** FID of the arms at an equal training budget ({gaps})." if helps else
+                   f"GMem does **not** have the lowest FID at an equal training budget ({gaps}).")
     else:
         verdict = "Only one arm ran; no comparison."
     md = [f"# Quickstart: GMem vs SiT baselines on MNIST-5k (CPU)",
