@@ -68,8 +68,9 @@ def train_arm(arm: str, qc: QuickstartConfig) -> dict:
 
 # %% ../nbs/15_quickstart.ipynb #f762c5da
 def _uint8(x: torch.Tensor) -> torch.Tensor:
-    "[-1, 1] model-space pixels -> uint8 RGB, as the official sampler (clamp(127.5 x + 128))."
-    return (x.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu()
+    "[-1, 1] model-space pixels -> uint8 on the CPU, with the official rounding of `gmem.samplers.to_uint8`."
+    from gmem.samplers import to_uint8
+    return to_uint8(x.float()).cpu()
 
 def real_images(n: int, offset: int = 0, seed: int = 0, image_size: int = 16) -> torch.Tensor:
     "`n` MNIST-5k training digits (uint8, 3 x size x size) from a fixed random permutation, starting at `offset`."
