@@ -13,9 +13,10 @@ from tqdm.auto import tqdm
 from .utils import atomic_path, atomic_write, git_commit
 
 # %% auto #0
-__all__ = ['SD_VAE_HUB_ID', 'SD_VAE_SCALE', 'TOKENIZERS', 'Tokenizer', 'PixelTokenizer', 'SDVAETokenizer', 'latent_stats',
+__all__ = ['SD_VAE_HUB_ID', 'SD_VAE_SCALE', 'VAVAE_HUB_ID', 'VAVAE_FILE', 'TOKENIZERS', 'Tokenizer', 'PixelTokenizer',
+           'SDVAETokenizer', 'ldm_vae_config', 'convert_ldm_vae_state_dict', 'VAVAETokenizer', 'latent_stats',
            'normalize_latents', 'denormalize_latents', 'create_tokenizer', 'store_bytes_per_image', 'extract_latents',
-           'LatentDataset', 'collate_latents']
+           'LatentDataset', 'collate_latents', 'LatentDecoder']
 
 # %% ../nbs/06_tokenizers.ipynb #91141766
 class Tokenizer(torch.nn.Module):
@@ -56,6 +57,7 @@ class SDVAETokenizer(Tokenizer):
         self.stochastic = self.sample
         self.factor = 2 ** (len(vae.config.block_out_channels) - 1)   # spatial downsampling
         self.channels = int(vae.config.latent_channels)
+        self.weights: str | None = None                                # where the weights came from (recorded in stores)
 
     @classmethod
     def from_pretrained(cls, weights: str | os.PathLike = SD_VAE_HUB_ID,  # local diffusers folder or hub id
@@ -75,6 +77,7 @@ class SDVAETokenizer(Tokenizer):
                 f"made where there is internet with `huggingface-cli download {SD_VAE_HUB_ID} --local-dir DIR` (or "
                 f"stabilityai/sd-vae-ft-mse) - or a hub id with network access.") from e
         tok = cls(vae, **kw)
+        tok.weights = str(weights)
         return tok.to(device) if device is not None else tok
 
     @torch.no_grad()
@@ -98,6 +101,114 @@ class SDVAETokenizer(Tokenizer):
     def latent_shape(self, image_size):
         if image_size % self.factor: raise ValueError(f"image_size {image_size} is not a multiple of {self.factor}")
         return (self.channels, image_size // self.factor, image_size // self.factor)
+
+# %% ../nbs/06_tokenizers.ipynb #6ab78231
+VAVAE_HUB_ID = "hustvl/vavae-imagenet256-f16d32-dinov2"   # hub repo of the VA-VAE checkpoint
+VAVAE_FILE = "vavae-imagenet256-f16d32-dinov2.pt"          # its LDM-format weights file
+
+def ldm_vae_config(ch: int = 128,                          # base channels
+                   ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4),  # channel multiplier per level (f = 2^(levels-1))
+                   num_res_blocks: int = 2,                 # residual blocks per encoder level (decoder: +1)
+                   attn_resolutions: tuple[int, ...] = (16,),  # feature-map sizes with attention
+                   resolution: int = 256,                   # training image size (decides where attention sits)
+                   z_channels: int = 32,                    # latent channels (= embed_dim)
+                   in_channels: int = 3, out_ch: int = 3,
+                   ) -> dict:
+    "The diffusers `AutoencoderKL` config of an LDM/taming KL autoencoder (defaults: VA-VAE f16d32)."
+    levels = len(ch_mult)
+    attn = [resolution // 2 ** i in tuple(attn_resolutions) for i in range(levels)]   # level i runs at resolution / 2^i
+    return dict(in_channels=in_channels, out_channels=out_ch,
+                down_block_types=tuple("AttnDownEncoderBlock2D" if a else "DownEncoderBlock2D" for a in attn),
+                up_block_types=tuple("AttnUpDecoderBlock2D" if a else "UpDecoderBlock2D" for a in reversed(attn)),
+                block_out_channels=tuple(ch * m for m in ch_mult), layers_per_block=num_res_blocks,
+                latent_channels=z_channels, norm_num_groups=32, sample_size=resolution, scaling_factor=1.0)
+
+_LDM_RESNET = {"nin_shortcut": "conv_shortcut"}
+_LDM_ATTN = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
+
+def _ldm_key(k: str, levels: int) -> str | None:
+    "diffusers name of an LDM autoencoder parameter (None: not part of the autoencoder)."
+    import re
+    if k.split(".")[0] in ("quant_conv", "post_quant_conv"): return k
+    m = re.fullmatch(r"(encoder|decoder)\.(.+)\.(weight|bias)", k)
+    if not m: return None
+    part, path, wb = m.groups()
+    def block(s):
+        b = re.fullmatch(r"block_?(\d+)\.(\w+)", s)          # block.j.x (levels) or block_1/2.x (middle)
+        if b: return f"resnets.{b[1]}.{_LDM_RESNET.get(b[2], b[2])}"
+        a = re.fullmatch(r"attn_?(\d+)\.(\w+)", s)
+        if a and a[2] in _LDM_ATTN: return f"attentions.{a[1]}.{_LDM_ATTN[a[2]]}"
+        return None
+    if path in ("conv_in", "conv_out"): return f"{part}.{path}.{wb}"
+    if path == "norm_out": return f"{part}.conv_norm_out.{wb}"
+    m = re.fullmatch(r"mid\.(.+)", path)
+    if m:
+        s = re.sub(r"^block_(\d)", lambda g: f"block_{int(g[1]) - 1}", m[1])   # block_1/2 -> resnets.0/1
+        s = re.sub(r"^attn_1", "attn_0", s)
+        t = block(s)
+        return f"{part}.mid_block.{t}.{wb}" if t else None
+    m = re.fullmatch(r"(down|up)\.(\d+)\.(.+)", path)
+    if m:
+        i = int(m[2]) if m[1] == "down" else levels - 1 - int(m[2])     # LDM counts decoder levels from the bottom
+        blocks = f"{part}.{m[1]}_blocks.{i}"
+        if m[3] in ("downsample.conv", "upsample.conv"): return f"{blocks}.{m[3][:-5]}rs.0.conv.{wb}"
+        b = re.fullmatch(r"(block|attn)\.(\d+)\.(\w+)", m[3])
+        t = block(f"{b[1]}{b[2]}.{b[3]}") if b else None
+        return f"{blocks}.{t}.{wb}" if t else None
+    return None
+
+def convert_ldm_vae_state_dict(sd: dict,     # an LDM AutoencoderKL state dict (keys encoder.*, decoder.*, quant_conv.* ...)
+                               vae,          # the diffusers AutoencoderKL it is for (its keys and shapes decide)
+                               ) -> tuple[dict, list[str]]:
+    "Rename an LDM KL-autoencoder state dict for diffusers; returns (state dict, ignored keys). Missing keys raise."
+    levels, target = len(vae.config.block_out_channels), vae.state_dict()
+    out, ignored = {}, []
+    for k, v in sd.items():
+        nk = _ldm_key(k, levels)
+        if nk is None or nk not in target: ignored.append(k); continue
+        if v.ndim == 4 and target[nk].ndim == 2: v = v[:, :, 0, 0]       # 1x1 conv -> linear (attention projections)
+        if v.shape != target[nk].shape:
+            raise ValueError(f"{k}: shape {tuple(v.shape)} does not fit {nk} {tuple(target[nk].shape)}: the checkpoint "
+                             f"is not an autoencoder of this config (check ch, ch_mult, z_channels)")
+        out[nk] = v
+    missing = sorted(set(target) - set(out))
+    if missing:
+        raise ValueError(f"the checkpoint lacks {len(missing)} autoencoder weights (e.g. {missing[:3]}); it is not an LDM "
+                         f"KL autoencoder of this config. Keys it has: {sorted(sd)[:5]}...")
+    return out, ignored
+
+class VAVAETokenizer(SDVAETokenizer):
+    "VA-VAE (or any LDM KL autoencoder) as a tokenizer: posterior sample, no scale (per-channel stats normalise it)."
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike,          # LDM-format .pt/.ckpt/.safetensors file
+                        config: dict | None = None,            # ldm_vae_config(...) (default: VA-VAE f16d32)
+                        device=None, dtype: torch.dtype = torch.float32,
+                        weights_only: bool = True,             # False: allow a full pickle (only for files you trust)
+                        **kw) -> "VAVAETokenizer":
+        "Build the diffusers autoencoder and load an LDM-format checkpoint into it; a clear error says what to provide."
+        from diffusers import AutoencoderKL
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise FileNotFoundError(
+                f"VA-VAE weights {str(p)!r} not found. Download {VAVAE_FILE} from the hub repo {VAVAE_HUB_ID} (e.g. "
+                f"`huggingface-cli download {VAVAE_HUB_ID} {VAVAE_FILE} --local-dir DIR` where there is internet) and pass "
+                f"weights=DIR/{VAVAE_FILE}")
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            sd = load_file(str(p))
+        else:
+            try: sd = torch.load(p, map_location="cpu", weights_only=weights_only)
+            except Exception as e:  # noqa: BLE001 - unpickling errors come in many types
+                raise ValueError(f"could not read {p} as a weights-only checkpoint ({type(e).__name__}: {str(e)[:200]}); "
+                                 f"if you trust the file, pass weights_only=False") from e
+        for key in ("state_dict", "model"):                  # Lightning / LDM wrappers
+            if isinstance(sd, dict) and isinstance(sd.get(key), dict): sd = sd[key]
+        vae = AutoencoderKL(**(config or ldm_vae_config()))
+        new, ignored = convert_ldm_vae_state_dict(sd, vae)
+        vae.load_state_dict(new)
+        tok = cls(vae.to(dtype=dtype).eval(), **({"scale": 1.0, "name": "va-vae"} | kw))
+        tok.weights, tok.ignored_keys = str(p), ignored
+        return tok.to(device) if device is not None else tok
 
 # %% ../nbs/06_tokenizers.ipynb #37bc038c
 def latent_stats(chunks,  # iterable of latent tensors/arrays (B, C, h, w) - or one such tensor
@@ -128,24 +239,21 @@ def denormalize_latents(z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) 
 TOKENIZERS = {
     "pixel": "identity on [-1, 1] pixels (3 channels)",
     "sd-vae": f"Stable Diffusion f8 VAE via diffusers AutoencoderKL (weights: local folder or hub id, default {SD_VAE_HUB_ID}); scale {SD_VAE_SCALE}",
-    "va-vae": "LightningDiT's VA-VAE f16d32 (not supported here; see the error message)",
+    "va-vae": f"LightningDiT's VA-VAE f16d32 (weights: the LDM-format {VAVAE_FILE} of {VAVAE_HUB_ID}); no scale",
 }
 
 def create_tokenizer(name: str,                               # a key of TOKENIZERS
-                     weights: str | os.PathLike | None = None, # sd-vae: local diffusers folder or hub id
+                     weights: str | os.PathLike | None = None, # sd-vae: local diffusers folder or hub id; va-vae: the .pt file
                      device=None,                             # where to put the weights (default: CPU)
-                     **kwargs,                                # e.g. sample=False, local_files_only=True
+                     **kwargs,                                # e.g. sample=False, local_files_only=True (sd-vae)
                      ) -> Tokenizer:
     "Build a tokenizer by name; unknown names raise a ValueError listing the valid ones."
     if name == "pixel": return PixelTokenizer()
     if name == "sd-vae": return SDVAETokenizer.from_pretrained(weights or SD_VAE_HUB_ID, device=device, **kwargs)
     if name == "va-vae":
-        raise NotImplementedError(
-            "va-vae: the VA-VAE f16d32 used by GMem's released LightningDiT models (hub repo hustvl/vavae-imagenet256-f16d32-dinov2, "
-            "code in github.com/hustvl/LightningDiT) ships as a checkpoint for LDM/taming autoencoder code, not as a "
-            "diffusers model, and gmem does not bundle that code or its weights. Extract latents with that repository, or wrap "
-            "its autoencoder in a gmem.tokenizers.Tokenizer subclass (encode -> posterior sample, no extra scale; "
-            "per-channel normalisation is applied by extract_latents/LatentDataset).")
+        if not weights:
+            raise ValueError(f"va-vae needs weights=PATH of {VAVAE_FILE} (download it from the hub repo {VAVAE_HUB_ID})")
+        return VAVAETokenizer.from_checkpoint(weights, device=device, **kwargs)
     raise ValueError(f"unknown tokenizer {name!r}; valid: {sorted(TOKENIZERS)}")
 
 # %% ../nbs/06_tokenizers.ipynb #c7c7071c
@@ -274,6 +382,7 @@ def extract_latents(dataset,                             # items (image (3,S,S) 
     meta = config | dict(shards=[{"file": _shard_files(out_dir, s)["latents"].name.split(".")[0], "start": a, "n": b - a}
                                  for s, a, b in bounds],
                          mean=mean.tolist(), std=std.tolist(), stats_count=int(len(idx)),
+                         tokenizer_weights=getattr(tokenizer, "weights", None),
                          bytes_per_image=store_bytes_per_image(lshape, d, n_patch, flip=flip, patch_dim=d_patch),
                          created_by=git_commit(), created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     with atomic_write(out_dir / "meta.json", "w") as f: json.dump(meta, f, indent=1)
@@ -351,3 +460,32 @@ def collate_latents(batch):
     z, y, c, p = zip(*batch)
     stack = lambda xs: None if xs[0] is None else torch.stack(xs)
     return torch.stack(z), torch.tensor(y, dtype=torch.long), stack(c), stack(p)
+
+# %% ../nbs/06_tokenizers.ipynb #49507c45
+class LatentDecoder:
+    "Normalised model-space latents of a store -> images (B, 3, H, W) in [-1, 1]."
+    def __init__(self, tokenizer: Tokenizer, mean: torch.Tensor | None = None, std: torch.Tensor | None = None):
+        self.tokenizer, self.mean, self.std = tokenizer, mean, std
+
+    @classmethod
+    def for_store(cls, store: str | os.PathLike,              # a finished extract_latents folder
+                  weights: str | os.PathLike | None = None,   # tokenizer weights (default: those recorded in the store)
+                  device=None, **kw) -> "LatentDecoder":
+        mp = Path(store) / "meta.json"
+        if not mp.exists(): raise FileNotFoundError(f"{str(mp)!r} not found: {store} is not a finished latent store")
+        meta = json.loads(mp.read_text())
+        name, w = meta["tokenizer"], weights or meta.get("tokenizer_weights")
+        if name != "pixel" and not w:
+            raise ValueError(f"the store {store} was made with tokenizer {name!r} but records no weights: pass "
+                             f"weights= (the same {name} weights the latents were extracted with)")
+        if name == "sd-vae": kw = {"local_files_only": Path(str(w)).expanduser().exists()} | kw
+        tok = create_tokenizer(name, weights=w, device=device, **kw)
+        scale = meta.get("tokenizer_scale")
+        if scale is not None and getattr(tok, "scale", None) is not None and abs(tok.scale - scale) > 1e-9:
+            raise ValueError(f"tokenizer scale {tok.scale} differs from the store's {scale}: pass the store's scale")
+        return cls(tok, torch.tensor(meta["mean"]), torch.tensor(meta["std"]))
+
+    @torch.no_grad()
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        if self.mean is not None: z = denormalize_latents(z.float(), self.mean, self.std)
+        return self.tokenizer.decode(z).float().clamp(-1, 1)
