@@ -12,7 +12,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['IMG_EXTENSIONS', 'CIFAR10_URL', 'DATASETS', 'center_crop_arr', 'pil_to_tensor_pm1', 'tensor_pm1_to_uint8',
+__all__ = ['tensor_pm1_to_uint8', 'IMG_EXTENSIONS', 'CIFAR10_URL', 'DATASETS', 'center_crop_arr', 'pil_to_tensor_pm1',
            'UnreadableImageError', 'load_rgb', 'ImageFolderDataset', 'Cifar10Dataset', 'Mnist5kDataset',
            'create_dataset', 'limit_dataset', 'build_bank']
 
@@ -38,9 +38,8 @@ def pil_to_tensor_pm1(img: Image.Image) -> torch.Tensor:
     arr = np.asarray(img.convert("RGB") if img.mode != "RGB" else img, dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(127.5).sub_(1.0)  # (3, H, W)
 
-def tensor_pm1_to_uint8(x: torch.Tensor) -> torch.Tensor:
-    "Images in [-1, 1] -> uint8 with the official rounding clamp(127.5 x + 128) (inverse of `pil_to_tensor_pm1`)."
-    return (x * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+from .utils import to_uint8
+tensor_pm1_to_uint8 = to_uint8   # the inverse of `pil_to_tensor_pm1`: gmem.utils.to_uint8 (official rounding)
 
 # %% ../nbs/05_data.ipynb #fe3e9a45
 class UnreadableImageError(ValueError):

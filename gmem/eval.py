@@ -16,9 +16,9 @@ import gmem
 
 # %% auto #0
 __all__ = ['CLEANFID_INCEPTION', 'INCEPTION_WEIGHTS', 'FID_MODES', 'fid_helper_inception_path', 'InceptionPool3',
-           'load_inception', 'to_uint8', 'FIDFeatures', 'RunningStats', 'feature_stats', 'fid_from_stats',
-           'fid_from_features', 'save_stats', 'load_stats', 'default_cache_dir', 'reference_stats', 'fid',
-           'nearest_neighbors', 'neighbor_grid']
+           'load_inception', 'FIDFeatures', 'RunningStats', 'feature_stats', 'fid_from_stats', 'fid_from_features',
+           'save_stats', 'load_stats', 'default_cache_dir', 'reference_stats', 'fid', 'nearest_neighbors',
+           'neighbor_grid']
 
 # %% ../nbs/08_eval.ipynb #e912be46
 CLEANFID_INCEPTION = Path("/tmp") / "inception-2015-12-05.pt"  # where clean-fid keeps its download
@@ -91,9 +91,7 @@ def load_inception(weights: str = "auto",  # "auto" | "cleanfid" | "fid-helper"
     return net, info
 
 # %% ../nbs/08_eval.ipynb #38f9efce
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    "Images in [-1, 1] `(B, C, H, W)` -> uint8 in [0, 255] (official rounding: `clamp(127.5 x + 128, 0, 255)`)."
-    return (127.5 * x.float() + 128).clamp(0, 255).to(torch.uint8)
+from .utils import to_uint8   # images in [-1, 1] -> uint8, official rounding (re-exported here)
 
 def _as_uint8_batch(x) -> torch.Tensor:
     if isinstance(x, np.ndarray):

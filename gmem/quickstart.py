@@ -68,8 +68,8 @@ def train_arm(arm: str, qc: QuickstartConfig) -> dict:
 
 # %% ../nbs/15_quickstart.ipynb #f762c5da
 def _uint8(x: torch.Tensor) -> torch.Tensor:
-    "[-1, 1] model-space pixels -> uint8 on the CPU, with the official rounding of `gmem.samplers.to_uint8`."
-    from gmem.samplers import to_uint8
+    "[-1, 1] model-space pixels -> uint8 on the CPU, with the official rounding of `gmem.utils.to_uint8`."
+    from gmem.utils import to_uint8
     return to_uint8(x.float()).cpu()
 
 def real_images(n: int, offset: int = 0, seed: int = 0, image_size: int = 16) -> torch.Tensor:

@@ -63,7 +63,7 @@ def write_metrics(path: str | os.PathLike,   # e.g. reports/ablation/metrics.jso
 def to_uint8_images(x: torch.Tensor) -> torch.Tensor:
     "(N,C,H,W) float in [-1,1] (or uint8) -> uint8 (N,3,H,W); 1-channel images are repeated to RGB."
     if x.dtype != torch.uint8:
-        from gmem.samplers import to_uint8   # the official clamp(127.5 x + 128) rounding
+        from gmem.utils import to_uint8   # the official clamp(127.5 x + 128) rounding
         x = to_uint8(x.detach().float().cpu())
     if x.shape[1] == 1: x = x.repeat(1, 3, 1, 1)
     return x.cpu()

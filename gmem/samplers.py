@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 # %% auto #0
 __all__ = ['MODES', 'METHODS', 'SDE_T_END', 'SAMPLER_PRESETS', 'velocity_to_x1', 'velocity_to_noise', 'velocity_to_score',
            'score_to_velocity', 'diffusion_coef', 'sde_drift', 'shift_time', 'time_grid', 'nfe_formula', 'seeded_noise',
-           'seeded_generators', 'NFE', 'sample', 'sample_with_bank', 'to_uint8']
+           'seeded_generators', 'NFE', 'sample', 'sample_with_bank']
 
 # %% ../nbs/04_samplers.ipynb #0fabb486
 def _bt(t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor | float:
@@ -247,6 +247,4 @@ SAMPLER_PRESETS = {
     "official-ode": dict(mode="ode", method="euler", steps=49, shift=0.3),       # linspace(0,1,50), shift 0.3; 49 NFE
 }
 
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    "Images in [-1, 1] -> uint8 as the official code: clamp(127.5 x + 128, 0, 255), truncated (~ round(127.5 x + 127.5))."
-    return (127.5 * x + 128).clamp(0, 255).to(torch.uint8)
+from .utils import to_uint8   # images in [-1, 1] -> uint8 as the official sampler saves them (re-exported here)

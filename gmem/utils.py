@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['atomic_path', 'atomic_write', 'get_device', 'autocast', 'seed_everything', 'git_commit', 'sha256_tensors']
+__all__ = ['atomic_path', 'atomic_write', 'get_device', 'autocast', 'to_uint8', 'seed_everything', 'git_commit', 'sha256_tensors']
 
 # %% ../nbs/00_utils.ipynb #73131045
 def _default_mode() -> int:
@@ -59,6 +59,11 @@ def autocast(device: str | torch.device,   # where the computation runs
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=dtype)
     return contextlib.nullcontext()
+
+# %% ../nbs/00_utils.ipynb #e97086b0
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    "Images in [-1, 1] -> uint8 as the official code: clamp(127.5 x + 128, 0, 255), truncated (~ round(127.5 x + 127.5))."
+    return (127.5 * x.float() + 128).clamp(0, 255).to(torch.uint8)
 
 # %% ../nbs/00_utils.ipynb #0e0ac4b3
 def seed_everything(seed: int) -> torch.Generator:
