@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Callable
 
 # %% auto #0
-__all__ = ['COMMANDS', 'COMMAND_MODULES', 'Command', 'register', 'build_parser', 'main', 'resolve_train_config']
+__all__ = ['COMMANDS', 'COMMAND_MODULES', 'Command', 'register', 'build_parser', 'main', 'resolve_train_config',
+           'add_sampler_args', 'add_tokenizer_weights_arg']
 
 # %% ../nbs/10_cli.ipynb #80e863bd
 @dataclass
@@ -118,34 +119,44 @@ register("train", "train a model (GMem, class-conditional or unconditional) from
          _add_train_args, _run_train)
 
 # %% ../nbs/10_cli.ipynb #63b0f184
+def add_sampler_args(p: argparse.ArgumentParser, *, mode: str = "ode", method: str = "euler", steps: int = 50,
+                     when: str = ""):
+    "The sampler options shared by the commands that sample (`--steps --mode --method --seed`); `when` ends each help."
+    w = f" {when}" if when else ""
+    p.add_argument("--steps", type=int, default=steps, help=f"sampler steps{w} (default {steps})")
+    p.add_argument("--mode", choices=["ode", "sde"], default=mode, help=f"probability-flow ODE or SDE{w} (default {mode})")
+    p.add_argument("--method", choices=["euler", "heun"], default=method, help=f"integrator{w} (default {method})")
+    p.add_argument("--seed", type=int, default=0, help=f"first per-sample seed (noise and bank index){w}; default 0")
+
+def add_tokenizer_weights_arg(p: argparse.ArgumentParser):
+    p.add_argument("--tokenizer-weights", metavar="PATH", help="latent runs: the tokenizer weights that decode samples "
+                   "(SD-VAE folder or VA-VAE .pt; default: the weights recorded in the run's latent store)")
+
 def _add_sample_args(p: argparse.ArgumentParser):
     p.add_argument("--ckpt", required=True, metavar="PATH", help="checkpoint file, or a run directory (its latest checkpoint)")
     p.add_argument("--out", required=True, metavar="PNG", help="output image grid")
     p.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
-    p.add_argument("--steps", type=int, default=50, help="sampler steps (default 50)")
-    p.add_argument("--mode", choices=["ode", "sde"], default="ode", help="probability-flow ODE or SDE (default ode)")
-    p.add_argument("--method", choices=["euler", "heun"], default="euler", help="integrator (default euler)")
-    p.add_argument("--seed", type=int, default=0, help="first per-sample seed (noise and bank index); default 0")
+    add_sampler_args(p)
     p.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (1 = none, the paper's headline)")
     p.add_argument("--bank", metavar="PATH", help="memory bank file (default: the run's bank: config bank.path or "
                                                   "RUN/bank.safetensors); its fingerprint must match the checkpoint's")
+    add_tokenizer_weights_arg(p)
     p.add_argument("--raw", action="store_true", help="use the raw (non-EMA) weights")
     p.add_argument("--device", metavar="DEV", help="cpu, cuda, ... (default: CUDA when available)")
     p.add_argument("--nrow", type=int, help="images per grid row (default sqrt(n))")
 
 def _run_sample(args) -> int:
     import math
-    from gmem.train import load_run, generate
+    from gmem.train import load_run, generate, decode_samples
     from gmem.utils import atomic_path, get_device
     from torchvision.utils import save_image
     import torch
     dev = get_device(args.device)
     run = load_run(args.ckpt, device=dev, ema=not args.raw, bank=args.bank)
-    xs = list(generate(run, args.n, seed=args.seed, steps=args.steps, mode=args.mode, method=args.method,
-                       cfg_scale=args.cfg_scale, batch_size=args.n))
+    xs = [decode_samples(run, x, tokenizer_weights=args.tokenizer_weights)
+          for x in generate(run, args.n, seed=args.seed, steps=args.steps, mode=args.mode, method=args.method,
+                            cfg_scale=args.cfg_scale, batch_size=args.n)]
     x = torch.cat(xs)
-    if x.shape[1] not in (1, 3):
-        raise ValueError(f"the model generates {x.shape[1]}-channel latents; decode them with gmem.tokenizers first")
     with atomic_path(args.out) as tmp:
         save_image((x.float().clamp(-1, 1) + 1) / 2, tmp, nrow=args.nrow or max(1, int(math.sqrt(args.n))), format="png")
     print(f"wrote {args.n} samples to {args.out}")
@@ -163,33 +174,32 @@ def _add_fid_args(p: argparse.ArgumentParser):
     fake.add_argument("--ckpt", metavar="PATH", help="sample from this checkpoint/run directory instead of --fake")
     p.add_argument("--n", type=int, default=5000, help="images per side (default 5000; FID at small N is biased upward)")
     p.add_argument("--image-size", type=int, default=32, help="side of dataset images (default 32)")
-    p.add_argument("--steps", type=int, default=50, help="sampler steps with --ckpt (default 50)")
-    p.add_argument("--mode", choices=["ode", "sde"], default="ode", help="sampler mode with --ckpt (default ode)")
-    p.add_argument("--method", choices=["euler", "heun"], default="euler", help="integrator with --ckpt (default euler)")
-    p.add_argument("--seed", type=int, default=0, help="first per-sample seed with --ckpt (default 0)")
+    add_sampler_args(p, when="with --ckpt")
+    add_tokenizer_weights_arg(p)
     p.add_argument("--batch-size", type=int, default=100, help="images per batch (default 100)")
     p.add_argument("--device", metavar="DEV", help="where the sampler and Inception run (default: CUDA when available)")
 
 def _dataset_batches(spec: str, n: int, image_size: int, batch_size: int):
     "uint8 batches (B, 3, H, W) of the first `n` images of a dataset spec."
     import torch
-    from gmem.data import create_dataset, tensor_pm1_to_uint8
+    from gmem.data import create_dataset
+    from gmem.utils import to_uint8
     ds = create_dataset(spec, image_size)
     n = min(n, len(ds))
     for i in range(0, n, batch_size):
-        yield tensor_pm1_to_uint8(torch.stack([ds[j][0] for j in range(i, min(n, i + batch_size))]))
+        yield to_uint8(torch.stack([ds[j][0] for j in range(i, min(n, i + batch_size))]))
 
 def _run_fid(args) -> int:
     from gmem.eval import fid
-    from gmem.utils import get_device
+    from gmem.utils import get_device, to_uint8
     dev = get_device(args.device)
     real = args.real if args.real.endswith(".npz") else _dataset_batches(args.real, args.n, args.image_size, args.batch_size)
     if args.ckpt:
-        from gmem.train import load_run, generate
-        from gmem.data import tensor_pm1_to_uint8
+        from gmem.train import load_run, generate, decode_samples
         run = load_run(args.ckpt, device=dev)
-        fake = (tensor_pm1_to_uint8(x.float().cpu()) for x in generate(run, args.n, seed=args.seed, steps=args.steps,
-                mode=args.mode, method=args.method, batch_size=args.batch_size))
+        fake = (to_uint8(decode_samples(run, x, tokenizer_weights=args.tokenizer_weights))
+                for x in generate(run, args.n, seed=args.seed, steps=args.steps, mode=args.mode, method=args.method,
+                                  batch_size=args.batch_size))
     else: fake = _dataset_batches(args.fake, args.n, args.image_size, args.batch_size)
     print(f"FID {fid(real, fake, device=dev, max_count=args.n):.4f}")
     return 0

@@ -15,10 +15,10 @@ import torch
 from .report import cached_arm, config_hash, markdown_table
 
 # %% auto #0
-__all__ = ['PAPER', 'REPORTS', 'PRESET_NAMES', 'SCALES', 'PAPER_INPUTS', 'repo_root', 'resolve_out_dir', 'report_command',
-           'Scale', 'scale_for', 'require_paper_inputs', 'start', 'arm_config', 'mnist_reference', 'cifar_reference',
-           'fid_against_stats', 'Experiment', 'direction', 'check_line', 'speedup', 'bar_plot', 'index_markdown',
-           'build_index']
+__all__ = ['PAPER', 'REPORTS', 'PRESET_NAMES', 'SCALES', 'IMAGENET_TRAIN_IMAGES', 'PAPER_RUNS', 'PAPER_INPUTS', 'repo_root',
+           'resolve_out_dir', 'report_command', 'Scale', 'paper_scale', 'scale_for', 'require_paper_inputs',
+           'paper_run_inputs', 'start', 'arm_config', 'mnist_reference', 'cifar_reference', 'fid_against_stats',
+           'Experiment', 'direction', 'check_line', 'speedup', 'bar_plot', 'index_markdown', 'build_index']
 
 # %% ../nbs/12_experiments.ipynb #2f39a1a9
 PAPER: dict[str, Any] = {
@@ -129,17 +129,30 @@ class Scale:
 
 SCALES = {
     "smoke": Scale(),
-    # paper: CIFAR-10 pixels, Table 6 (batch 128, 200k iterations, Euler 50 steps, 50k bank of DINOv2-B CLS);
-    # the paper's Tables 2-5 are ImageNet-256 latent runs, which these notebooks do not decode for FID yet
+    # paper: FID-50K, SDE sampler, rank-64 bank; steps, batch, checkpoints and backbone come from the trainer preset
+    # of the run (`paper_scale`): CIFAR-10 pixels (Table 6: Euler 50 steps) or ImageNet latents (official: Heun 50)
     "paper": Scale(train_steps=200_000, batch_size=128, ckpt_every=10_000, image_size=32, pca_dim=768, svd_rank=64,
                    n_samples=50_000, n_ref=50_000, sample_steps=50, mode="sde", method="euler", grid=64,
                    model="SiT-B/2"),
 }
 
-def scale_for(preset: str, **overrides) -> Scale:
+def paper_scale(trainer_preset: str = "cifar10-sit-b",  # a key of gmem.train.PRESETS
+                ) -> Scale:
+    "The `paper` Scale of one trainer preset: its steps, batch, checkpoint interval and backbone (latents: Heun)."
+    from gmem.train import get_preset
+    cfg = get_preset(trainer_preset)
+    latents = cfg.data.dataset == "latents"
+    return dataclasses.replace(SCALES["paper"], train_steps=cfg.steps, batch_size=cfg.batch_size,
+                               ckpt_every=min(cfg.ckpt_every, cfg.steps), model=cfg.model.name,
+                               image_size=cfg.data.image_size, method="heun" if latents else "euler")
+
+def scale_for(preset: str,                        # "smoke" | "paper"
+              trainer_preset: str | None = None,  # paper: the trainer preset behind the run (default cifar10-sit-b)
+              **overrides) -> Scale:
     "The preset's Scale with the notebook's non-None overrides applied."
     if preset not in SCALES: raise ValueError(f"preset={preset!r} is not valid; choose one of: {', '.join(SCALES)}")
-    return dataclasses.replace(SCALES[preset], **{k: v for k, v in overrides.items() if v is not None})
+    base = paper_scale(trainer_preset or "cifar10-sit-b") if preset == "paper" else SCALES[preset]
+    return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 # %% ../nbs/12_experiments.ipynb #02867cdf
 def require_paper_inputs(inputs: dict[str, str],   # name -> path the user passed ("" = not given)
@@ -155,12 +168,37 @@ def require_paper_inputs(inputs: dict[str, str],   # name -> path the user passe
     if problems:
         raise FileNotFoundError(
             f"preset 'paper' {('of ' + notebook) if notebook else ''} needs files this repository does not ship "
-            f"(paper Tables 6-7 settings, GPU hours):\n  " + "\n  ".join(problems) +
+            f"(the paper's settings, GPU hours):\n  " + "\n  ".join(problems) +
             "\n(or run the CPU preset: -p preset smoke)")
 
 #| export
-PAPER_INPUTS = {"data_root": "the CIFAR-10 `cifar-10-batches-py` folder (python version of "
-                              "https://www.cs.toronto.edu/~kriz/cifar.html)"}
+IMAGENET_TRAIN_IMAGES = 1_281_167   # images per ImageNet-1k training epoch
+
+PAPER_RUNS: dict[str, str] = {      # report -> trainer preset of its `paper` run (the paper's row)
+    "ablation": "imagenet256-lightningdit-b",    # Table 4 reference (5.70) = Table 5's LightningDiT-B / VA-VAE, 64 epochs
+    "efficiency": "imagenet256-lightningdit-xl", # Table 2 / Fig. 1b: LightningDiT-XL + GMem
+    "nfe_sweep": "imagenet256-sit-l",            # Table 3: SiT-L/2, 20 epochs
+    "backbones": "imagenet256-sit-xl",           # Table 5: each backbone replaces the model (SD-VAE store; 64 epochs)
+    "quality": "imagenet256-lightningdit-xl",    # Table 1, ImageNet 256 (cifar10-sit-xl: the CIFAR-10 rows)
+}
+
+PAPER_INPUTS = {
+    "cifar10": {"data_root": "the CIFAR-10 `cifar-10-batches-py` folder (python version of "
+                             "https://www.cs.toronto.edu/~kriz/cifar.html)"},
+    "latents": {"data_root": "the latent store of the preset's images (gmem.tokenizers.extract_latents with the preset's "
+                             "tokenizer and DINOv2-B: latents + CLS + patch tokens of every image and its mirror)",
+                "bank_path": "the memory bank of the same images in the same order (`gmem bank build`)",
+                "fid_stats": "FID reference statistics npz (ImageNet 256: ADM's VIRTUAL_imagenet256_labeled.npz)"},
+}
+
+def paper_run_inputs(trainer_preset: str) -> dict[str, str]:
+    "What a `paper` run on `trainer_preset` needs (`PAPER_INPUTS` of its dataset)."
+    from gmem.train import get_preset
+    ds = get_preset(trainer_preset).data.dataset
+    if ds not in PAPER_INPUTS:
+        raise ValueError(f"trainer preset {trainer_preset!r} trains on {ds!r}; the report notebooks run the CIFAR-10 "
+                         f"and latent-store presets")
+    return PAPER_INPUTS[ds]
 
 def start(name: str,                 # report name
           params: dict,              # the checked notebook parameters (gmem.report.check_parameters)
@@ -169,17 +207,20 @@ def start(name: str,                 # report name
     preset = params["preset"]
     if preset not in PRESET_NAMES:
         raise ValueError(f"preset={preset!r} is not valid; choose one of: {', '.join(PRESET_NAMES)}")
+    trainer = None
     if preset == "paper":
-        require_paper_inputs(params, PAPER_INPUTS, f"nbs/{name}.ipynb")
+        trainer = params.get("paper_preset") or PAPER_RUNS.get(name, "cifar10-sit-b")
+        require_paper_inputs(params, paper_run_inputs(trainer), f"nbs/{name}.ipynb")
         if not torch.cuda.is_available():
             import warnings
-            warnings.warn("preset 'paper' without a GPU: this would take months on a CPU")
-    scale = scale_for(preset, **scale_overrides)
+            warnings.warn("preset 'paper' without a GPU: at the paper's settings this would take months on a CPU")
+    scale = scale_for(preset, trainer, **scale_overrides)
     return Experiment(name, preset, params["out_dir"], scale, cache_dir=params.get("cache_dir", ""),
                       device=params.get("device"), num_threads=params.get("num_threads", 0),
                       seed=params.get("seed", 0), fid_stats=params.get("fid_stats", ""),
                       data_root=params.get("data_root", ""), encoder_weights=params.get("encoder_weights", ""),
-                      force=params.get("force", False))
+                      paper_preset=trainer or "cifar10-sit-b", bank_path=params.get("bank_path", ""),
+                      tokenizer_weights=params.get("tokenizer_weights", ""), force=params.get("force", False))
 
 # %% ../nbs/12_experiments.ipynb #9e02cac8
 def arm_config(scale: Scale,                 # from `scale_for`
@@ -190,12 +231,13 @@ def arm_config(scale: Scale,                 # from `scale_for`
                mask_ratio: float = 0.4,      # snippet masking ratio (Table 4)
                mask_strategy: str = "zero",  # "zero" | "noise" | "random" (Table 4)
                svd_rank: int | None = None,  # low-rank bank rank; None or 0 = full bank (no SVD)
-               repa: bool = False,           # REPA alignment (needs an encoder with patch tokens)
+               repa: bool | None = None,     # REPA alignment (needs patch tokens); None: the preset's (smoke off, paper per preset)
                seed: int = 0,                # training seed
                device: str | None = None,    # None = CUDA when available
                paper_preset: str = "cifar10-sit-b",  # trainer preset behind a `paper` arm (Table 6)
                data_root: str | None = None, # paper: data / latent store
                encoder_weights: str | None = None,  # paper: DINOv2 weights file (offline)
+               bank_path: str | None = None, # paper, latent presets: the bank file of the store's images
                ):
     "The `gmem.train.TrainConfig` of one arm."
     from gmem.train import get_preset
@@ -206,20 +248,23 @@ def arm_config(scale: Scale,                 # from `scale_for`
     elif preset == "paper":
         cfg = get_preset(paper_preset, optim="paper")
         ov = {"data.root": data_root or cfg.data.root, "bank.encoder_weights": encoder_weights or None}
+        if cfg.data.dataset == "latents": ov["bank.path"] = bank_path or cfg.bank.path
     else: raise ValueError(f"preset={preset!r} is not valid; choose one of: {', '.join(PRESET_NAMES)}")
     steps = scale.train_steps
     ov.update({"steps": steps, "batch_size": scale.batch_size, "ckpt_every": min(scale.ckpt_every, steps),
                "keep_last": steps // min(scale.ckpt_every, steps) + 1, "seed": seed, "device": device,
                "model.name": model or scale.model, "model.cond": cond, "mask.ratio": float(mask_ratio),
                "mask.strategy": mask_strategy, "bank.rank": svd_rank or None, "sample.every": 0})
-    if preset == "smoke" or not repa: ov["model.repa_depth"] = 4 if repa else None
+    if repa is not None and (preset == "smoke" or not repa): ov["model.repa_depth"] = 4 if repa else None
+    elif repa: ov["model.repa_depth"] = cfg.model.repa_depth or 4     # paper, on: the preset's depth (else 4, official)
     return cfg.override(ov)
 
 # %% ../nbs/12_experiments.ipynb #e13437bf
 def mnist_reference(image_size: int, n_ref: int, progress: bool = False):
     "(mu, sigma, meta) of the first `n_ref` MNIST-5k digits at `image_size`, cached."
     from gmem.data import Mnist5kDataset
-    from gmem.eval import reference_stats, to_uint8
+    from gmem.eval import reference_stats
+    from gmem.utils import to_uint8
     def batches():
         ds = Mnist5kDataset(image_size=image_size)
         for lo in range(0, min(n_ref, len(ds)), 50):
@@ -230,7 +275,8 @@ def mnist_reference(image_size: int, n_ref: int, progress: bool = False):
 def cifar_reference(root: str, n_ref: int, progress: bool = False):
     "(mu, sigma, meta) of the first `n_ref` CIFAR-10 training images (the paper's CIFAR-10 reference), cached."
     from gmem.data import Cifar10Dataset
-    from gmem.eval import reference_stats, to_uint8
+    from gmem.eval import reference_stats
+    from gmem.utils import to_uint8
     def batches():
         ds = Cifar10Dataset(root, image_size=32)
         for lo in range(0, min(n_ref, len(ds)), 100):
@@ -274,6 +320,9 @@ class Experiment:
                  fid_stats: str = "",         # paper: reference statistics npz ("" = computed from the training set)
                  data_root: str = "",         # paper: the CIFAR-10 `cifar-10-batches-py` folder
                  encoder_weights: str = "",   # paper: DINOv2-B weights file (offline machines)
+                 paper_preset: str = "cifar10-sit-b",  # paper: the trainer preset of every arm (PAPER_RUNS)
+                 bank_path: str = "",         # paper, latent presets: the bank of the store's images
+                 tokenizer_weights: str = "", # paper, latent presets: tokenizer weights ("" = recorded in the store)
                  progress: bool = False,      # tqdm bars
                  force: bool = False,         # recompute cached arms
                  ):
@@ -288,14 +337,16 @@ class Experiment:
         self.device = str(get_device(device))
         if num_threads: torch.set_num_threads(int(num_threads))
         self.fid_stats, self.data_root, self.progress, self.force = fid_stats, data_root, progress, force
-        self.encoder_weights = encoder_weights
+        self.encoder_weights, self.paper_preset, self.bank_path = encoder_weights, paper_preset, bank_path
+        self.tokenizer_weights = tokenizer_weights
         self.t0 = time.perf_counter()
         self._ref = None
 
     def config(self, **knobs):
         "`arm_config` of an arm of this experiment (its preset, scale, seed and paper inputs)."
         return arm_config(self.scale, preset=self.preset, seed=self.seed, data_root=self.data_root or None,
-                          encoder_weights=self.encoder_weights or None, **knobs)
+                          encoder_weights=self.encoder_weights or None, paper_preset=self.paper_preset,
+                          bank_path=self.bank_path or None, **knobs)
 
     def standard(self, method: str = "gmem", **knobs):
         """The config of a named arm shared by the reports (same config = same cached arm): "gmem" (Table 4's
@@ -307,7 +358,8 @@ class Experiment:
 
     # ---- training
     def train_key(self, cfg, bank_fraction: float = 1.0) -> dict:
-        d = cfg.to_dict(); d.pop("device", None); d["bank"].pop("path", None)   # the bank is named by its settings
+        d = cfg.to_dict(); d.pop("device", None)
+        if cfg.data.dataset != "latents": d["bank"].pop("path", None)   # a built bank is named by its settings
         return dict(kind="train", config=d, bank_fraction=float(bank_fraction))
 
     def run_dir(self, cfg, bank_fraction: float = 1.0) -> Path:
@@ -368,6 +420,9 @@ class Experiment:
             elif self.fid_stats:
                 from gmem.eval import load_stats
                 self._ref = load_stats(self.fid_stats)
+            elif self.dataset == "latents":
+                raise FileNotFoundError("a latent run needs reference statistics: -p fid_stats PATH (ImageNet 256: "
+                                        "ADM's VIRTUAL_imagenet256_labeled.npz)")
             else: self._ref = cifar_reference(self.data_root, self.scale.n_ref, self.progress)
         return self._ref
 
@@ -390,7 +445,8 @@ class Experiment:
             if last is None: raise FileNotFoundError(f"no checkpoint in {run}: train the arm first")
             step = int(last.stem.split("-")[1])
         ckpt = run / "checkpoints" / f"step-{step:08d}.pt"
-        ref_key = (dict(stats=str(self.fid_stats)) if self.preset == "paper" else
+        ref_key = (dict(stats=str(self.fid_stats)) if self.preset == "paper" and self.fid_stats else
+                   dict(dataset="cifar10", root=str(self.data_root), n_ref=sc.n_ref) if self.preset == "paper" else
                    dict(dataset="mnist5k", size=sc.image_size, n_ref=sc.n_ref))
         seed = self.sample_seed if sample_seed is None else sample_seed
         key = dict(kind="eval", run=run.parent.name, step=step, steps=steps, mode=mode, method=method, n=n,
@@ -406,7 +462,8 @@ class Experiment:
     def _evaluate(self, ckpt: Path, d: Path, *, steps, mode, method, n, seed) -> dict:
         from gmem.train import load_run, generate
         from gmem.samplers import nfe_formula
-        from gmem.eval import FIDFeatures, to_uint8
+        from gmem.eval import FIDFeatures
+        from gmem.utils import to_uint8
         from gmem.report import save_image_grid
         run = load_run(ckpt, device=self.device)
         sample_bank = ckpt.parent.parent / "bank-sample.safetensors"
@@ -430,10 +487,25 @@ class Experiment:
                     fid_seconds=time.perf_counter() - t, fid_weights=ext.info.get("weights"))
 
     def _to_images(self, run, x: torch.Tensor) -> torch.Tensor:
-        "Model space -> images in [-1, 1] (pixels pass through; latents are decoded by the run's tokenizer)."
-        if run.cfg.data.dataset != "latents": return x.float().cpu()
-        raise NotImplementedError("decoding latent runs for FID needs the tokenizer of the latent store; "
-                                  "use `gmem sample` + `gmem fid` for latent runs (paper preset)")
+        "Model space -> images in [-1, 1] (pixels pass through; latents are decoded with their store's tokenizer)."
+        from gmem.train import decode_samples
+        return decode_samples(run, x, tokenizer_weights=self.tokenizer_weights or None)
+
+    @property
+    def dataset(self) -> str:
+        "What the arms train on: 'mnist5k' (smoke), else the paper preset's dataset ('cifar10' or 'latents')."
+        if self.preset == "smoke": return "mnist5k"
+        from gmem.train import get_preset
+        return get_preset(self.paper_preset).data.dataset
+
+    @property
+    def dataset_label(self) -> str:
+        "A readable name of the data, for tables and titles."
+        if self.preset == "smoke": return f"MNIST-5k ({self.scale.image_size}x{self.scale.image_size})"
+        if self.dataset == "cifar10": return "CIFAR-10"
+        import re
+        m = re.match(r"imagenet(\d+)", self.paper_preset)
+        return f"ImageNet {m[1]}" if m else f"latents of {self.paper_preset}"
 
     def sampling_noise(self) -> dict:
         """FID of the standard GMem arm's last checkpoint from two disjoint sets of sample seeds: how much FID moves

@@ -26,7 +26,7 @@ __all__ = ['DATASETS', 'COND_MODES', 'MASK_STRATEGIES', 'T_DISTS', 'PRECISIONS',
            'capture_rng', 'restore_rng', 'save_checkpoint', 'latest_checkpoint', 'load_checkpoint', 'config_diff',
            'MetricsCSV', 'read_metrics', 'DistInfo', 'init_distributed', 'IndexedDataset', 'collate', 'build_dataset',
            'num_classes_of', 'build_encoder', 'build_bank', 'build_bank_file', 'build_model', 'model_snippet_dim',
-           'NonFiniteLossError', 'train', 'TrainedRun', 'load_run', 'generate', 'save_sample_grid']
+           'NonFiniteLossError', 'train', 'TrainedRun', 'load_run', 'generate', 'decode_samples', 'save_sample_grid']
 
 # %% ../nbs/09_train.ipynb #f8c09a22
 DATASETS = ("mnist5k", "cifar10", "folder", "latents")   # what `DataConfig.dataset` may name
@@ -282,6 +282,14 @@ PRESETS: dict[str, TrainConfig] = {
     "imagenet256-lightningdit-l": _preset("LightningDiT-L/1", "latents", 200_000, 1024, **_IN256),
     # Headline: FID 1.53 @ 160 epochs without guidance (paper Tables 1-2); official XL run: 200k steps.
     "imagenet256-lightningdit-xl": _preset("LightningDiT-XL/1", "latents", 200_000, 1024, **_IN256),
+    # SiT-B/2 on SD-VAE latents, 64 epochs (80k x 1024): FID 22.25 (paper Table 5); REPA after block 4 (REPA's SiT-B).
+    "imagenet256-sit-b": _preset("SiT-B/2", "latents", 80_000, 1024, root="data/imagenet256-sdvae", repa_depth=4,
+                                 ratio=0.2, bank="data/imagenet-dinov2b-bank.safetensors", flip_prob=0.5,
+                                 ckpt_every=10_000),
+    # SiT-L/2 on SD-VAE latents, 20 epochs (100k x 256, REPA's batch): FID 5.8 @ 250 NFE, 7.5 @ 50, 12.3 @ 25 (Table 3).
+    "imagenet256-sit-l": _preset("SiT-L/2", "latents", 100_000, 256, root="data/imagenet256-sdvae", repa_depth=8,
+                                 ratio=0.2, bank="data/imagenet-dinov2b-bank.safetensors", flip_prob=0.5,
+                                 ckpt_every=10_000),
     # Paper v1: SiT-XL/2 on SD-VAE latents (4x32x32), snippet dropout 0.2; FID 6.31 @ 64 epochs (paper Table 5).
     # REPA reads SiT-XL/2 after block 8 (REPA paper's setting for SiT-XL).
     "imagenet256-sit-xl": _preset("SiT-XL/2", "latents", 200_000, 1024, root="data/imagenet256-sdvae", repa_depth=8,
@@ -814,6 +822,7 @@ class TrainedRun:
     shape: tuple = ()                  # (C, H, W) of one sample
     num_classes: int = 1000            # label count (cond="class")
     device: torch.device = torch.device("cpu")
+    decoder: Any = None                # latent runs: the store's LatentDecoder, built on first use
 
 def load_run(ckpt: str | os.PathLike,  # a checkpoint file or a run directory (its latest checkpoint)
              device=None,              # where to put the model and bank (default: CUDA when available)
@@ -869,6 +878,19 @@ def generate(run: TrainedRun,          # from `load_run` (or built by `train` fo
         else: c = None
         kw = dict(cfg_scale=cfg_scale, uncond=m.null_cond(len(seeds), run.device)) if cfg_scale != 1.0 else {}
         yield sample(m, noise, c, mode=mode, method=method, steps=steps, generator=seeded_generators(seeds), **kw)
+
+def decode_samples(run: TrainedRun,          # from `load_run`
+                   x: torch.Tensor,           # a batch from `generate` (model space)
+                   *,
+                   tokenizer_weights: str | os.PathLike | None = None,  # latent runs: tokenizer weights (default: the store's record)
+                   ) -> torch.Tensor:
+    """Images (B, C, H, W) in [-1, 1] on the CPU: pixel runs pass through; latent runs are de-normalised and decoded
+    with the tokenizer of their store (`gmem.tokenizers.LatentDecoder`, built once per run)."""
+    if run.cfg.data.dataset != "latents": return x.float().cpu()
+    if run.decoder is None:
+        from gmem.tokenizers import LatentDecoder
+        run.decoder = LatentDecoder.for_store(run.cfg.data.root, weights=tokenizer_weights, device=run.device)
+    return run.decoder(x.to(run.device)).float().cpu()
 
 def save_sample_grid(run: TrainedRun, path: str | os.PathLike, n: int = 16, **kw) -> torch.Tensor:
     "Sample `n` images with `generate(run, n, **kw)` and save them as a PNG grid; return them (in [-1, 1])."
