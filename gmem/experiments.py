@@ -378,12 +378,33 @@ class Experiment:
         cached_arm(self.cache / "banks", key, fn, force=self.force)
         return path
 
+    def ranked_bank(self, path: str | os.PathLike, rank: int) -> Path:
+        "A rank-`rank` copy (eq. 8) of a given bank file (the latent presets' full bank), cached by file and rank."
+        from gmem.bank import MemoryBank
+        src = Path(path).expanduser().resolve()
+        if not src.exists(): raise FileNotFoundError(f"bank file {src} does not exist (-p bank_path)")
+        st = src.stat()
+        key = dict(kind="ranked-bank", source=str(src), size=st.st_size, mtime=st.st_mtime_ns, rank=int(rank))
+        out = self.cache / "banks" / config_hash(key) / "bank.safetensors"
+        def fn(d: Path) -> dict:
+            full = MemoryBank.load(src)
+            if full.rank == rank: shutil.copyfile(src, out); return dict(rows=len(full), rank=rank, copied=True)
+            feats = full.snippets(torch.arange(len(full)))
+            MemoryBank.from_features(feats, rank=rank, labels=full.labels,
+                                     meta=dict(encoder=full.meta.get("encoder"), dataset=full.meta.get("dataset"),
+                                               source=str(src), derived=f"rank {rank}")).save(out)
+            return dict(rows=len(full), rank=rank)
+        cached_arm(self.cache / "banks", key, fn, force=self.force)
+        return out
+
     def train_arm(self, cfg, bank_fraction: float = 1.0) -> tuple[Path, dict]:
         "Train (or resume, or reuse) one arm; returns (run folder, training summary)."
         if not 0 < bank_fraction <= 1: raise ValueError(f"bank_fraction={bank_fraction} must be in (0, 1]")
         cfg = cfg.override({"device": self.device})
         if cfg.model.cond == "snippet" and cfg.bank.path is None and cfg.data.dataset != "latents":
             cfg = cfg.override({"bank.path": str(self.bank_file(cfg))})
+        elif cfg.model.cond == "snippet" and cfg.data.dataset == "latents" and cfg.bank.rank:
+            cfg = cfg.override({"bank.path": str(self.ranked_bank(cfg.bank.path, cfg.bank.rank))})
         run = self.run_dir(cfg, bank_fraction)
         def fn(d: Path) -> dict:
             from gmem.train import train, latest_checkpoint
