@@ -528,6 +528,43 @@ class Experiment:
         m = re.match(r"imagenet(\d+)", self.paper_preset)
         return f"ImageNet {m[1]}" if m else f"latents of {self.paper_preset}"
 
+    @property
+    def tokenizer(self) -> str:
+        "The space the arms learn in: 'pixels', or the latent store's tokenizer (e.g. 'va-vae', 'sd-vae')."
+        if self.dataset != "latents": return "pixels"
+        mp = Path(self.data_root) / "meta.json"
+        if not mp.exists(): raise FileNotFoundError(f"{mp} not found: -p data_root must be a finished latent store")
+        return json.loads(mp.read_text())["tokenizer"]
+
+    def real_images(self, n: int, start: int | None = None) -> torch.Tensor:
+        """`n` real training images in [-1, 1], as the arms' data shows them: MNIST digits (smoke), CIFAR-10 images, or
+        (latent presets) the store's latents of the unflipped views decoded by its tokenizer - which puts the
+        tokenizer's own reconstruction error into the floor, as it is in every generated image. `start` None: after
+        the `n_ref` reference images when the set has room (held out from the reference), else from item 0."""
+        def first(N): return max(0, min(self.scale.n_ref, N - n)) if start is None else start
+        if self.dataset == "latents":
+            from gmem.tokenizers import LatentDataset, LatentDecoder
+            ds = LatentDataset(self.data_root, flip_prob=0.0, load_patch=False)
+            dec = LatentDecoder.for_store(self.data_root, weights=self.tokenizer_weights or None, device=self.device)
+            a = first(len(ds)); idx = range(a, min(a + n, len(ds)))
+            return torch.cat([dec(torch.stack([ds[i][0] for i in idx[j:j + 64]]).to(self.device)).cpu()
+                              for j in range(0, len(idx), 64)])
+        if self.dataset == "cifar10":
+            from gmem.data import Cifar10Dataset
+            ds = Cifar10Dataset(self.data_root, image_size=32)
+        else:
+            from gmem.data import Mnist5kDataset
+            ds = Mnist5kDataset(image_size=self.scale.image_size)
+        a = first(len(ds))
+        return torch.stack([ds[i][0] for i in range(a, min(a + n, len(ds)))])
+
+    def input_params(self) -> dict:
+        "The paper inputs this run was given (for the regenerating command); empty at smoke."
+        if self.preset != "paper": return {}
+        return {k: v for k, v in dict(paper_preset=self.paper_preset, data_root=self.data_root, bank_path=self.bank_path,
+                                      fid_stats=self.fid_stats, tokenizer_weights=self.tokenizer_weights,
+                                      encoder_weights=self.encoder_weights).items() if v}
+
     def sampling_noise(self) -> dict:
         """FID of the standard GMem arm's last checkpoint from two disjoint sets of sample seeds: how much FID moves
         with the sampling noise alone at this N (differences between arms below it are not evidence)."""

@@ -23,12 +23,12 @@ from gmem.encoders import Encoder, PCAEncoder
 from gmem.tokenizers import LatentDecoder, SDVAETokenizer, extract_latents
 
 ROOT = Path(__file__).resolve().parents[1]
-N_IMAGES, SIZE = 48, 32
+N_IMAGES, SIZE = 128, 32
 
 
 class ToyEncoder(Encoder):
-    "Stand-in for DINOv2 (no weights offline): CLS = 16 PCA coefficients, patch tokens = 2x2 pixel patches (256 x 12)."
-    name, dim, patch_dim, num_patches = "toy-pca-patches", 16, 12, 256
+    "Stand-in for DINOv2 (no weights offline): CLS = 96 PCA coefficients, patch tokens = 2x2 pixel patches (256 x 12)."
+    name, dim, patch_dim, num_patches = "toy-pca-patches", 96, 12, 256
 
     def __init__(self, pca: PCAEncoder):
         super().__init__(); self.pca = pca; self.input_size = SIZE; self._freeze()
@@ -52,7 +52,7 @@ def paper_inputs(tmp_path_factory):
                         norm_num_groups=32, sample_size=SIZE).eval()          # random weights, f = 2
     vae.save_pretrained(d / "vae")
     ds = limit_dataset(Mnist5kDataset(image_size=SIZE), N_IMAGES)
-    enc = ToyEncoder(PCAEncoder.fit(torch.stack([ds[i][0] for i in range(len(ds))]), dim=16, pool_size=8))
+    enc = ToyEncoder(PCAEncoder.fit(torch.stack([ds[i][0] for i in range(len(ds))]), dim=96, pool_size=16))
     tok = SDVAETokenizer.from_pretrained(d / "vae", local_files_only=True)
     meta = extract_latents(ds, tok, d / "store", batch_size=16, shard_size=32, encoder=enc, progress=False)
     bank = build_bank(ds, enc, d / "bank.safetensors", batch_size=16, progress=False)
@@ -127,3 +127,24 @@ def test_cli_sample_decodes_a_latent_run(paper_inputs, tmp_path):
         assert r.returncode == 0, r.stderr[-2000:]
     finally:
         moved.rename(p["vae"])
+
+
+def test_quality_notebook_at_paper_preset_on_a_latent_store(paper_inputs, tmp_path):
+    "nbs/quality.ipynb at preset paper (its default trainer preset, the official rank-64 bank) with toy sizes."
+    import papermill as pm
+    p = paper_inputs
+    params = dict(preset="paper", data_root=str(p["store"]), bank_path=str(p["bank"]), fid_stats=str(p["stats"]),
+                  out_dir=str(tmp_path / "quality"), cache_dir=str(tmp_path / "cache"), methods=["gmem"],
+                  model="LightningDiT-T/1", batch_size=8, train_steps=2, n_samples=4, sample_steps=2, device="cpu",
+                  num_threads=1)
+    pm.execute_notebook(str(ROOT / "nbs" / "quality.ipynb"), str(tmp_path / "out.ipynb"), parameters=params,
+                        kernel_name="python3", cwd=str(ROOT), progress_bar=False, log_output=False)
+    doc = json.loads((tmp_path / "quality" / "paper" / "metrics.json").read_text())
+    rows = {r["label"]: r for r in doc["metrics"]["rows"]}
+    assert {"ImageNet 256: GMem", "ImageNet 256: real held-out images (FID floor at N=4)"} <= set(rows), set(rows)
+    assert rows["ImageNet 256: GMem"]["paper_fid"] == 1.53
+    for r in rows.values(): assert math.isfinite(r["fid"])
+    assert doc["config"]["params"]["paper_preset"] == ""                       # default: PAPER_RUNS["quality"]
+    cmd = doc["command"]
+    assert "-p preset paper" in cmd and "-p paper_preset imagenet256-lightningdit-xl" in cmd and "-p bank_path" in cmd
+    assert (tmp_path / "quality" / "paper" / "samples_gmem.png").exists()
