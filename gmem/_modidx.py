@@ -521,4 +521,5 @@ d = { 'settings': { 'branch': 'main',
                             'gmem.utils.git_commit': ('utils.html#git_commit', 'gmem/utils.py'),
                             'gmem.utils.seed_everything': ('utils.html#seed_everything', 'gmem/utils.py'),
                             'gmem.utils.sha256_tensors': ('utils.html#sha256_tensors', 'gmem/utils.py'),
+                            'gmem.utils.single_thread': ('utils.html#single_thread', 'gmem/utils.py'),
                             'gmem.utils.to_uint8': ('utils.html#to_uint8', 'gmem/utils.py')}}}

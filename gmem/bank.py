@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 import gmem
-from .utils import atomic_path, sha256_tensors
+from .utils import atomic_path, sha256_tensors, single_thread
 
 # %% auto #0
 __all__ = ['BANK_FORMAT_VERSION', 'MASK_STRATEGIES', 'BUILD_FORMAT', 'check_features', 'normalize_rows', 'row_mean',
@@ -92,7 +92,7 @@ def centred_scatter(features: torch.Tensor, mu: torch.Tensor, chunk_size: int = 
 
 def top_eigvecs(G: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
     "Top-`rank` singular values S (r,) and right singular vectors V (d, r) from G = V diag(S^2) V^T, sign-fixed."
-    lam, V = torch.linalg.eigh(G)                       # ascending
+    with single_thread(): lam, V = torch.linalg.eigh(G)   # ascending; same bits whatever the thread count
     lam, V = lam.flip(0)[:rank], V.flip(1)[:, :rank]    # descending
     S = lam.clamp_min(0).sqrt()
     # Sign convention: the largest-|.| entry of each column is positive.

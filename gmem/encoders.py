@@ -210,8 +210,12 @@ class PCAEncoder(Encoder):
         if dim > min(X.shape):
             raise ValueError(f"dim={dim} exceeds min(N, D)={min(X.shape)}")
         mean = X.mean(0)
-        _, _, Vh = torch.linalg.svd(X - mean, full_matrices=False)   # rows of Vh: principal directions
-        return cls(mean, Vh[:dim], pool_size)
+        from gmem.bank import top_eigvecs                        # eigh of the (D, D) scatter: one thread, fixed signs
+        Xc = X - mean
+        S, V = top_eigvecs(Xc.T @ Xc, dim)                       # columns of V: principal directions
+        if S[-1] <= 1e-6 * S[0]:
+            raise ValueError(f"dim={dim} exceeds the numerical rank of the {X.shape[0]} pooled images; use a smaller dim")
+        return cls(mean, V.T.contiguous(), pool_size)
     @staticmethod
     def _pool(x, s):
         return (F.adaptive_avg_pool2d(x, s) if x.shape[-1] != s else x).flatten(1)   # (B, 3*s*s)

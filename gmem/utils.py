@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['atomic_path', 'atomic_write', 'get_device', 'autocast', 'to_uint8', 'seed_everything', 'git_commit', 'sha256_tensors']
+__all__ = ['atomic_path', 'atomic_write', 'get_device', 'autocast', 'to_uint8', 'single_thread', 'seed_everything', 'git_commit',
+           'sha256_tensors']
 
 # %% ../nbs/00_utils.ipynb #73131045
 def _default_mode() -> int:
@@ -64,6 +65,15 @@ def autocast(device: str | torch.device,   # where the computation runs
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     "Images in [-1, 1] -> uint8 as the official code: clamp(127.5 x + 128, 0, 255), truncated (~ round(127.5 x + 127.5))."
     return (127.5 * x.float() + 128).clamp(0, 255).to(torch.uint8)
+
+# %% ../nbs/00_utils.ipynb #c57525b9
+@contextlib.contextmanager
+def single_thread():
+    "Run the block with one torch CPU thread (deterministic LAPACK results), then restore the thread count."
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try: yield
+    finally: torch.set_num_threads(n)
 
 # %% ../nbs/00_utils.ipynb #0e0ac4b3
 def seed_everything(seed: int) -> torch.Generator:
