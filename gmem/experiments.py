@@ -18,7 +18,7 @@ from .report import cached_arm, config_hash, markdown_table
 __all__ = ['PAPER', 'REPORTS', 'PRESET_NAMES', 'SCALES', 'IMAGENET_TRAIN_IMAGES', 'PAPER_RUNS', 'PAPER_INPUTS', 'repo_root',
            'resolve_out_dir', 'report_command', 'Scale', 'paper_scale', 'scale_for', 'require_paper_inputs',
            'paper_run_inputs', 'start', 'arm_config', 'mnist_reference', 'cifar_reference', 'fid_against_stats',
-           'Experiment', 'direction', 'check_line', 'speedup', 'bar_plot', 'index_markdown', 'build_index']
+           'Experiment', 'direction', 'no_worse', 'check_line', 'speedup', 'bar_plot', 'index_markdown', 'build_index']
 
 # %% ../nbs/12_experiments.ipynb #2f39a1a9
 PAPER: dict[str, Any] = {
@@ -604,9 +604,29 @@ def direction(claim: str,        # e.g. "SDE beats ODE"
                  f"; larger than the sampling noise of {noise:.2f}" if noise is not None else "") + ")")
     return dict(claim=claim, holds=holds, within_noise=within, better=better, worse=worse, detail=detail)
 
+def no_worse(claim: str,      # e.g. "half bank costs little"
+             arm: float,     # FID of the arm the paper says costs little / is not worse
+             base: float,    # FID of the arm it is compared with
+             arm_name: str = "", base_name: str = "",
+             noise: float | None = None,  # FID change from sampling noise alone
+             ) -> dict:
+    """A "costs little / is not worse" claim: holds when `arm` is not above `base` by more than the sampling noise
+    (a difference within the noise is what the claim predicts; being better holds too)."""
+    diff = arm - base
+    within = bool(noise is not None and abs(diff) <= noise)
+    holds = bool(diff <= (noise if noise is not None else 0.0))
+    rel = abs(diff) / base if base else 0.0
+    detail = (f"{arm_name or 'first'} {arm:.2f} vs {base_name or 'second'} {base:.2f} "
+              f"({'better' if diff < 0 else 'worse'} by {abs(diff):.2f} FID, {rel * 100:.0f}%"
+              + (f"; within the sampling noise of {noise:.2f}" if within else
+                 f"; larger than the sampling noise of {noise:.2f}" if noise is not None else "") + ")")
+    return dict(claim=claim, kind="no_worse", holds=holds, within_noise=within, better=arm, worse=base, detail=detail)
+
 def check_line(c: dict) -> str:
     "One markdown bullet for a checked claim."
-    if c.get("within_noise"):   # the direction alone is a coin flip when the gap is below the sampling noise
+    if c.get("kind") == "no_worse":   # within the noise is what a "costs little" claim predicts
+        verdict = ("holds (difference within noise)" if c["within_noise"] else "holds") if c["holds"] else "does NOT hold"
+    elif c.get("within_noise"):   # the direction alone is a coin flip when the gap is below the sampling noise
         verdict = "not shown (" + ("paper's direction" if c["holds"] else "opposite direction") + ", within noise)"
     else:
         verdict = "holds" if c["holds"] else "does NOT hold"
