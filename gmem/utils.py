@@ -81,12 +81,16 @@ def seed_everything(seed: int) -> torch.Generator:
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 
-def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
-    "The current git commit of `cwd` (with '+dirty' when the tree has changes), or None outside git."
+def git_commit(cwd: str | os.PathLike | None = None,
+               outputs: tuple[str, ...] = ("reports",),   # generated folders whose changes do not make the source dirty
+               ) -> str | None:
+    """The current git commit of `cwd`'s repository, with '+dirty' when tracked files outside `outputs` have changes
+    (a report being regenerated rewrites reports/ while the code that writes it is clean), or None outside git."""
     try:
         run = lambda *a: subprocess.run(["git", *a], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
         sha = run("rev-parse", "HEAD")
-        return sha + ("+dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
+        spec = [":(top)"] + [f":(top,exclude){o}" for o in outputs]
+        return sha + ("+dirty" if run("status", "--porcelain", "--untracked-files=no", "--", *spec) else "")
     except (OSError, subprocess.CalledProcessError):
         return None
 
