@@ -348,6 +348,12 @@ class MemoryBank:
         t[key] = t[key][i]
         return self._new(t, None if self.labels is None else self.labels[i])
 
+    def with_rank(self, rank: int | None) -> MemoryBank:
+        "The same snippets at another rank: a low-rank copy (eq. 8) refitted on them, or (None) the full bank of them."
+        if rank == self.rank: return self
+        return MemoryBank.from_features(self.snippets(torch.arange(len(self), device=self.device)), rank,
+                                        labels=self.labels, meta=self._meta)
+
     # ---- file format ---------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
         "Write a safetensors file (atomically) with JSON metadata; `dtype` (fp16/fp32) sets the big tensor's storage type."

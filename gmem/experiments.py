@@ -387,13 +387,9 @@ class Experiment:
         key = dict(kind="ranked-bank", source=str(src), size=st.st_size, mtime=st.st_mtime_ns, rank=int(rank))
         out = self.cache / "banks" / config_hash(key) / "bank.safetensors"
         def fn(d: Path) -> dict:
-            full = MemoryBank.load(src)
-            if full.rank == rank: shutil.copyfile(src, out); return dict(rows=len(full), rank=rank, copied=True)
-            feats = full.snippets(torch.arange(len(full)))
-            MemoryBank.from_features(feats, rank=rank, labels=full.labels,
-                                     meta=dict(encoder=full.meta.get("encoder"), dataset=full.meta.get("dataset"),
-                                               source=str(src), derived=f"rank {rank}")).save(out)
-            return dict(rows=len(full), rank=rank)
+            bank = MemoryBank.load(src).with_rank(rank)
+            bank.save(out)
+            return dict(rows=len(bank), rank=rank, source=str(src))
         cached_arm(self.cache / "banks", key, fn, force=self.force)
         return out
 
@@ -483,8 +479,6 @@ class Experiment:
     def _evaluate(self, ckpt: Path, d: Path, *, steps, mode, method, n, seed) -> dict:
         from gmem.train import load_run, generate
         from gmem.samplers import nfe_formula
-        from gmem.eval import FIDFeatures
-        from gmem.utils import to_uint8
         from gmem.report import save_image_grid
         run = load_run(ckpt, device=self.device)
         sample_bank = ckpt.parent.parent / "bank-sample.safetensors"
@@ -499,13 +493,19 @@ class Experiment:
         save_image_grid(x[: self.scale.grid], d / "samples.png", nrow=int(math.sqrt(self.scale.grid)) or 1,
                         scale=4 if x.shape[-1] <= 32 else 1)
         t = time.perf_counter()
+        value, n_scored, weights = self.fid_of(x)
+        return dict(fid=value, n=n_scored, nfe=nfe_formula(method, steps), sample_seconds=t_sample,
+                    fid_seconds=time.perf_counter() - t, fid_weights=weights)
+
+    def fid_of(self, images: torch.Tensor) -> tuple[float, int, str | None]:
+        "FID of images in [-1, 1] against this experiment's reference: (value, images scored, Inception weights used)."
+        from gmem.eval import FIDFeatures
+        from gmem.utils import to_uint8
         mu_r, sig_r, _ = self.reference()
         ext = FIDFeatures(device=self.device)
-        u8 = to_uint8(x)
+        u8 = to_uint8(images)
         feats = np.concatenate([ext(u8[i:i + 50]) for i in range(0, len(u8), 50)])
-        value = fid_against_stats(mu_r, sig_r, feats)
-        return dict(fid=value, n=len(feats), nfe=nfe_formula(method, steps), sample_seconds=t_sample,
-                    fid_seconds=time.perf_counter() - t, fid_weights=ext.info.get("weights"))
+        return fid_against_stats(mu_r, sig_r, feats), len(feats), ext.info.get("weights")
 
     def _to_images(self, run, x: torch.Tensor) -> torch.Tensor:
         "Model space -> images in [-1, 1] (pixels pass through; latents are decoded with their store's tokenizer)."

@@ -584,8 +584,8 @@ def build_bank(cfg: TrainConfig, ds, out_dir: Path, info: DistInfo = DistInfo())
     if cfg.bank.path is not None and cfg.bank.rank is not None and bank.rank != cfg.bank.rank:
         have = "full" if bank.rank is None else f"rank {bank.rank}"
         raise ValueError(f"bank.rank={cfg.bank.rank} but the bank file {path} is {have}; a given bank file is used as it is: "
-                         f"write a rank-{cfg.bank.rank} copy (MemoryBank.from_features(bank.snippets(range(len(bank))), "
-                         f"rank={cfg.bank.rank}, labels=bank.labels).save(...)) or set bank.rank=null")
+                         f"write a rank-{cfg.bank.rank} copy (MemoryBank.load(path).with_rank({cfg.bank.rank}).save(...)) "
+                         f"or set bank.rank=null")
     if len(bank) < len(ds): raise ValueError(f"the bank {path} has {len(bank)} rows but the dataset {len(ds)} items")
     return bank
 
