@@ -674,7 +674,8 @@ def _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn):
         raise ValueError(f"checkpoint {ckpt_path} was trained with bank {ckpt.get('bank_fingerprint')} but the bank now "
                          f"is {fingerprint}: resume with the same bank file")
     n_cls = num_classes_of(ds, cfg.data) if cond == "class" else 1000
-    if model is None:
+    if model is None:                  # initial weights are a function of the training seed, not of the process's RNG
+        torch.manual_seed(derive_seed("init", cfg.seed))
         model = build_model(cfg, input_size=x0.shape[-1], in_channels=x0.shape[0],
                             snippet_dim=bank.dim if bank is not None else 768, num_classes=n_cls, repa_dim=repa_dim)
     if cond == "snippet":

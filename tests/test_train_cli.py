@@ -104,6 +104,10 @@ def test_cli_train_smoke_and_resume(tmp_path, capsys):
     r = _gmem("train", "--preset", "smoke", "--out", out, "--steps", 5, "--device", "cpu", "--no-progress")
     assert r.returncode == 0, r.stderr[-3000:]
     assert [int(s) for s, _ in _losses(out)] == [1, 2, 3, 4, 5]
+    # a second fresh process with the same seed trains the same model: the initial weights come from the seed
+    r = _gmem("train", "--preset", "smoke", "--out", tmp_path / "again", "--steps", 5, "--device", "cpu", "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _losses(tmp_path / "again") == _losses(out)
     r = _gmem("train", "--preset", "smoke", "--out", out, "--steps", 8, "--resume", "--device", "cpu", "--no-progress")
     assert r.returncode == 0, r.stderr[-3000:]
     losses = _losses(out)
