@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 # %% auto #0
 __all__ = ['tensor_pm1_to_uint8', 'IMG_EXTENSIONS', 'CIFAR10_URL', 'DATASETS', 'center_crop_arr', 'pil_to_tensor_pm1',
            'UnreadableImageError', 'load_rgb', 'ImageFolderDataset', 'Cifar10Dataset', 'Mnist5kDataset',
-           'create_dataset', 'limit_dataset', 'build_bank']
+           'create_dataset', 'limit_dataset']
 
 # %% ../nbs/05_data.ipynb #e2cbcafd
 def center_crop_arr(pil_image: Image.Image,  # an RGB (or any mode) PIL image
@@ -290,7 +290,3 @@ def limit_dataset(ds,                 # any map-style dataset
     if limit < 1: raise ValueError(f"limit must be >= 1, got {limit}")
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
     return torch.utils.data.Subset(ds, idx.tolist())
-
-# %% ../nbs/05_data.ipynb #88760de5
-from .bank import build_bank
-_all_ = ["build_bank"]

@@ -203,27 +203,3 @@ def write_quickstart_readme(out: Path, df: pd.DataFrame, floor: float, qc: Quick
                "", "![nearest neighbours](nearest_neighbours.png)", ""]
     md += ["Numbers: `metrics.json` (with config, commit and versions)."]
     with atomic_write(out / "README.md", "w") as f: f.write("\n".join(l for l in md if l is not None) + "\n")
-
-# %% ../nbs/15_quickstart.ipynb #83b880a6
-def _add_quickstart_args(p):
-    d = QuickstartConfig()
-    p.add_argument("--out", default=d.out, help=f"report folder (default {d.out}); training runs are kept in OUT/runs")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps per arm (default {d.steps})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"images per step (default {d.batch_size})")
-    p.add_argument("--image-size", type=int, default=d.image_size, help=f"digit resolution in pixels (default {d.image_size})")
-    p.add_argument("--n-fid", type=int, default=d.n_fid,
-                   help=f"generated images per arm, real reference images and data-floor images for FID (default {d.n_fid})")
-    p.add_argument("--sample-steps", type=int, default=d.sample_steps, help=f"SDE Heun steps (default {d.sample_steps})")
-    p.add_argument("--seed", type=int, default=d.seed, help="training seed of every arm and first sample seed")
-    p.add_argument("--arms", nargs="+", default=list(d.arms), choices=list(ARMS), help="arms to run (default: all)")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
-
-def _run_quickstart(a):
-    run_quickstart(QuickstartConfig(out=a.out, steps=a.steps, batch_size=a.batch_size, image_size=a.image_size, n_fid=a.n_fid,
-                                    sample_steps=a.sample_steps, seed=a.seed, arms=tuple(a.arms), device=a.device,
-                                    progress=not a.no_progress))
-
-from .cli import register
-register("quickstart", "offline end-to-end GMem vs class-conditional vs unconditional on MNIST-5k, with real FID",
-         _add_quickstart_args, _run_quickstart)

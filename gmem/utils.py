@@ -11,7 +11,7 @@ import torch
 
 # %% auto #0
 __all__ = ['atomic_path', 'atomic_write', 'get_device', 'autocast', 'to_uint8', 'single_thread', 'seed_everything', 'git_commit',
-           'sha256_tensors']
+           'sha256_tensors', 'derive_seed']
 
 # %% ../nbs/00_utils.ipynb #73131045
 def _default_mode() -> int:
@@ -105,3 +105,9 @@ def sha256_tensors(tensors: dict[str, torch.Tensor], extra: dict | None = None) 
     if extra is not None:
         h.update(json.dumps(extra, sort_keys=True, default=str).encode())
     return h.hexdigest()
+
+# %% ../nbs/00_utils.ipynb #85227d95
+def derive_seed(*parts) -> int:
+    "A 63-bit seed from any JSON-able parts (stable across processes and Python versions)."
+    h = hashlib.sha256(json.dumps(parts, default=str).encode()).digest()
+    return int.from_bytes(h[:8], "little") >> 1

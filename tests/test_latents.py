@@ -1,7 +1,7 @@
 """The ImageNet (latent) path of the paper presets, end to end at toy size on the CPU.
 
 The pieces are the real ones: real MNIST digits, a diffusers AutoencoderKL tokenizer, `extract_latents`, a bank
-built by `gmem.bank.build_bank`, the trainer's `imagenet256-lightningdit-b` preset (VA-VAE-style latent store,
+built by `gmem.bankbuild.build_bank`, the trainer's `imagenet256-lightningdit-b` preset (VA-VAE-style latent store,
 REPA from stored patch tokens, one flip coin per item), `gmem.experiments` at preset `paper`, decoding through
 the store's tokenizer, FID with the real Inception network, and the `gmem sample` CLI.
 
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from gmem.bank import build_bank
+from gmem.bankbuild import build_bank
 from gmem.data import Mnist5kDataset, limit_dataset
 from gmem.encoders import Encoder, PCAEncoder
 from gmem.tokenizers import LatentDecoder, SDVAETokenizer, extract_latents
