@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Callable
 
 # %% auto #0
-__all__ = ['COMMANDS', 'COMMAND_MODULES', 'Command', 'register', 'build_parser', 'main', 'resolve_train_config',
-           'add_sampler_args', 'add_tokenizer_weights_arg']
+__all__ = ['COMMANDS', 'COMMAND_MODULES', 'Command', 'register', 'build_parser', 'main', 'positive_int', 'non_negative_int',
+           'non_negative_float', 'ratio', 'existing_path', 'existing_file', 'resolve_train_config', 'add_sampler_args',
+           'add_tokenizer_weights_arg']
 
 # %% ../nbs/10_cli.ipynb #80e863bd
 @dataclass
@@ -30,12 +31,17 @@ def register(name: str,                                       # "train", or "gro
     "Add (or replace) a subcommand of `gmem`."
     COMMANDS[name] = Command(help, add_arguments, run)
 
+class _Parser(argparse.ArgumentParser):
+    "An argparse parser whose errors are one line (`gmem sample: error: argument --n: ...`) instead of usage + error."
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
 def build_parser() -> argparse.ArgumentParser:
     "The `gmem` argument parser with every registered command."
     import importlib, importlib.util
     for mod in COMMAND_MODULES:
         if importlib.util.find_spec(mod) is not None: importlib.import_module(mod)
-    p = argparse.ArgumentParser(prog="gmem", description="GMem: diffusion transformers conditioned on an external "
+    p = _Parser(prog="gmem", description="GMem: diffusion transformers conditioned on an external "
                                 "memory bank (arXiv 2412.08781). Run `gmem COMMAND --help` for the options of a command.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     groups: dict[str, argparse._SubParsersAction] = {}
@@ -61,6 +67,46 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gmem {args.command}: error: {e}", file=sys.stderr)
         return 2
 
+# %% ../nbs/10_cli.ipynb #c9a86cf5
+def _number(kind, s: str):
+    try: return kind(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {s!r}") from None
+
+def positive_int(s: str) -> int:
+    "argparse type: an integer >= 1 (counts, steps, sizes)."
+    v = _number(int, s)
+    if v < 1: raise argparse.ArgumentTypeError(f"must be a positive integer (>= 1), got {v}")
+    return v
+
+def non_negative_int(s: str) -> int:
+    "argparse type: an integer >= 0 (seeds, worker counts)."
+    v = _number(int, s)
+    if v < 0: raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {v}")
+    return v
+
+def non_negative_float(s: str) -> float:
+    "argparse type: a finite number >= 0 (scales)."
+    v = _number(float, s)
+    if not (v >= 0 and v != float("inf")): raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {s}")
+    return v
+
+def ratio(s: str) -> float:
+    "argparse type: a number in [0, 1] (fractions, probabilities, masking ratios)."
+    v = _number(float, s)
+    if not 0 <= v <= 1: raise argparse.ArgumentTypeError(f"must be a ratio in [0, 1], got {s}")
+    return v
+
+def existing_path(s: str) -> str:
+    "argparse type: a file or folder that exists."
+    if not Path(s).expanduser().exists(): raise argparse.ArgumentTypeError(f"no such file or folder: {s}")
+    return s
+
+def existing_file(s: str) -> str:
+    "argparse type: a file that exists."
+    p = Path(s).expanduser()
+    if not p.is_file(): raise argparse.ArgumentTypeError(f"{'is a folder, not a file' if p.is_dir() else 'no such file'}: {s}")
+    return s
+
 # %% ../nbs/10_cli.ipynb #c2048a31
 def _add_train_args(p: argparse.ArgumentParser):
     from gmem.train import PRESETS, OPTIM_RECIPES
@@ -68,11 +114,11 @@ def _add_train_args(p: argparse.ArgumentParser):
     src.add_argument("--preset", choices=list(PRESETS), metavar="NAME",
                      help=f"named configuration: {', '.join(PRESETS)} (tiny: offline MNIST-5k on a CPU in minutes; "
                           "smoke: seconds)")
-    src.add_argument("--config", metavar="YAML", help="configuration file (see TrainConfig.to_yaml for the keys)")
+    src.add_argument("--config", type=existing_file, metavar="YAML", help="configuration file (see TrainConfig.to_yaml for the keys)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="run directory: metrics.csv (one row per step), config.yaml, checkpoints/, samples/, bank")
-    p.add_argument("--steps", type=int, metavar="N", help="total optimizer steps (overrides the config's `steps`)")
-    p.add_argument("--seed", type=int, metavar="S", help="master seed for data order, noise and dropout (`seed`)")
+    p.add_argument("--steps", type=positive_int, metavar="N", help="total optimizer steps (overrides the config's `steps`)")
+    p.add_argument("--seed", type=non_negative_int, metavar="S", help="master seed for data order, noise and dropout (`seed`)")
     p.add_argument("--resume", action="store_true",
                    help="continue exactly from DIR's latest checkpoint (refused if the bank or config differ)")
     p.add_argument("--device", metavar="DEV", help="cpu, cuda, cuda:1, ... (default: CUDA when available; "
@@ -123,27 +169,27 @@ def add_sampler_args(p: argparse.ArgumentParser, *, mode: str = "ode", method: s
                      when: str = ""):
     "The sampler options shared by the commands that sample (`--steps --mode --method --seed`); `when` ends each help."
     w = f" {when}" if when else ""
-    p.add_argument("--steps", type=int, default=steps, help=f"sampler steps{w} (default {steps})")
+    p.add_argument("--steps", type=positive_int, default=steps, help=f"sampler steps{w} (default {steps})")
     p.add_argument("--mode", choices=["ode", "sde"], default=mode, help=f"probability-flow ODE or SDE{w} (default {mode})")
     p.add_argument("--method", choices=["euler", "heun"], default=method, help=f"integrator{w} (default {method})")
-    p.add_argument("--seed", type=int, default=0, help=f"first per-sample seed (noise and bank index){w}; default 0")
+    p.add_argument("--seed", type=non_negative_int, default=0, help=f"first per-sample seed (noise and bank index){w}; default 0")
 
 def add_tokenizer_weights_arg(p: argparse.ArgumentParser):
-    p.add_argument("--tokenizer-weights", metavar="PATH", help="latent runs: the tokenizer weights that decode samples "
+    p.add_argument("--tokenizer-weights", type=existing_path, metavar="PATH", help="latent runs: the tokenizer weights that decode samples "
                    "(SD-VAE folder or VA-VAE .pt; default: the weights recorded in the run's latent store)")
 
 def _add_sample_args(p: argparse.ArgumentParser):
-    p.add_argument("--ckpt", required=True, metavar="PATH", help="checkpoint file, or a run directory (its latest checkpoint)")
+    p.add_argument("--ckpt", required=True, type=existing_path, metavar="PATH", help="checkpoint file, or a run directory (its latest checkpoint)")
     p.add_argument("--out", required=True, metavar="PNG", help="output image grid")
-    p.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
+    p.add_argument("--n", type=positive_int, default=16, help="number of samples (default 16)")
     add_sampler_args(p)
-    p.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (1 = none, the paper's headline)")
-    p.add_argument("--bank", metavar="PATH", help="memory bank file (default: the run's bank: config bank.path or "
+    p.add_argument("--cfg-scale", type=non_negative_float, default=1.0, help="classifier-free guidance scale (1 = none, the paper's headline)")
+    p.add_argument("--bank", type=existing_file, metavar="PATH", help="memory bank file (default: the run's bank: config bank.path or "
                                                   "RUN/bank.safetensors); its fingerprint must match the checkpoint's")
     add_tokenizer_weights_arg(p)
     p.add_argument("--raw", action="store_true", help="use the raw (non-EMA) weights")
     p.add_argument("--device", metavar="DEV", help="cpu, cuda, ... (default: CUDA when available)")
-    p.add_argument("--nrow", type=int, help="images per grid row (default sqrt(n))")
+    p.add_argument("--nrow", type=positive_int, help="images per grid row (default sqrt(n))")
 
 def _run_sample(args) -> int:
     import math
@@ -171,12 +217,12 @@ def _add_fid_args(p: argparse.ArgumentParser):
                    "(mnist5k, cifar10:<root>, an image folder)")
     fake = p.add_mutually_exclusive_group(required=True)
     fake.add_argument("--fake", metavar="SPEC", help="generated images: a dataset spec as --real (e.g. a folder)")
-    fake.add_argument("--ckpt", metavar="PATH", help="sample from this checkpoint/run directory instead of --fake")
-    p.add_argument("--n", type=int, default=5000, help="images per side (default 5000; FID at small N is biased upward)")
-    p.add_argument("--image-size", type=int, default=32, help="side of dataset images (default 32)")
+    fake.add_argument("--ckpt", type=existing_path, metavar="PATH", help="sample from this checkpoint/run directory instead of --fake")
+    p.add_argument("--n", type=positive_int, default=5000, help="images per side (default 5000; FID at small N is biased upward)")
+    p.add_argument("--image-size", type=positive_int, default=32, help="side of dataset images (default 32)")
     add_sampler_args(p, when="with --ckpt")
     add_tokenizer_weights_arg(p)
-    p.add_argument("--batch-size", type=int, default=100, help="images per batch (default 100)")
+    p.add_argument("--batch-size", type=positive_int, default=100, help="images per batch (default 100)")
     p.add_argument("--device", metavar="DEV", help="where the sampler and Inception run (default: CUDA when available)")
 
 def _dataset_batches(spec: str, n: int, image_size: int, batch_size: int):
@@ -214,19 +260,19 @@ def _add_bank_build_args(p):
                    help="gmem.encoders name: dinov2-s|b|l, inception, pca (default dinov2-b, the paper's). 'pca' "
                         "without --weights is fitted on the data first and saved as OUT.pca-encoder.safetensors")
     p.add_argument("--out", required=True, metavar="FILE", help="bank file to write (safetensors); work folder FILE.shards/")
-    p.add_argument("--weights", metavar="PATH", help="encoder weights file (DINOv2 offline, or a fitted PCA)")
-    p.add_argument("--image-size", type=int, default=256, help="dataset image side after the ADM center crop (default 256)")
-    p.add_argument("--batch-size", type=int, default=256, help="images per encoder forward pass (default 256)")
-    p.add_argument("--shard-size", type=int, default=8192, help="images per shard, the unit of resume (default 8192)")
-    p.add_argument("--rank", type=int, default=None, help="low-rank bank of this SVD rank (eq. 8); default: full bank")
+    p.add_argument("--weights", type=existing_path, metavar="PATH", help="encoder weights file (DINOv2 offline, or a fitted PCA)")
+    p.add_argument("--image-size", type=positive_int, default=256, help="dataset image side after the ADM center crop (default 256)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="images per encoder forward pass (default 256)")
+    p.add_argument("--shard-size", type=positive_int, default=8192, help="images per shard, the unit of resume (default 8192)")
+    p.add_argument("--rank", type=positive_int, default=None, help="low-rank bank of this SVD rank (eq. 8); default: full bank")
     p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32", help="storage type of the bank (default fp32)")
     p.add_argument("--patch-tokens", action="store_true",
                    help="also write the patch tokens (REPA targets) to OUT.patch_tokens.npy, fp16 memmap "
                         "(DINOv2-B: 384 KiB per image)")
-    p.add_argument("--pca-dim", type=int, default=64, help="width of a PCA encoder fitted here (default 64)")
+    p.add_argument("--pca-dim", type=positive_int, default=64, help="width of a PCA encoder fitted here (default 64)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding images (default 0)")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="only N images spread over the dataset (quick runs; a fixed seeded subset in dataset order)")
+    p.add_argument("--num-workers", type=non_negative_int, default=0, help="DataLoader workers decoding images (default 0)")
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="only N images spread over the dataset (quick runs; a fixed seeded subset in dataset order)")
     p.add_argument("--keep-shards", action="store_true", help="keep the work folder FILE.shards/ after success")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -267,13 +313,13 @@ def _add_quickstart_args(p):
     from gmem.quickstart import ARMS, QuickstartConfig
     d = QuickstartConfig()
     p.add_argument("--out", default=d.out, help=f"report folder (default {d.out}); training runs are kept in OUT/runs")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps per arm (default {d.steps})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"images per step (default {d.batch_size})")
-    p.add_argument("--image-size", type=int, default=d.image_size, help=f"digit resolution in pixels (default {d.image_size})")
-    p.add_argument("--n-fid", type=int, default=d.n_fid,
+    p.add_argument("--steps", type=positive_int, default=d.steps, help=f"optimizer steps per arm (default {d.steps})")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help=f"images per step (default {d.batch_size})")
+    p.add_argument("--image-size", type=positive_int, default=d.image_size, help=f"digit resolution in pixels (default {d.image_size})")
+    p.add_argument("--n-fid", type=positive_int, default=d.n_fid,
                    help=f"generated images per arm, real reference images and data-floor images for FID (default {d.n_fid})")
-    p.add_argument("--sample-steps", type=int, default=d.sample_steps, help=f"SDE Heun steps (default {d.sample_steps})")
-    p.add_argument("--seed", type=int, default=d.seed, help="training seed of every arm and first sample seed")
+    p.add_argument("--sample-steps", type=positive_int, default=d.sample_steps, help=f"SDE Heun steps (default {d.sample_steps})")
+    p.add_argument("--seed", type=non_negative_int, default=d.seed, help="training seed of every arm and first sample seed")
     p.add_argument("--arms", nargs="+", default=list(d.arms), choices=list(ARMS), help="arms to run (default: all)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")

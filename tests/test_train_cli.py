@@ -119,3 +119,13 @@ def test_cli_train_smoke_and_resume(tmp_path, capsys):
     assert main(["sample", "--ckpt", str(out), "--out", str(tmp_path / "grid.png"), "--n", "4", "--steps", "3",
                  "--device", "cpu"]) == 0
     assert (tmp_path / "grid.png").stat().st_size > 0
+
+def test_cli_rejects_bad_inputs_in_one_line(tmp_path):
+    "`gmem sample --n -3` and friends: exit code 2, one line naming the option, no traceback (a real process)."
+    for args, opt in [(("sample", "--ckpt", tmp_path, "--out", tmp_path / "g.png", "--n", -3), "--n"),
+                      (("train", "--preset", "smoke", "--out", tmp_path / "r", "--steps", 0), "--steps"),
+                      (("sample", "--ckpt", tmp_path / "missing", "--out", tmp_path / "g.png"), "--ckpt")]:
+        r = _gmem(*args, timeout=120)
+        assert r.returncode == 2, (args, r.stderr)
+        assert f"argument {opt}" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
