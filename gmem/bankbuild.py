@@ -14,7 +14,7 @@ from .bank import MemoryBank, check_features, normalize_rows, _chunks
 from .utils import atomic_path, sha256_tensors
 
 # %% auto #0
-__all__ = ['BUILD_FORMAT', 'patch_store_path', 'build_bank']
+__all__ = ['BUILD_FORMAT', 'patch_store_path', 'build_bank', 'build_progress']
 
 # %% ../nbs/09c_bankbuild.ipynb #20c5b605
 BUILD_FORMAT = "gmem-bank-build-v1"
@@ -158,3 +158,12 @@ def build_bank(dataset,                                  # map-style dataset of 
     if patch_tokens: os.replace(patch_work, ppath)   # after the bank: a crash in between leaves it in the work folder
     if not keep_shards: shutil.rmtree(work, ignore_errors=True)
     return bank
+
+# %% ../nbs/09c_bankbuild.ipynb #fea7b179
+def build_progress(out: str | os.PathLike) -> tuple[int, int] | None:
+    "(finished, total) shards of an interrupted `build_bank(..., out)` (its work folder OUT.shards/), or None if none."
+    work = Path(out).with_name(Path(out).name + ".shards")
+    try: cfg = json.loads((work / "build.json").read_text())
+    except (OSError, ValueError): return None
+    total = -(-int(cfg["count"]) // int(cfg["shard_size"]))
+    return sum((work / f"shard_{s:05d}.json").exists() for s in range(total)), total

@@ -139,7 +139,9 @@ def resolve_train_config(args: argparse.Namespace):
     elif args.config: cfg = TrainConfig.from_yaml(args.config)
     elif args.resume:
         ck = latest_checkpoint(args.out)
-        if ck is None: raise FileNotFoundError(f"--resume: no checkpoint in {Path(args.out) / 'checkpoints'}")
+        if ck is None: raise FileNotFoundError(f"--resume: no checkpoint in {Path(args.out) / 'checkpoints'} yet to take the "
+                                               "config from; give --preset NAME or --config YAML (with --resume, the same "
+                                               "command line starts the run and continues it)")
         cfg = TrainConfig.from_dict(load_checkpoint(ck)["config"])
     else: raise ValueError("give --preset NAME or --config YAML (or --resume to reuse the run's own config)")
     if args.optim:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_train.ipynb #bc428d1b
 from __future__ import annotations
-import copy, csv, dataclasses, hashlib, io, json, math, os, random, time, warnings
+import copy, csv, dataclasses, hashlib, io, json, math, os, random, sys, time, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Any, Callable
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import torch.distributed as dist
 import yaml
 
-from .utils import atomic_write, atomic_path, get_device, autocast, git_commit
+from .utils import atomic_write, atomic_path, get_device, autocast, git_commit, remove_atomic_leftovers
 
 # %% auto #0
 __all__ = ['step_generator', 'data_position', 'epoch_permutation', 'StepBatches', 'ema_decay_at', 'ema_update', 'MetricsCSV',
@@ -290,9 +290,12 @@ def train(cfg: TrainConfig,                       # the run's configuration
 def _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn):
     dev = info.device
     # ---- checkpoint to resume from (validated before anything is built)
+    if info.main:                      # temp files of a write killed mid-way (kill -9, preemption)
+        for d in (out, out / CKPT_DIR, out / "samples"): remove_atomic_leftovers(d)
     ckpt, ckpt_path = None, latest_checkpoint(out)
-    if resume:
-        if ckpt_path is None: raise FileNotFoundError(f"--resume: no checkpoint in {out / CKPT_DIR}")
+    if resume and ckpt_path is None:   # killed before its first checkpoint: the same command starts it again
+        if info.main: print(_fresh_start_note(cfg, out, bank), file=sys.stderr, flush=True)
+    elif resume:
         ckpt = load_checkpoint(ckpt_path)
         diff = config_diff(ckpt["config"], cfg.to_dict())
         if diff: raise ValueError(f"checkpoint {ckpt_path} was trained with a different config:\n  " + "\n  ".join(diff))
@@ -429,6 +432,17 @@ def _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn):
     return dict(step=step, images=step * cfg.batch_size, loss=loss_val, checkpoint=str(last_ckpt) if last_ckpt else None,
                 out_dir=str(out), seconds=secs, images_per_s=done / secs if secs else 0.0,
                 rank=info.rank, world_size=info.world_size)
+
+def _fresh_start_note(cfg, out: Path, bank) -> str:
+    "What `--resume` does in a run folder without a checkpoint yet: start at step 0, reusing a bank build's finished shards."
+    msg = f"gmem train: --resume: no checkpoint in {out / CKPT_DIR} yet; starting from step 0"
+    if cfg.model.cond == "snippet" and bank is None and cfg.bank.path is None:
+        from gmem.bankbuild import build_progress
+        path = out / "bank.safetensors"
+        done = build_progress(path)
+        if path.exists(): msg += f" with the bank already built ({path})"
+        elif done: msg += f", reusing {done[0]} of {done[1]} finished bank shards in {path}.shards"
+    return msg
 
 def _is_gmem_loss(fn) -> bool:
     return getattr(fn, "__module__", "") == "gmem.loss"

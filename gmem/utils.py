@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['atomic_path', 'atomic_write', 'get_device', 'autocast', 'to_uint8', 'single_thread', 'seed_everything', 'git_commit',
-           'sha256_tensors', 'derive_seed']
+__all__ = ['atomic_path', 'atomic_write', 'remove_atomic_leftovers', 'get_device', 'autocast', 'to_uint8', 'single_thread',
+           'seed_everything', 'git_commit', 'sha256_tensors', 'derive_seed']
 
 # %% ../nbs/00_utils.ipynb #73131045
 def _default_mode() -> int:
@@ -44,6 +44,17 @@ def atomic_write(path: str | os.PathLike,  # final file name
     "Open a temp file next to `path`; it replaces `path` only if the block finishes without an error."
     with atomic_path(path) as tmp, open(tmp, mode) as f:
         yield f
+
+# %% ../nbs/00_utils.ipynb #3a5f25ac
+def remove_atomic_leftovers(folder: str | os.PathLike,   # where a killed process may have written
+                            recursive: bool = False,          # also the sub-folders
+                            ) -> list[Path]:
+    "Delete the temp files (`.NAME.XXXXXXXX.tmp`) that writes through `atomic_path` killed mid-way left in `folder`; return them."
+    folder = Path(folder)
+    if not folder.is_dir(): return []
+    found = [p for p in (folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp")) if p.is_file()]
+    for p in found: p.unlink(missing_ok=True)
+    return found
 
 # %% ../nbs/00_utils.ipynb #7f9bf0b8
 def get_device(device: str | torch.device | None = None) -> torch.device:

@@ -129,3 +129,59 @@ def test_cli_rejects_bad_inputs_in_one_line(tmp_path):
         assert r.returncode == 2, (args, r.stderr)
         assert f"argument {opt}" in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+# A run that builds its own bank (PCA encoder, 8 shards of 32 images), started with --resume from the beginning: the
+# same command line must start it and continue it. Slow item reads (argv[2] seconds) leave time to kill it mid-build.
+BANK_SCRIPT = textwrap.dedent('''
+    import functools, sys, time, torch, torch.nn as nn
+    import gmem.bankbuild
+    from gmem.train import TrainConfig, DataConfig, BankConfig, ModelConfig, OptimConfig, train
+    from gmem.data import Mnist5kDataset, limit_dataset
+    gmem.bankbuild.build_bank = functools.partial(gmem.bankbuild.build_bank, shard_size=32)   # 8 shards: the unit of resume
+    out, slow = sys.argv[1], float(sys.argv[2])
+    torch.set_num_threads(1)
+
+    class Slow(torch.utils.data.Dataset):
+        def __init__(self): self.ds = limit_dataset(Mnist5kDataset(32), 256)
+        def __len__(self): return len(self.ds)
+        def __getitem__(self, i): time.sleep(slow); return self.ds[i]
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = type("C", (), dict(snippet_dim=8))()
+            self.net = nn.Linear(3 * 32 * 32 + 1 + 8, 3 * 32 * 32)
+        def forward(self, x, t, s): return self.net(torch.cat([x.flatten(1), t[:, None], s], 1)).view_as(x)
+
+    cfg = TrainConfig(data=DataConfig(dataset="mnist5k", limit=256),
+                      bank=BankConfig(encoder="pca", pca_dim=8, batch_size=16), model=ModelConfig(name="stand-in"),
+                      optim=OptimConfig(lr=3e-3), batch_size=8, steps=4, ckpt_every=2, precision="fp32", device="cpu")
+    torch.manual_seed(0)
+    train(cfg, out, resume=True, progress=False, model=Net(), dataset=Slow())
+''')
+
+def test_kill9_during_bank_building_then_same_command_resumes(tmp_path):
+    "kill -9 while the run builds its bank, before any checkpoint: the same command starts again from step 0, reuses the "
+    "finished bank shards (and says so), clears the killed writes' temp files, and ends where an uninterrupted run ends."
+    script = tmp_path / "bank_run.py"; script.write_text(BANK_SCRIPT)
+    full, part = tmp_path / "full", tmp_path / "part"
+    ref = subprocess.Popen([sys.executable, script, full, "0"], env=ENV, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, script, part, "0.01"], env=ENV, stderr=subprocess.PIPE, text=True)
+    work = part / "bank.safetensors.shards"
+    t0 = time.time()
+    while time.time() - t0 < 120 and proc.poll() is None and not (work / "shard_00001.json").exists(): time.sleep(0.02)
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    proc.send_signal(signal.SIGKILL); proc.wait()
+    assert "no checkpoint" in proc.stderr.read()                 # the first start already used --resume
+    assert ref.wait(timeout=180) == 0
+    assert not (part / "bank.safetensors").exists() and not (part / "checkpoints").exists()
+    done = len(list(work.glob("shard_*.json")))
+    assert 2 <= done < 8, done
+    (part / ".bank.safetensors.k1l2m3n4.tmp").write_bytes(b"half")          # temp files of writes killed mid-way
+    (part / "checkpoints").mkdir(); (part / "checkpoints" / ".step-00000002.pt.abcdefgh.tmp").write_bytes(b"half")
+    r = subprocess.run([sys.executable, script, part, "0"], env=ENV, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "starting from step 0" in r.stderr and f"reusing {done} of 8 finished bank shards" in r.stderr, r.stderr
+    assert not list(part.rglob(".*.tmp"))
+    assert (part / "bank.safetensors").read_bytes() == (full / "bank.safetensors").read_bytes()
+    assert _losses(part) == _losses(full) and len(_losses(part)) == 4
