@@ -81,11 +81,14 @@ def build_bank(dataset,                                  # map-style dataset of 
     if patch_tokens and n_patch == 0:
         raise ValueError(f"patch_tokens=True but the encoder {getattr(encoder, 'name', encoder)!r} has no patch tokens; "
                          "use a ViT encoder (dinov2-*) or patch_tokens=False")
+    from gmem.data import dataset_identity
     dataset_name = dataset_name or type(dataset).__name__
+    data = dataset_identity(dataset, name=dataset_name)        # what the bank is bound to (checked by the trainer)
     arrays = {"cls": ((d,), "float32"), "labels": ((), "int64")}
     config = dict(format=BUILD_FORMAT, **_encoder_identity(encoder), dataset=dataset_name,
                   dataset_type=type(dataset).__name__, count=n_total, image_shape=list(x0.shape[1:]),
-                  shard_size=shard_size, dim=d, patch_tokens=[n_patch, d_patch] if patch_tokens else None)
+                  shard_size=shard_size, dim=d, patch_tokens=[n_patch, d_patch] if patch_tokens else None,
+                  data_sha256=data["order_sha256"])
     cfg_path = work / "build.json"
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
@@ -144,7 +147,7 @@ def build_bank(dataset,                                  # map-style dataset of 
         labels_np[a:b] = np.load(f["labels"], mmap_mode="r")
     if (labels < 0).all(): labels = None
     elif (labels < 0).any(): raise ValueError("some dataset items have labels and others do not")
-    meta = dict({"source": "gmem.bankbuild.build_bank", **(meta or {})}, encoder=config["encoder"], dataset=dataset_name,
+    meta = dict({"source": "gmem.bankbuild.build_bank", **(meta or {})}, encoder=config["encoder"], dataset=dataset_name, data=data,
                 **({"patch_tokens": ppath.name, "num_patches": n_patch} if patch_tokens else {}))
     if rank is None:   # normalise in place (eq. 6): same values as from_features, without a second (N, d) copy
         check_features(feats)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_data.ipynb #d47e3e5c
 from __future__ import annotations
-import functools, io, os, pickle, warnings
+import functools, hashlib, io, os, pickle, warnings
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 import numpy as np
@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 # %% auto #0
 __all__ = ['tensor_pm1_to_uint8', 'IMG_EXTENSIONS', 'CIFAR10_URL', 'DATASETS', 'center_crop_arr', 'pil_to_tensor_pm1',
            'UnreadableImageError', 'load_rgb', 'ImageFolderDataset', 'Cifar10Dataset', 'Mnist5kDataset',
-           'create_dataset', 'limit_dataset']
+           'create_dataset', 'limit_dataset', 'dataset_identity', 'identity_mismatch', 'describe_identity']
 
 # %% ../nbs/05_data.ipynb #e2cbcafd
 def center_crop_arr(pil_image: Image.Image,  # an RGB (or any mode) PIL image
@@ -290,3 +290,55 @@ def limit_dataset(ds,                 # any map-style dataset
     if limit < 1: raise ValueError(f"limit must be >= 1, got {limit}")
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
     return torch.utils.data.Subset(ds, idx.tolist())
+
+# %% ../nbs/05_data.ipynb #edbc623c
+def _sha(*chunks) -> str:
+    h = hashlib.sha256()
+    for c in chunks: h.update(c if isinstance(c, bytes) else str(c).encode())
+    return h.hexdigest()
+
+def _order_digest(ds) -> str | None:
+    "sha256 of which items `ds` holds, in which order (None when nothing identifies them)."
+    if isinstance(ds, torch.utils.data.Subset):
+        inner = _order_digest(ds.dataset)
+        return None if inner is None else _sha(inner, np.asarray(ds.indices, dtype=np.int64).tobytes())
+    if isinstance(ds, ImageFolderDataset):
+        return _sha("folder", "\n".join(f"{Path(p).relative_to(ds.root).as_posix()}\t{k}" for p, k in ds.samples))
+    if isinstance(ds, Cifar10Dataset):
+        return _sha("cifar10", ds.data.numpy().tobytes(), np.asarray(ds.targets, dtype=np.int64).tobytes())
+    if isinstance(ds, Mnist5kDataset):
+        X, y = _mnist5k_arrays()
+        return _sha("mnist5k", X.tobytes(), y.tobytes())
+    if isinstance(ds, torch.utils.data.TensorDataset):
+        from gmem.utils import sha256_tensors
+        return sha256_tensors({str(k): t for k, t in enumerate(ds.tensors)})
+    f = getattr(ds, "order_digest", None)
+    return f() if callable(f) else None
+
+def dataset_identity(ds,                          # any map-style dataset (a Subset from limit_dataset included)
+                     name: str | None = None,     # what to call it (default: the class name)
+                     root: str | None = None,     # where it lives (default: the dataset's `root`/`dir`, if any)
+                     limit: int | None = None,    # the limit it was cut to (default: a Subset's length)
+                     ) -> dict:
+    "What a bank or latent store records about its data: {dataset, root, count, limit, order_sha256}."
+    base = ds.dataset if isinstance(ds, torch.utils.data.Subset) else ds
+    root = root or getattr(base, "root", None) or getattr(base, "dir", None)
+    if limit is None and isinstance(ds, torch.utils.data.Subset): limit = len(ds)
+    return dict(dataset=name or type(base).__name__, root=None if root is None else str(root), count=len(ds),
+                limit=limit, order_sha256=_order_digest(ds))
+
+def identity_mismatch(recorded: dict, current: dict) -> list[str]:
+    "The differences that make two identities different data (count, item order); name and root may differ."
+    out = []
+    if recorded.get("count") != current.get("count"):
+        out.append(f"{recorded.get('count')} items there, {current.get('count')} here")
+    a, b = recorded.get("order_sha256"), current.get("order_sha256")
+    if a and b and a != b: out.append(f"other items or another order (order sha256 {a[:12]} there, {b[:12]} here)")
+    return out
+
+def describe_identity(ident: dict) -> str:
+    "One line: `mnist5k (root ..., 256 items, limit 256)`."
+    bits = [f"root {ident['root']}"] if ident.get("root") else []
+    bits.append(f"{ident.get('count')} items")
+    if ident.get("limit") is not None: bits.append(f"limit {ident['limit']}")
+    return f"{ident.get('dataset')} ({', '.join(bits)})"

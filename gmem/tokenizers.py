@@ -304,6 +304,7 @@ def extract_latents(dataset,                             # items (image (3,S,S) 
                     progress: bool = True,               # tqdm bar (counted in images)
                     ) -> dict:
     "Encode `dataset` into memory-mapped shards under `out_dir`; resumable; returns the store's metadata."
+    from gmem.data import dataset_identity   # the images it was made from (a bank of them must match)
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device) if device is not None else tokenizer.device
     n_total = len(dataset)
@@ -382,7 +383,7 @@ def extract_latents(dataset,                             # items (image (3,S,S) 
     meta = config | dict(shards=[{"file": _shard_files(out_dir, s)["latents"].name.split(".")[0], "start": a, "n": b - a}
                                  for s, a, b in bounds],
                          mean=mean.tolist(), std=std.tolist(), stats_count=int(len(idx)),
-                         tokenizer_weights=getattr(tokenizer, "weights", None),
+                         tokenizer_weights=getattr(tokenizer, "weights", None), source=dataset_identity(dataset),
                          bytes_per_image=store_bytes_per_image(lshape, d, n_patch, flip=flip, patch_dim=d_patch),
                          created_by=git_commit(), created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     with atomic_write(out_dir / "meta.json", "w") as f: json.dump(meta, f, indent=1)
@@ -437,6 +438,19 @@ class LatentDataset(torch.utils.data.Dataset):
             g = torch.Generator().manual_seed(_item_seed(self.seed, self.epoch, i))
             return bool(torch.rand((), generator=g) < self.flip_prob)
         return bool(torch.rand((), generator=self.generator) < self.flip_prob)
+
+    def order_digest(self) -> str | None:
+        "The order digest of the images the store was extracted from (`gmem.data.dataset_identity`); None for old stores."
+        return (self.meta.get("source") or {}).get("order_sha256")
+
+    def stored_snippets(self, idx) -> torch.Tensor:
+        "The stored encoder features (k, d) float32 of items `idx`, unflipped view: what the bank's rows `idx` should be."
+        if not self.has_encoder: raise ValueError(f"the store {str(self.dir)!r} holds no encoder features")
+        mm, out = self._arrays(), []
+        for i in idx:
+            s = bisect.bisect_right(self._starts, int(i)) - 1
+            out.append(torch.from_numpy(np.array(mm["cls"][s][int(i) - self._starts[s], 0])).float())
+        return torch.stack(out)
 
     def denormalize(self, z: torch.Tensor) -> torch.Tensor:
         "Model-space latents -> tokenizer latents (identity when normalize=False)."

@@ -21,12 +21,13 @@ from .utils import atomic_write, atomic_path, get_device, autocast, git_commit, 
 # %% auto #0
 __all__ = ['step_generator', 'data_position', 'epoch_permutation', 'StepBatches', 'ema_decay_at', 'ema_update', 'MetricsCSV',
            'read_metrics', 'DistInfo', 'init_distributed', 'IndexedDataset', 'collate', 'build_dataset',
-           'num_classes_of', 'build_encoder', 'build_bank', 'build_bank_file', 'build_model', 'model_snippet_dim',
-           'NonFiniteLossError', 'train', 'derive_seed', 'DATASETS', 'COND_MODES', 'MASK_STRATEGIES', 'T_DISTS',
-           'PRECISIONS', 'SAMPLE_MODES', 'SAMPLE_METHODS', 'OPTIM_RECIPES', 'PRESETS', 'DataConfig', 'BankConfig',
-           'ModelConfig', 'MaskConfig', 'OptimConfig', 'LossSettings', 'SampleConfig', 'TrainConfig', 'get_preset',
-           'CKPT_DIR', 'RESUME_FREE_KEYS', 'capture_rng', 'restore_rng', 'save_checkpoint', 'latest_checkpoint',
-           'load_checkpoint', 'config_diff', 'TrainedRun', 'load_run', 'generate', 'decode_samples', 'save_sample_grid']
+           'num_classes_of', 'build_encoder', 'build_bank', 'check_bank_data', 'build_bank_file', 'build_model',
+           'model_snippet_dim', 'NonFiniteLossError', 'train', 'derive_seed', 'DATASETS', 'COND_MODES',
+           'MASK_STRATEGIES', 'T_DISTS', 'PRECISIONS', 'SAMPLE_MODES', 'SAMPLE_METHODS', 'OPTIM_RECIPES', 'PRESETS',
+           'DataConfig', 'BankConfig', 'ModelConfig', 'MaskConfig', 'OptimConfig', 'LossSettings', 'SampleConfig',
+           'TrainConfig', 'get_preset', 'CKPT_DIR', 'RESUME_FREE_KEYS', 'capture_rng', 'restore_rng', 'save_checkpoint',
+           'latest_checkpoint', 'load_checkpoint', 'config_diff', 'TrainedRun', 'load_run', 'generate',
+           'decode_samples', 'save_sample_grid']
 
 # %% ../nbs/09_train.ipynb #07d3d26c
 # Split out of this notebook; imported back so that every name keeps its old path (`from gmem.train import ...`).
@@ -231,8 +232,42 @@ def build_bank(cfg: TrainConfig, ds, out_dir: Path, info: DistInfo = DistInfo())
         raise ValueError(f"bank.rank={cfg.bank.rank} but the bank file {path} is {have}; a given bank file is used as it is: "
                          f"write a rank-{cfg.bank.rank} copy (MemoryBank.load(path).with_rank({cfg.bank.rank}).save(...)) "
                          f"or set bank.rank=null")
-    if len(bank) < len(ds): raise ValueError(f"the bank {path} has {len(bank)} rows but the dataset {len(ds)} items")
+    check_bank_data(bank, ds, path, cfg.data)
     return bank
+
+def check_bank_data(bank, ds, path, data: DataConfig | None = None, k: int = 16):
+    """Refuse a bank that was not built from `ds` (row i must be item i's snippet): its recorded data identity, its row
+    count, and for a latent store with encoder features whether the stored snippets find their own rows. A bank file
+    without a recorded identity (written before gmem recorded it) is accepted with a warning when the counts agree."""
+    from gmem.data import dataset_identity, identity_mismatch, describe_identity
+    data = data or DataConfig()
+    here = dataset_identity(ds, name=data.dataset, root=data.root, limit=data.limit)
+    there = bank.meta.get("data")
+    fix = ("rebuild the bank from the images the store was extracted from, in store order (gmem bank build)"
+           if data.dataset == "latents" else
+           "rebuild it from this run's data (gmem bank build --data SPEC --limit N --out FILE: the same items in the same "
+           "order), or leave bank.path unset so that the run builds OUT/bank.safetensors")
+    if len(bank) != len(ds) or (there and identity_mismatch(there, here)):
+        what = describe_identity(there) if there else f"{len(bank)} rows, data not recorded"
+        why = "; ".join(identity_mismatch(there, here)) if there else f"{len(bank)} rows for {len(ds)} items"
+        raise ValueError(f"the bank {path} was built from other data than this run's: {what} there, "
+                         f"{describe_identity(here)} here ({why}). Row i of the bank must be item i's snippet: {fix}")
+    if not there:
+        warnings.warn(f"the bank {path} does not record the data it was built from (written before gmem recorded it): its "
+                      f"{len(bank)} rows are taken to be this run's {len(ds)} items in order, unchecked; {fix} to have "
+                      "this checked")
+    base = ds.dataset if isinstance(ds, torch.utils.data.Subset) else ds
+    if getattr(base, "has_encoder", False) and hasattr(base, "stored_snippets"):   # latent store: its own snippets
+        idx = torch.linspace(0, len(ds) - 1, min(k, len(ds))).round().long().unique()
+        items = [ds.indices[i] for i in idx.tolist()] if isinstance(ds, torch.utils.data.Subset) else idx.tolist()
+        s = F.normalize(base.stored_snippets(items), dim=-1)                          # (k, d)
+        if s.shape[1] != bank.dim: return
+        cos = s @ bank.snippets(idx.to(bank.device)).float().cpu().T                  # (k, k): item x bank row
+        own = (cos.argmax(1) == torch.arange(len(idx))).float().mean().item()
+        if own < 0.5:
+            raise ValueError(f"the bank {path} does not hold this latent store's snippets in store order: only {own:.0%} "
+                             f"of {len(idx)} sampled items find their own row nearest (mean cosine with it "
+                             f"{cos.diagonal().mean().item():.2f}); {fix}")
 
 def build_bank_file(cfg: TrainConfig, ds, path: str | os.PathLike, device=None, progress: bool = False):
     "Encode `ds` in order with the bank encoder (CLS features) and save a MemoryBank (row i = item i) at `path`."

@@ -148,3 +148,23 @@ def test_quality_notebook_at_paper_preset_on_a_latent_store(paper_inputs, tmp_pa
     cmd = doc["command"]
     assert "-p preset paper" in cmd and "-p paper_preset imagenet256-lightningdit-xl" in cmd and "-p bank_path" in cmd
     assert (tmp_path / "quality" / "paper" / "samples_gmem.png").exists()
+
+
+def test_bank_bound_to_its_latent_store(paper_inputs):
+    "The store records the images it came from, the bank too: they match. A bank with its rows shuffled is refused by "
+    "the stored snippets (each item must find its own row), and a bank of other images by the recorded identity."
+    from gmem.bank import MemoryBank
+    from gmem.tokenizers import LatentDataset
+    from gmem.train import DataConfig, check_bank_data
+    p = paper_inputs
+    ld, bank = LatentDataset(p["store"], flip_prob=0.0), MemoryBank.load(p["bank"])
+    assert ld.meta["source"]["order_sha256"] == bank.meta["data"]["order_sha256"]
+    cfg = DataConfig(dataset="latents", root=str(p["store"]))
+    check_bank_data(bank, ld, p["bank"], cfg)                                    # accepted, no warning
+    shuffled = bank.subset(torch.randperm(len(bank), generator=torch.Generator().manual_seed(0)))   # same meta
+    with pytest.raises(ValueError, match="does not hold this latent store's snippets"):
+        check_bank_data(shuffled, ld, p["bank"], cfg)
+    other = MemoryBank(bank.tensors, labels=bank.labels,
+                       meta={**bank._meta, "data": {**bank.meta["data"], "order_sha256": "0" * 64}})
+    with pytest.raises(ValueError, match="other items or another order"):
+        check_bank_data(other, ld, p["bank"], cfg)
