@@ -125,8 +125,10 @@ def lowrank_decompose(features: torch.Tensor,    # (N, d) float, rows not necess
     return dict(mu=mu.float(), C=C, B=(V * S.sqrt()).float(), S=S.float())
 
 def reconstruct(C: torch.Tensor, B: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:  # Eq. 9
-    "Snippets (n, d) = C (n, r) @ B^T (r, d) + mu (d,), re-normalised to unit length."
-    return normalize_rows(C.float() @ B.float().T + mu.float())
+    """Snippets (n, d) fp32 = C (n, r) @ B^T (r, d) + mu (d,), re-normalised to unit length. Computed in fp64 and rounded
+    once: an fp32 matmul's last bit depends on the batch, the thread count and the memory layout, so a bank and its
+    reloaded file (or one row and the same row in a batch) would not give the same snippet."""
+    return normalize_rows(C.double() @ B.double().T + mu.double()).float()
 
 # %% ../nbs/01_bank.ipynb #71511293
 _SPACES = ("coef", "linear", "slerp")
@@ -372,7 +374,9 @@ class MemoryBank:
     def _cast(self, dtype) -> MemoryBank:
         t = dict(self.tensors)
         key = "M" if self.kind == "full" else "C"
-        t[key] = t[key].to(dtype)
+        # fp16 rows are re-normalised when read (snippets); widened to fp32 they keep those same values, bit for bit
+        widen = self.kind == "full" and t[key].dtype == torch.float16 and dtype == torch.float32
+        t[key] = normalize_rows(t[key]) if widen else t[key].to(dtype)
         return self._new(t, self.labels)
 
     @classmethod
