@@ -100,6 +100,7 @@ def build_bank(dataset,                                  # map-style dataset of 
         work.mkdir(parents=True, exist_ok=True)
         with atomic_write(cfg_path, "w") as f: json.dump(config, f, indent=1)
     for t in work.glob(".*.tmp"): t.unlink(missing_ok=True)   # temp files of a killed run (one builder per folder)
+    for t in out.parent.glob(f".{out.name}.*.tmp"): t.unlink(missing_ok=True)   # ... and of its bank file's write
     patch_work, ppath = work / "patch_tokens.npy", patch_store_path(out)
     if patch_tokens and not patch_work.exists() and ppath.exists() and (work / "shard_00000.json").exists():
         os.replace(ppath, patch_work)                 # a rerun after a finished build with keep_shards=True
