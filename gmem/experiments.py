@@ -498,14 +498,14 @@ class Experiment:
                     fid_seconds=time.perf_counter() - t, fid_weights=weights)
 
     def fid_of(self, images: torch.Tensor) -> tuple[float, int, str | None]:
-        "FID of images in [-1, 1] against this experiment's reference: (value, images scored, Inception weights used)."
-        from gmem.eval import FIDFeatures
+        "FID of images in [-1, 1] against this experiment's reference: (value, images scored, 'weights (mode)' used)."
+        from gmem.eval import FIDFeatures, stats_mode
         from gmem.utils import to_uint8
-        mu_r, sig_r, _ = self.reference()
-        ext = FIDFeatures(device=self.device)
+        mu_r, sig_r, meta_r = self.reference()
+        ext = FIDFeatures(device=self.device, mode=stats_mode(meta_r))   # the reference's pipeline (ADM's npz: TF resize)
         u8 = to_uint8(images)
         feats = np.concatenate([ext(u8[i:i + 50]) for i in range(0, len(u8), 50)])
-        return fid_against_stats(mu_r, sig_r, feats), len(feats), ext.info.get("weights")
+        return fid_against_stats(mu_r, sig_r, feats), len(feats), f"{ext.info.get('weights')} ({ext.mode})"
 
     def _to_images(self, run, x: torch.Tensor) -> torch.Tensor:
         "Model space -> images in [-1, 1] (pixels pass through; latents are decoded with their store's tokenizer)."
