@@ -80,6 +80,7 @@ REPORTS: dict[str, dict] = {
     "manipulation": dict(table="Fig. 4 / App. C", title="New images and interpolation through the memory bank"),
     "transfer": dict(table="App. D", title="Transfer of a memory bank to another dataset"),
     "t2i": dict(table="App. E", title="Text-to-image through the memory bank"),
+    "released": dict(table="Tables 1-2 (released model)", title="The released GMem-XL: import, samples, FID-50K"),
 }
 PRESET_NAMES = ("smoke", "paper")
 

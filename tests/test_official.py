@@ -183,3 +183,28 @@ def test_sample_without_latent_stats_says_what_to_add(tmp_path):
                         "--n", "1", "--steps", "1", "--device", "cpu"], capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert r.returncode == 2 and "--latent-stats latents_stats.pt" in r.stderr, r.stderr
+
+
+def test_released_notebook_smoke(tmp_path):
+    "nbs/released.ipynb at preset smoke through papermill (fixtures, random weights), smaller still: 2 images, 4 steps."
+    pm = pytest.importorskip("papermill")
+    out_dir = tmp_path / "released"
+    pm.execute_notebook(str(ROOT / "nbs" / "released.ipynb"), str(tmp_path / "released.ipynb"), cwd=str(ROOT),
+                        parameters=dict(out_dir=str(out_dir), grid=2, batch_size=2, sample_steps=4),
+                        kernel_name="python3", progress_bar=False, log_output=False)
+    doc = json.loads((out_dir / "metrics.json").read_text())
+    m = doc["metrics"]
+    assert m["preset"] == "smoke" and m["sampler"]["nfe"] == 7 and m["bank"]["rows"] == 64
+    assert len(m["checks"]) == 3 and all(c["holds"] for c in m["checks"])
+    assert m["throughput"]["expected_hours_per_gpu_fid50k"] > 0 and "fid" not in m
+    assert doc["command"].startswith("python tools/run_report.py released") and doc["provenance"]["commit"]
+    assert (out_dir / "samples.png").exists() and (out_dir / "summary.md").exists()
+
+
+def test_released_paper_preset_needs_the_files(tmp_path):
+    pm = pytest.importorskip("papermill")
+    with pytest.raises(pm.PapermillExecutionError, match="-p network PATH"):
+        pm.execute_notebook(str(ROOT / "nbs" / "released.ipynb"), str(tmp_path / "r.ipynb"), cwd=str(ROOT),
+                            parameters=dict(preset="paper", out_dir=str(tmp_path / "r")), kernel_name="python3",
+                            progress_bar=False, log_output=False)
+    assert not (tmp_path / "r" / "paper" / "metrics.json").exists()
