@@ -71,7 +71,7 @@ def test_banks_match_both_formats(ref):
     assert torch.equal(full.snippets(every), F.normalize(raw, dim=-1))                 # F.normalize(bank[i]), exactly
     assert torch.equal(full.snippets(ref["idx"]), ref["snippets"])
     torch.testing.assert_close(dmd.snippets(every), F.normalize(ref["dmd_rows"], dim=-1), rtol=1e-6, atol=1e-6)
-    assert dmd.rank == 16 and dmd.meta["decomposed"] == "raw rows (official)"
+    assert dmd.rank == 16 and dmd.meta["decomposed"] == "raw rows"
 
 
 def _small_vavae():
