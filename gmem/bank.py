@@ -286,7 +286,8 @@ class MemoryBank:
             raise ValueError("project() needs a low-rank bank (basis B, eq. 10); this bank is full (rank=None). "
                              "Use bank.add(features) to store features exactly, or build with rank=r")
         f = check_features(features, self.dim)
-        f = normalize_rows(f.to(self.device))
+        raw = self._meta.get("decomposed") == "raw rows"   # an official low-rank bank: SVD of the raw features
+        f = f.to(self.device).float() if raw else normalize_rows(f.to(self.device))
         return (f - self.tensors["mu"]) @ self.tensors["B"] / self.tensors["S"]   # Eq. 10
 
     def add(self, features, labels=None) -> torch.Tensor:

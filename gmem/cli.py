@@ -225,6 +225,8 @@ def _add_fid_args(p: argparse.ArgumentParser):
     add_sampler_args(p, when="with --ckpt")
     add_tokenizer_weights_arg(p)
     p.add_argument("--batch-size", type=positive_int, default=100, help="images per batch (default 100)")
+    p.add_argument("--fid-mode", choices=["clean", "legacy_tensorflow"], help="feature pipeline (default: the reference "
+                   "statistics' own; ADM's VIRTUAL_imagenet256_labeled.npz: legacy_tensorflow, as the paper; images: clean)")
     p.add_argument("--device", metavar="DEV", help="where the sampler and Inception run (default: CUDA when available)")
 
 def _dataset_batches(spec: str, n: int, image_size: int, batch_size: int):
@@ -249,7 +251,8 @@ def _run_fid(args) -> int:
                 for x in generate(run, args.n, seed=args.seed, steps=args.steps, mode=args.mode, method=args.method,
                                   batch_size=args.batch_size))
     else: fake = _dataset_batches(args.fake, args.n, args.image_size, args.batch_size)
-    print(f"FID {fid(real, fake, device=dev, max_count=args.n):.4f}")
+    value, info = fid(real, fake, device=dev, max_count=args.n, mode=args.fid_mode, return_info=True)
+    print(f"FID {value:.4f} ({info['pipeline']})")
     return 0
 
 register("fid", "FID between reference images/statistics and a dataset or a checkpoint's samples", _add_fid_args, _run_fid)
@@ -339,3 +342,35 @@ register("quickstart", "offline end-to-end GMem vs class-conditional vs uncondit
 if __name__ == "__main__" and "__file__" in globals():
     from gmem.cli import main as _main
     sys.exit(_main())
+
+# %% ../nbs/10_cli.ipynb #72bf0dcc
+def _add_import_official_args(p: argparse.ArgumentParser):
+    from gmem.official import OFFICIAL_FILES as F, OFFICIAL_HUB
+    p.add_argument("--network", required=True, metavar="PTH", help=f"the released network ({F['network']}, hub {OFFICIAL_HUB})")
+    p.add_argument("--bank", required=True, metavar="PTH", help=f"the released memory bank ({F['bank']}); the low-rank "
+                   "(dmd) format is read too")
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory to write; then `gmem sample --ckpt DIR` or "
+                   "`gmem fid --ckpt DIR`")
+    p.add_argument("--model", default="LightningDiT-XL/1", metavar="NAME", help="gmem.model name of the network "
+                   "(default LightningDiT-XL/1, the release)")
+    p.add_argument("--latent-stats", metavar="PT", help=f"LightningDiT's {F['latent_stats']} (mean/std of the VA-VAE "
+                   "latents): needed to decode samples into images")
+    p.add_argument("--tokenizer-weights", metavar="PT", help=f"the VA-VAE weights {F['tokenizer']}, recorded for decoding "
+                   "(or give them to `gmem sample/fid --tokenizer-weights` later)")
+    p.add_argument("--bank-dtype", choices=["fp32", "fp16"], default="fp32", help="storage of the bank file (fp16: half "
+                   "the size, snippets re-normalised in fp32; default fp32)")
+    p.add_argument("--overwrite", action="store_true", help="replace an import already in DIR")
+
+def _run_import_official(args) -> int:
+    import torch
+    from gmem.official import import_official
+    out = import_official(args.network, args.bank, args.out, model=args.model, latent_stats=args.latent_stats,
+                          tokenizer_weights=args.tokenizer_weights, overwrite=args.overwrite,
+                          bank_dtype=torch.float16 if args.bank_dtype == "fp16" else torch.float32)
+    print(f"wrote the gmem run {out}")
+    if not args.latent_stats: print("note: no --latent-stats: samples can be generated but not decoded into images")
+    print(f"next: gmem sample --ckpt {out} --out grid.png --mode sde --method heun --steps 50")
+    return 0
+
+register("import-official", "turn the released GMem files (network, memory bank, latent statistics) into a gmem run",
+         _add_import_official_args, _run_import_official)

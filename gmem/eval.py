@@ -15,15 +15,20 @@ from .utils import atomic_write, get_device, git_commit
 import gmem
 
 # %% auto #0
-__all__ = ['CLEANFID_INCEPTION', 'INCEPTION_WEIGHTS', 'FID_MODES', 'fid_helper_inception_path', 'InceptionPool3',
-           'load_inception', 'FIDFeatures', 'RunningStats', 'feature_stats', 'fid_from_stats', 'fid_from_features',
-           'save_stats', 'load_stats', 'default_cache_dir', 'reference_stats', 'fid', 'nearest_neighbors',
-           'neighbor_grid']
+__all__ = ['CLEANFID_INCEPTION', 'INCEPTION_WEIGHTS', 'FID_MODES', 'PIPELINES', 'fid_helper_inception_path', 'InceptionPool3',
+           'load_inception', 'tf_resize_bilinear', 'FIDFeatures', 'RunningStats', 'feature_stats', 'fid_from_stats',
+           'fid_from_features', 'save_stats', 'load_stats', 'stats_mode', 'default_cache_dir', 'reference_stats', 'fid',
+           'nearest_neighbors', 'neighbor_grid']
 
 # %% ../nbs/08_eval.ipynb #e912be46
 CLEANFID_INCEPTION = Path("/tmp") / "inception-2015-12-05.pt"  # where clean-fid keeps its download
 INCEPTION_WEIGHTS = ("auto", "cleanfid", "fid-helper")
-FID_MODES = ("clean",)
+FID_MODES = ("clean", "legacy_tensorflow")   # clean-fid's names: PIL bicubic outside / TF bilinear inside the net
+PIPELINES = {  # what each mode computes, written into every result (`info["pipeline"]`)
+    "clean": "clean-fid clean: PIL bicubic resize to 299 in float, TF-Inception pool3",
+    "legacy_tensorflow": "ADM/TF: TF1 resize_bilinear to 299 (align_corners=False), TF-Inception pool3 "
+                         "(matches ADM's evaluator and VIRTUAL_imagenet256_labeled.npz)",
+}
 
 def _offline() -> bool:
     return any(os.environ.get(k, "") not in ("", "0") for k in ("HF_HUB_OFFLINE", "GMEM_OFFLINE"))
@@ -105,12 +110,25 @@ def _as_uint8_batch(x) -> torch.Tensor:
         raise ValueError(f"expected (B, 3, H, W) or (B, 1, H, W) uint8, got shape {tuple(x.shape)}")
     return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
+def tf_resize_bilinear(x: torch.Tensor,   # (B, C, H, W) float
+                       size: int = 299,    # output side
+                       ) -> torch.Tensor:  # (B, C, size, size)
+    """TF1 `resize_bilinear(align_corners=False)`, the resize inside the 2015 Inception graph that ADM's evaluator runs:
+    output pixel i samples input coordinate i * H / size (no half-pixel offset), edges clamped. Written as NVIDIA's
+    TorchScript port writes it (affine grid shifted by 1/H - 1/size, `grid_sample` with border padding)."""
+    B, C, H, W = x.shape
+    theta = torch.eye(2, 3, dtype=torch.float32, device=x.device)
+    theta[0, 2] += 1 / W - 1 / size
+    theta[1, 2] += 1 / H - 1 / size
+    grid = F.affine_grid(theta[None].expand(B, 2, 3), [B, C, size, size], align_corners=False)
+    return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+
 class FIDFeatures:
-    "Callable: uint8 images `(B, 3, H, W)` -> clean-fid Inception pool3 features, numpy `(B, 2048)` float64."
+    "Callable: uint8 images `(B, 3, H, W)` -> TF-Inception pool3 features, numpy `(B, 2048)` float64."
     def __init__(self,
                  weights: str = "auto",  # "auto" | "cleanfid" | "fid-helper" (see load_inception)
-                 device=None,             # where the network runs; the resize always runs on the CPU
-                 mode: str = "clean",     # only clean-fid's "clean" mode
+                 device=None,             # where the network runs (clean: the resize runs on the CPU)
+                 mode: str = "clean",     # "clean" (clean-fid) or "legacy_tensorflow" (ADM's evaluator, TF resize)
                  ):
         if mode not in FID_MODES:
             raise ValueError(f"unknown FID mode {mode!r}; valid: {FID_MODES}")
@@ -118,15 +136,19 @@ class FIDFeatures:
         self.device, self.mode = get_device(device), mode
         self.net, info = load_inception(weights, self.device)
         self.resize = make_resizer("PIL", False, "bicubic", (299, 299))  # clean-fid "clean" mode
-        self.info = dict(info, mode=mode, feature="pool3", dim=2048, resize="PIL bicubic float 299x299")
+        resize = "PIL bicubic float 299x299" if mode == "clean" else "TF1 resize_bilinear 299x299 (in the network)"
+        self.info = dict(info, mode=mode, feature="pool3", dim=2048, resize=resize,
+                         pipeline=f"{PIPELINES[mode]}; weights {info['weights']}")
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        "uint8 `(B,3,H,W)` -> float32 `(B,3,299,299)` in [0,255], resized as clean-fid does."
+        "uint8 `(B,3,H,W)` -> float32 in [0,255]: `(B,3,299,299)` resized as clean-fid does, or as is (legacy_tensorflow)."
+        if self.mode == "legacy_tensorflow": return _as_uint8_batch(x).float()   # resized on the device in __call__
         x = _as_uint8_batch(x).cpu().permute(0, 2, 3, 1).numpy()  # (B, H, W, 3)
         out = np.stack([self.resize(img) for img in x])              # (B, 299, 299, 3) float32
         return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
     @torch.inference_mode()
     def __call__(self, x) -> np.ndarray:
         x = self.preprocess(x).to(self.device)
+        if self.mode == "legacy_tensorflow": x = tf_resize_bilinear(x, 299)   # (B, 3, 299, 299)
         # on the CPU the TorchScript profiling executor re-optimises for every new batch shape (slow); skip it there
         with torch.jit.optimized_execution(self.device.type != "cpu"):
             feats = self.net(x)
@@ -251,6 +273,11 @@ def load_stats(path) -> tuple[np.ndarray, np.ndarray, dict]:
     meta = json.loads(side.read_text()) if side.is_file() else {"source": str(path)}
     return mu, sigma, meta
 
+def stats_mode(meta: dict) -> str:
+    "The FID mode a statistics file was made with: its recorded mode, else 'legacy_tensorflow' (ADM's npz: TF resize)."
+    m = meta.get("mode") or (meta.get("key") or {}).get("mode")
+    return m if m in FID_MODES else "legacy_tensorflow"
+
 def default_cache_dir() -> Path:
     "`$GMEM_CACHE/fid_stats` or `~/.cache/gmem/fid_stats`."
     return Path(os.environ.get("GMEM_CACHE", Path.home() / ".cache" / "gmem")) / "fid_stats"
@@ -274,7 +301,8 @@ def reference_stats(name: str,            # dataset name, e.g. "cifar10", "image
     if npz is not None:
         mu, sigma, meta = load_stats(npz)
         meta = dict(meta, key=dict(name=name, split=split, resolution=resolution), user_supplied=str(npz),
-                    note="user-supplied statistics (ADM's are TF-Inception with TF resizing, not clean mode)")
+                    mode=stats_mode(meta), note="user-supplied statistics (ADM's: TF-Inception with TF resizing; "
+                    "score samples against them with mode='legacy_tensorflow')")
         return mu, sigma, meta
     key = f"{name}_{split}_{resolution}_{mode}_{'all' if count is None else count}".lower()
     path = Path(cache_dir or default_cache_dir()) / f"{key}.npz"
@@ -300,7 +328,7 @@ def fid(real,                       # uint8 (N,3,H,W) tensor, iterable of batche
         *,
         batch_size: int = 50,       # split size for tensors
         device=None,                # where Inception runs (default CUDA when available)
-        mode: str = "clean",        # clean-fid mode (only "clean")
+        mode: str | None = None,    # "clean" | "legacy_tensorflow"; None: a stats file's own mode (ADM's npz: legacy_tensorflow), else clean
         weights: str = "auto",      # Inception weights: "auto" | "cleanfid" | "fid-helper"
         cache_dir=None,             # unused unless `real` is computed through reference_stats (kept for API symmetry)
         max_count: int | None = None,  # cap on images per side
@@ -309,20 +337,26 @@ def fid(real,                       # uint8 (N,3,H,W) tensor, iterable of batche
         return_info: bool = False,  # also return a dict (weights used, counts)
         method: str = "scipy",      # Frechet distance: clean-fid's scipy sqrtm, or the faster "eigh" (see fid_from_stats)
         ):
-    "Clean-FID between `real` and `fake` images (or cached real statistics). Images are never all held in memory."
-    if mode not in FID_MODES:
+    "FID between `real` and `fake` images (or reference statistics), in the pipeline of the reference. Streamed."
+    if mode is not None and mode not in FID_MODES:
         raise ValueError(f"unknown FID mode {mode!r}; valid: {FID_MODES}")
+    stats = isinstance(real, (str, os.PathLike))
+    if stats:
+        mu1, s1, meta = load_stats(real); n1 = meta.get("n")
+        if mode is None: mode = stats_mode(meta)
+        elif mode != stats_mode(meta):
+            warnings.warn(f"FID mode {mode!r} but {real} was made with {stats_mode(meta)!r}: the number mixes two pipelines")
+    mode = mode or "clean"
     ext = extractor or FIDFeatures(weights=weights, device=device, mode=mode)
     kw = dict(extractor=ext, batch_size=batch_size, max_count=max_count, progress=progress)
-    if isinstance(real, (str, os.PathLike)):
-        mu1, s1, meta = load_stats(real); n1 = meta.get("n")
-    else:
+    if not stats:
         mu1, s1, n1 = feature_stats(real, desc="FID real", **kw)
     mu2, s2, n2 = feature_stats(fake, desc="FID fake", **kw)
     value = fid_from_stats(mu1, s1, mu2, s2, method=method)
     if return_info:
-        return value, dict(fid=value, n_real=n1, n_fake=n2, mode=mode,
-                           features=getattr(ext, "info", {"weights": "custom"}))
+        info = getattr(ext, "info", {"weights": "custom"})
+        return value, dict(fid=value, n_real=n1, n_fake=n2, mode=mode, pipeline=info.get("pipeline", PIPELINES[mode]),
+                           features=info)
     return value
 
 # %% ../nbs/08_eval.ipynb #b6a1a24f

@@ -80,6 +80,7 @@ REPORTS: dict[str, dict] = {
     "manipulation": dict(table="Fig. 4 / App. C", title="New images and interpolation through the memory bank"),
     "transfer": dict(table="App. D", title="Transfer of a memory bank to another dataset"),
     "t2i": dict(table="App. E", title="Text-to-image through the memory bank"),
+    "released": dict(table="Tables 1-2 (released model)", title="The released GMem-XL: import, samples, FID-50K"),
 }
 PRESET_NAMES = ("smoke", "paper")
 
@@ -498,14 +499,14 @@ class Experiment:
                     fid_seconds=time.perf_counter() - t, fid_weights=weights)
 
     def fid_of(self, images: torch.Tensor) -> tuple[float, int, str | None]:
-        "FID of images in [-1, 1] against this experiment's reference: (value, images scored, Inception weights used)."
-        from gmem.eval import FIDFeatures
+        "FID of images in [-1, 1] against this experiment's reference: (value, images scored, 'weights (mode)' used)."
+        from gmem.eval import FIDFeatures, stats_mode
         from gmem.utils import to_uint8
-        mu_r, sig_r, _ = self.reference()
-        ext = FIDFeatures(device=self.device)
+        mu_r, sig_r, meta_r = self.reference()
+        ext = FIDFeatures(device=self.device, mode=stats_mode(meta_r))   # the reference's pipeline (ADM's npz: TF resize)
         u8 = to_uint8(images)
         feats = np.concatenate([ext(u8[i:i + 50]) for i in range(0, len(u8), 50)])
-        return fid_against_stats(mu_r, sig_r, feats), len(feats), ext.info.get("weights")
+        return fid_against_stats(mu_r, sig_r, feats), len(feats), f"{ext.info.get('weights')} ({ext.mode})"
 
     def _to_images(self, run, x: torch.Tensor) -> torch.Tensor:
         "Model space -> images in [-1, 1] (pixels pass through; latents are decoded with their store's tokenizer)."

@@ -35,6 +35,7 @@ def load_run(ckpt: str | os.PathLike,  # a checkpoint file or a run directory (i
              device=None,              # where to put the model and bank (default: CUDA when available)
              ema: bool = True,         # EMA weights (True, as the official sampler) or the raw ones
              bank: str | os.PathLike | None = None,  # bank file (default: cfg.bank.path or RUN/bank.safetensors)
+             bank_on_device: bool | None = None,  # None: banks over 1 GiB stay memory-mapped on the CPU (rows move per batch)
              ) -> TrainedRun:
     "Rebuild a trained model (and its bank) from a checkpoint for sampling or evaluation."
     from gmem.model import create_model_from_config
@@ -45,20 +46,28 @@ def load_run(ckpt: str | os.PathLike,  # a checkpoint file or a run directory (i
         p = found
     ck = load_checkpoint(p)
     cfg, dev = TrainConfig.from_dict(ck["config"]), get_device(device)
+    run_dir = p.parent.parent
+    for sec, key in (("data", "root"), ("bank", "path")):   # relative paths inside the run (imported runs) are the run's
+        v = getattr(getattr(cfg, sec), key)
+        if v and not Path(v).is_absolute() and (run_dir / v).exists(): setattr(getattr(cfg, sec), key, str(run_dir / v))
+    weights = "ema" if ema else "model"
+    if weights not in ck:
+        raise ValueError(f"checkpoint {p} holds only {'raw' if ema else 'EMA'} weights (an imported official checkpoint "
+                         f"has only EMA weights); {'drop --raw / ema=False' if not ema else 'pass ema=False'}")
     model = create_model_from_config(ck["model_config"])
-    model.load_state_dict(ck["ema" if ema else "model"])
+    model.load_state_dict(ck[weights])
     model = model.to(dev).eval().requires_grad_(False)
     b = None
     if cfg.model.cond == "snippet":
         from gmem.bank import MemoryBank
-        run_dir = p.parent.parent
         bp = Path(bank) if bank else Path(cfg.bank.path) if cfg.bank.path else run_dir / "bank.safetensors"
         if not bp.exists(): raise FileNotFoundError(f"memory bank {bp} not found; pass the run's bank file (--bank)")
-        b = MemoryBank.load(bp)
+        b = MemoryBank.load(bp, mmap=True)   # mapped: a 1.28M x 768 bank is not read until rows are used
         if ck.get("bank_fingerprint") and b.fingerprint() != ck["bank_fingerprint"]:
             raise ValueError(f"bank {bp} (fingerprint {b.fingerprint()[:12]}) is not the bank the checkpoint was trained "
                              f"with ({ck['bank_fingerprint'][:12]})")
-        b = b.to(dev)
+        on_device = bp.stat().st_size <= 2 ** 30 if bank_on_device is None else bank_on_device
+        if on_device: b = b.to(dev)
     return TrainedRun(model, cfg, b, int(ck["step"]), tuple(ck["data_shape"]), int(ck.get("num_classes", 1000)), dev)
 
 @torch.no_grad()

@@ -491,7 +491,10 @@ class LatentDecoder:
         name, w = meta["tokenizer"], weights or meta.get("tokenizer_weights")
         if name != "pixel" and not w:
             raise ValueError(f"the store {store} was made with tokenizer {name!r} but records no weights: pass "
-                             f"weights= (the same {name} weights the latents were extracted with)")
+                             f"weights= / --tokenizer-weights (the same {name} weights the latents were extracted with)")
+        if meta.get("mean") is None or meta.get("std") is None:   # an imported run without its latent statistics
+            raise ValueError(f"the store {store} records no latent statistics (mean/std) to de-normalise samples; "
+                             f"re-import with --latent-stats latents_stats.pt (gmem import-official)")
         if name == "sd-vae": kw = {"local_files_only": Path(str(w)).expanduser().exists()} | kw
         tok = create_tokenizer(name, weights=w, device=device, **kw)
         scale = meta.get("tokenizer_scale")
