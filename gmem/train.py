@@ -179,6 +179,7 @@ class TrainConfig:
     ckpt_every: int = 1000             # checkpoint every `ckpt_every` steps (and always at the last step)
     keep_last: int = 2                 # checkpoints kept on disk (older ones are deleted)
     device: str | None = None          # "cpu", "cuda", ...; None = CUDA when available (per rank under torchrun)
+    tensorboard: bool = False          # also log to OUT/tb/ for TensorBoard (gmem.tblog; rank 0); metrics.csv stays the record
 
     def __post_init__(self):
         for name, cls in _SECTIONS.items():
@@ -425,7 +426,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
 
 # Keys that may change between a checkpoint and its resumed run (they do not change the training trajectory).
 RESUME_FREE_KEYS = ("steps", "ckpt_every", "keep_last", "device", "data.num_workers", "data.root", "bank.path",
-                    "bank.batch_size", "bank.encoder_weights",
+                    "bank.batch_size", "bank.encoder_weights", "tensorboard",
                     "sample.every", "sample.n", "sample.steps", "sample.mode", "sample.method", "sample.seed")
 
 def _flatten(d: dict, prefix="") -> dict:
@@ -709,7 +710,7 @@ def _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn):
         out.mkdir(parents=True, exist_ok=True)
         cfg.to_yaml(out / "config.yaml")
         metrics = MetricsCSV(out / "metrics.csv", keep_until=step if ckpt is not None else None)
-    tb = _tensorboard(out) if info.main else None
+    tb = _tensorboard(out) if info.main and cfg.tensorboard else None
     sampler = StepBatches(len(ids), cfg.batch_size, cfg.seed, step, cfg.steps, info.rank, info.world_size)
     loader = torch.utils.data.DataLoader(ids, batch_sampler=sampler, num_workers=cfg.data.num_workers,
                                          collate_fn=collate, pin_memory=dev.type == "cuda")
@@ -758,9 +759,7 @@ def _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn):
                 row = dict(step=step, images=step * cfg.batch_size, **logged, grad_norm=float(gn), lr=cfg.optim.lr,
                            ema_decay=decay, time=round(now, 3))
                 metrics.write(row)
-                if tb is not None:
-                    for k, v in row.items():
-                        if k not in ("step", "images"): tb.add_scalar(f"train/{k}", v, step * cfg.batch_size)
+                if tb is not None: tb.log_step(row)
             if bar is not None:
                 bar.update(cfg.batch_size)
                 if step % 10 == 0 or step == cfg.steps: bar.set_postfix(loss=f"{loss_val:.4f}")
@@ -772,9 +771,10 @@ def _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn):
                 _barrier(info)
             if grids and (step % cfg.sample.every == 0 or step == cfg.steps):
                 sc = cfg.sample
-                save_sample_grid(TrainedRun(ema, cfg, bank, step, tuple(x0.shape), n_cls, dev),
-                                 out / "samples" / f"step-{step:08d}.png", sc.n, seed=sc.seed, steps=sc.steps,
-                                 mode=sc.mode, method=sc.method)
+                xs = save_sample_grid(TrainedRun(ema, cfg, bank, step, tuple(x0.shape), n_cls, dev),
+                                      out / "samples" / f"step-{step:08d}.png", sc.n, seed=sc.seed, steps=sc.steps,
+                                      mode=sc.mode, method=sc.method)
+                if tb is not None: tb.log_images("samples", xs, step * cfg.batch_size)
     finally:
         if metrics is not None: metrics.close()
         if bar is not None: bar.close()
@@ -814,9 +814,9 @@ def _progress(cfg, step, enabled):
                 desc="train", dynamic_ncols=True)
 
 def _tensorboard(out):
-    try: from torch.utils.tensorboard import SummaryWriter
-    except Exception: return None   # tensorboard not installed: CSV only
-    return SummaryWriter(str(out / "tb"))
+    "The run's TensorBoard view in OUT/tb (cfg.tensorboard; rank 0): gmem.tblog.TensorBoardLog."
+    from gmem.tblog import TensorBoardLog
+    return TensorBoardLog(out / "tb")
 
 # %% ../nbs/09_train.ipynb #c8d60295
 @dataclass
