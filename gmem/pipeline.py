@@ -6,7 +6,7 @@
 __all__ = ['BANK_FILE', 'PIPELINE_FORMAT', 'GMemNetwork', 'GMemBank', 'GMemEncoder', 'per_sample_seeds', 'GMemPipelineOutput',
            'GMemPipeline', 'export_pipeline', 'run_export_command']
 
-# %% ../nbs/17_pipeline.ipynb #466a951a
+# %% ../nbs/17_pipeline.ipynb #443e9534
 import dataclasses, json, os, warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
-# %% ../nbs/17_pipeline.ipynb #7e92ebba
+# %% ../nbs/17_pipeline.ipynb #ce94ab3b
 class GMemNetwork(ModelMixin, ConfigMixin):
     "A `gmem.model.GMemDiT` (`.net`) as a diffusers model: config.json (its ModelConfig) + safetensors weights."
     @register_to_config
@@ -50,7 +50,7 @@ class GMemNetwork(ModelMixin, ConfigMixin):
         "The unconditional input for classifier-free guidance (zero snippets / null labels)."
         return self.net.null_cond(n, device)
 
-# %% ../nbs/17_pipeline.ipynb #0987e3d8
+# %% ../nbs/17_pipeline.ipynb #cb23bf8c
 BANK_FILE = "bank.safetensors"   # the bank component's file (gmem.bank.MemoryBank's format)
 
 class GMemBank(ModelMixin, ConfigMixin):
@@ -95,7 +95,7 @@ class GMemBank(ModelMixin, ConfigMixin):
                                     "or `gmem export-pipeline RUN DIR`")
         return cls(MemoryBank.load(d / BANK_FILE, mmap=mmap))
 
-# %% ../nbs/17_pipeline.ipynb #5485309f
+# %% ../nbs/17_pipeline.ipynb #2784d3c6
 class GMemEncoder(ModelMixin, ConfigMixin):
     "The bank's encoder f (a fitted `PCAEncoder` or a `DINOv2Encoder`, as `.net`) as a diffusers component."
     @register_to_config
@@ -143,7 +143,7 @@ class GMemEncoder(ModelMixin, ConfigMixin):
         "Images (B, 3, H, W) in [-1, 1] -> (CLS features (B, dim), patch tokens), as `gmem.encoders.Encoder`."
         return self.net(images)
 
-# %% ../nbs/17_pipeline.ipynb #cd2fc107
+# %% ../nbs/17_pipeline.ipynb #19c57d32
 def per_sample_seeds(n: int,                      # number of images
                      generator=None,              # torch.Generator, a list of n of them, or None (torch's global RNG)
                      seeds: Sequence[int] | None = None,  # explicit seeds (then `generator` must be None)
@@ -185,7 +185,7 @@ def _repeat(c: torch.Tensor, n: int | None):
     if n % k: raise ValueError(f"num_images={n} is not a multiple of the {k} conditions given")
     return c.repeat_interleave(n // k, dim=0), n
 
-# %% ../nbs/17_pipeline.ipynb #0e1e3428
+# %% ../nbs/17_pipeline.ipynb #436d958b
 PIPELINE_FORMAT = "gmem-pipeline/1"     # run_info["format"]: the layout this module writes and reads
 
 @dataclass
@@ -274,7 +274,7 @@ class GMemPipeline(DiffusionPipeline):
     @property
     def run_info(self) -> dict: return dict(self.config.run_info)
 
-    def latent_decoder(self, device=None):
+    def latent_decoder(self):
         "Latent runs: the `gmem.tokenizers.LatentDecoder` of the run (the autoencoder and the store's statistics)."
         lat = self.run_info.get("latents")
         if lat is None: return None
@@ -422,7 +422,7 @@ def _jsonable(d):
     if isinstance(d, (list, tuple)): return [_jsonable(v) for v in d]
     return d
 
-# %% ../nbs/17_pipeline.ipynb #bfa95f0a
+# %% ../nbs/17_pipeline.ipynb #5b146c66
 def export_pipeline(run: str | os.PathLike,                   # run directory or checkpoint file
                     out_dir: str | os.PathLike,               # pipeline folder to write
                     *,
