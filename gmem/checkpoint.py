@@ -69,7 +69,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
 
 # Keys that may change between a checkpoint and its resumed run (they do not change the training trajectory).
 RESUME_FREE_KEYS = ("steps", "ckpt_every", "keep_last", "device", "data.num_workers", "data.root", "bank.path",
-                    "bank.batch_size", "bank.encoder_weights",
+                    "bank.batch_size", "bank.encoder_weights", "tensorboard",
                     "sample.every", "sample.n", "sample.steps", "sample.mode", "sample.method", "sample.seed")
 
 def _flatten(d: dict, prefix="") -> dict:

@@ -131,6 +131,8 @@ def _add_train_args(p: argparse.ArgumentParser):
                         "(e.g. --set optim.lr=1e-4 --set model.cond=class --set mask.strategy=noise)")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration as YAML and exit")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    p.add_argument("--tensorboard", action="store_true", help="also log loss terms, lr, grad norm, throughput and sample "
+                   "grids to DIR/tb/ for TensorBoard (config key `tensorboard`; rank 0; metrics.csv stays the record)")
 
 def resolve_train_config(args: argparse.Namespace):
     "The TrainConfig described by `gmem train` arguments."
@@ -148,7 +150,8 @@ def resolve_train_config(args: argparse.Namespace):
         from gmem.train import OPTIM_RECIPES
         cfg = cfg.override({f"optim.{k}": v for k, v in OPTIM_RECIPES[args.optim].items()})
     cfg = cfg.override(args.overrides)
-    direct = {k: v for k, v in dict(steps=args.steps, seed=args.seed, device=args.device).items() if v is not None}
+    direct = {k: v for k, v in dict(steps=args.steps, seed=args.seed, device=args.device,
+                                    tensorboard=True if getattr(args, "tensorboard", False) else None).items() if v is not None}
     return cfg.override(direct) if direct else cfg
 
 def _run_train(args) -> int:
@@ -374,3 +377,26 @@ def _run_import_official(args) -> int:
 
 register("import-official", "turn the released GMem files (network, memory bank, latent statistics) into a gmem run",
          _add_import_official_args, _run_import_official)
+
+# %% ../nbs/10_cli.ipynb #e13a0001
+# `gmem export-pipeline RUN DIR` (issue 13): a run as a diffusers pipeline folder. The options are here; the work is
+# gmem.pipeline.export_pipeline, imported only when the command runs (diffusers is slow to import).
+def _add_export_pipeline_args(p: argparse.ArgumentParser):
+    p.add_argument("run", metavar="RUN", help="run directory (its latest checkpoint) or a checkpoint file; an official "
+                   "checkpoint imported into a run directory converts the same way")
+    p.add_argument("out", metavar="DIR", help="pipeline folder to write: model_index.json, network/, bank/ "
+                   "(+ autoencoder/ for latent runs, encoder/ when the run's bank encoder can be built)")
+    p.add_argument("--bank", metavar="PATH", help="memory bank file (default: the run's; its fingerprint must match the "
+                                                  "checkpoint's)")
+    p.add_argument("--raw", action="store_true", help="export the raw (non-EMA) weights")
+    p.add_argument("--no-encoder", action="store_true", help="leave out the bank's encoder (then images cannot be "
+                                                             "used as conditions)")
+    add_tokenizer_weights_arg(p)
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty DIR")
+
+def _run_export_pipeline(args) -> int:
+    from gmem.pipeline import run_export_command
+    return run_export_command(args)
+
+register("export-pipeline", "write a trained run as a diffusers pipeline folder (GMemPipeline.from_pretrained(DIR))",
+         _add_export_pipeline_args, _run_export_pipeline)

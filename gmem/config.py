@@ -168,6 +168,7 @@ class TrainConfig:
     ckpt_every: int = 1000             # checkpoint every `ckpt_every` steps (and always at the last step)
     keep_last: int = 2                 # checkpoints kept on disk (older ones are deleted)
     device: str | None = None          # "cpu", "cuda", ...; None = CUDA when available (per rank under torchrun)
+    tensorboard: bool = False          # also log to OUT/tb/ for TensorBoard (gmem.tblog; rank 0); metrics.csv stays the record
 
     def __post_init__(self):
         for name, cls in _SECTIONS.items():

@@ -359,7 +359,7 @@ class Experiment:
 
     # ---- training
     def train_key(self, cfg, bank_fraction: float = 1.0) -> dict:
-        d = cfg.to_dict(); d.pop("device", None)
+        d = cfg.to_dict(); d.pop("device", None); d.pop("tensorboard", None)   # neither changes the result
         if cfg.data.dataset != "latents": d["bank"].pop("path", None)   # a built bank is named by its settings
         return dict(kind="train", config=d, bank_fraction=float(bank_fraction))
 

@@ -341,7 +341,7 @@ def trained_run(cfg,                              # a gmem.train.TrainConfig (e.
     "Train `cfg` once into `cache_dir/<config hash>` (resuming an interrupted run) and load it: `(TrainedRun, run_dir)`."
     from gmem.report import cached_arm, config_hash
     from gmem.train import train, load_run, latest_checkpoint
-    conf = cfg.to_dict()
+    conf = cfg.to_dict(); conf.pop("tensorboard", None)   # logging does not change the run (nor its cache key)
     def fn(d: Path) -> dict:
         res = train(cfg, d, resume=latest_checkpoint(d) is not None, progress=progress)
         return {k: v for k, v in res.items() if isinstance(v, (int, float, str))}

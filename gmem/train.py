@@ -392,7 +392,7 @@ def _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn):
         out.mkdir(parents=True, exist_ok=True)
         cfg.to_yaml(out / "config.yaml")
         metrics = MetricsCSV(out / "metrics.csv", keep_until=step if ckpt is not None else None)
-    tb = _tensorboard(out) if info.main else None
+    tb = _tensorboard(out) if info.main and cfg.tensorboard else None
     sampler = StepBatches(len(ids), cfg.batch_size, cfg.seed, step, cfg.steps, info.rank, info.world_size)
     loader = torch.utils.data.DataLoader(ids, batch_sampler=sampler, num_workers=cfg.data.num_workers,
                                          collate_fn=collate, pin_memory=dev.type == "cuda")
@@ -441,9 +441,7 @@ def _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn):
                 row = dict(step=step, images=step * cfg.batch_size, **logged, grad_norm=float(gn), lr=cfg.optim.lr,
                            ema_decay=decay, time=round(now, 3))
                 metrics.write(row)
-                if tb is not None:
-                    for k, v in row.items():
-                        if k not in ("step", "images"): tb.add_scalar(f"train/{k}", v, step * cfg.batch_size)
+                if tb is not None: tb.log_step(row)
             if bar is not None:
                 bar.update(cfg.batch_size)
                 if step % 10 == 0 or step == cfg.steps: bar.set_postfix(loss=f"{loss_val:.4f}")
@@ -455,9 +453,10 @@ def _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn):
                 _barrier(info)
             if grids and (step % cfg.sample.every == 0 or step == cfg.steps):
                 sc = cfg.sample
-                save_sample_grid(TrainedRun(ema, cfg, bank, step, tuple(x0.shape), n_cls, dev),
-                                 out / "samples" / f"step-{step:08d}.png", sc.n, seed=sc.seed, steps=sc.steps,
-                                 mode=sc.mode, method=sc.method)
+                xs = save_sample_grid(TrainedRun(ema, cfg, bank, step, tuple(x0.shape), n_cls, dev),
+                                      out / "samples" / f"step-{step:08d}.png", sc.n, seed=sc.seed, steps=sc.steps,
+                                      mode=sc.mode, method=sc.method)
+                if tb is not None: tb.log_images("samples", xs, step * cfg.batch_size)
     finally:
         if metrics is not None: metrics.close()
         if bar is not None: bar.close()
@@ -508,6 +507,6 @@ def _progress(cfg, step, enabled):
                 desc="train", dynamic_ncols=True)
 
 def _tensorboard(out):
-    try: from torch.utils.tensorboard import SummaryWriter
-    except Exception: return None   # tensorboard not installed: CSV only
-    return SummaryWriter(str(out / "tb"))
+    "The run's TensorBoard view in OUT/tb (cfg.tensorboard; rank 0): gmem.tblog.TensorBoardLog."
+    from gmem.tblog import TensorBoardLog
+    return TensorBoardLog(out / "tb")
