@@ -15,10 +15,11 @@ import torch
 from .report import cached_arm, config_hash, markdown_table
 
 # %% auto #0
-__all__ = ['PAPER', 'REPORTS', 'PRESET_NAMES', 'SCALES', 'IMAGENET_TRAIN_IMAGES', 'PAPER_RUNS', 'PAPER_INPUTS', 'repo_root',
-           'resolve_out_dir', 'report_command', 'Scale', 'paper_scale', 'scale_for', 'require_paper_inputs',
-           'paper_run_inputs', 'start', 'arm_config', 'mnist_reference', 'cifar_reference', 'fid_against_stats',
-           'Experiment', 'direction', 'no_worse', 'check_line', 'speedup', 'bar_plot', 'index_markdown', 'build_index']
+__all__ = ['PAPER', 'REPORTS', 'PRESET_NAMES', 'LOCAL_PRESETS', 'SCALES', 'IMAGENET_TRAIN_IMAGES', 'PAPER_RUNS', 'PAPER_INPUTS',
+           'Z_DETECT', 'VERDICTS', 'repo_root', 'resolve_out_dir', 'report_command', 'Scale', 'paper_scale',
+           'scale_for', 'require_paper_inputs', 'paper_run_inputs', 'start', 'arm_config', 'mnist_reference',
+           'cifar_reference', 'fid_against_stats', 'bootstrap_indices', 'fid_interval', 'compare', 'Experiment',
+           'direction', 'no_worse', 'check_line', 'speedup', 'bar_plot', 'index_markdown', 'build_index']
 
 # %% ../nbs/12_experiments.ipynb #2f39a1a9
 PAPER: dict[str, Any] = {
@@ -81,7 +82,8 @@ REPORTS: dict[str, dict] = {
     "transfer": dict(table="App. D", title="Transfer of a memory bank to another dataset"),
     "t2i": dict(table="App. E", title="Text-to-image through the memory bank"),
 }
-PRESET_NAMES = ("smoke", "paper")
+PRESET_NAMES = ("smoke", "cpu", "paper")
+LOCAL_PRESETS = ("smoke", "cpu")   # offline MNIST-5k on this machine; "paper" runs the paper's data
 
 def repo_root() -> Path:
     "The repository root: the folder that holds the `gmem` package (and `nbs/`, `reports/`)."
@@ -119,6 +121,8 @@ class Scale:
     method: str = "euler"              # "euler" or "heun"
     grid: int = 16                     # images in each sample grid
     model: str = "SiT-T/2"             # default backbone
+    n_boot: int = 200                  # bootstrap replicates behind each FID interval (0: none)
+    seeds: int = 1                     # training seeds of the headline arms (GMem vs class-conditional)
 
     def __post_init__(self):
         for k in ("train_steps", "batch_size", "ckpt_every", "image_size", "n_samples", "n_ref", "sample_steps", "grid"):
@@ -128,12 +132,17 @@ class Scale:
         if self.n_samples < 2: raise ValueError("FID needs n_samples >= 2")
 
 SCALES = {
-    "smoke": Scale(),
+    "smoke": Scale(),   # CI: proves the code runs; its numbers decide nothing
+    # cpu: decides claims on a 2-core CPU. 2,500 steps x 32 (80k images, ~4.5 min per arm) is where GMem's samples
+    # become digits and the arms separate; 1,000 samples per FID against the whole training set (5,000 digits, as
+    # the paper scores CIFAR-10), SDE Heun with 25 steps (49 NFE), 3 training seeds for the headline comparison.
+    "cpu": Scale(train_steps=2500, batch_size=32, ckpt_every=125, image_size=16, pca_dim=32, svd_rank=16,
+                 n_samples=1000, n_ref=5000, sample_steps=25, mode="sde", method="heun", grid=64, n_boot=200, seeds=3),
     # paper: FID-50K, SDE sampler, rank-64 bank; steps, batch, checkpoints and backbone come from the trainer preset
     # of the run (`paper_scale`): CIFAR-10 pixels (Table 6: Euler 50 steps) or ImageNet latents (official: Heun 50)
     "paper": Scale(train_steps=200_000, batch_size=128, ckpt_every=10_000, image_size=32, pca_dim=768, svd_rank=64,
                    n_samples=50_000, n_ref=50_000, sample_steps=50, mode="sde", method="euler", grid=64,
-                   model="SiT-B/2"),
+                   model="SiT-B/2", n_boot=50),
 }
 
 def paper_scale(trainer_preset: str = "cifar10-sit-b",  # a key of gmem.train.PRESETS
@@ -241,7 +250,7 @@ def arm_config(scale: Scale,                 # from `scale_for`
                ):
     "The `gmem.train.TrainConfig` of one arm."
     from gmem.train import get_preset
-    if preset == "smoke":
+    if preset in LOCAL_PRESETS:
         cfg = get_preset("smoke")
         ov = {"data.limit": None, "data.image_size": scale.image_size, "bank.pca_dim": scale.pca_dim,
               "bank.batch_size": 500, "model.patch_size": 4}
@@ -255,7 +264,7 @@ def arm_config(scale: Scale,                 # from `scale_for`
                "keep_last": steps // min(scale.ckpt_every, steps) + 1, "seed": seed, "device": device,
                "model.name": model or scale.model, "model.cond": cond, "mask.ratio": float(mask_ratio),
                "mask.strategy": mask_strategy, "bank.rank": svd_rank or None, "sample.every": 0})
-    if repa is not None and (preset == "smoke" or not repa): ov["model.repa_depth"] = 4 if repa else None
+    if repa is not None and (preset in LOCAL_PRESETS or not repa): ov["model.repa_depth"] = 4 if repa else None
     elif repa: ov["model.repa_depth"] = cfg.model.repa_depth or 4     # paper, on: the preset's depth (else 4, official)
     return cfg.override(ov)
 
@@ -300,6 +309,92 @@ def fid_against_stats(mu_r: np.ndarray,     # (d,) reference mean
     M = A.T @ np.asarray(sigma_r, np.float64) @ A              # (n, n) symmetric PSD
     ev = np.clip(np.linalg.eigvalsh((M + M.T) / 2), 0, None)
     return float(((mu_r - mu) ** 2).sum() + np.trace(sigma_r) + (A * A).sum() - 2 * np.sqrt(ev).sum())
+
+# %% ../nbs/12_experiments.ipynb #43ca54aa
+def bootstrap_indices(n: int,          # generated images per arm
+                      n_boot: int,     # replicates
+                      seed: int = 0,   # the same seed for every arm = paired replicates
+                      ) -> np.ndarray:  # (n_boot, n) row indices, with replacement
+    "Bootstrap draws shared by every arm of an experiment (paired comparisons)."
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+def _fid_replicates(mu_r, sigma_r, feats: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    "FID of feats[idx[b]] for every replicate b (exact; n <= d via the Gram matrix, else via d x d covariances)."
+    F = np.asarray(feats, np.float64)
+    n, d = F.shape
+    mu_r, sigma_r = np.asarray(mu_r, np.float64), np.asarray(sigma_r, np.float64)
+    out = np.empty(len(idx))
+    if n <= d:
+        K = F @ sigma_r @ F.T                                             # (n, n) Gram matrix in the metric sigma_r
+        sq = (F * F).sum(1)                                               # (n,) squared norms
+        tr_r = np.trace(sigma_r)
+        for b, ii in enumerate(idx):
+            Kb = K[np.ix_(ii, ii)]                                        # (n, n)
+            r = Kb.mean(1, keepdims=True)
+            M = (Kb - r - r.T + Kb.mean()) / (n - 1)                      # centred: A^T sigma_r A
+            ev = np.clip(np.linalg.eigvalsh((M + M.T) / 2), 0, None)
+            mu = F[ii].mean(0)
+            tr_b = (sq[ii].sum() - n * (mu * mu).sum()) / (n - 1)         # trace of the replicate's covariance
+            out[b] = ((mu_r - mu) ** 2).sum() + tr_r + tr_b - 2 * np.sqrt(ev).sum()
+    else:
+        for b, ii in enumerate(idx):
+            out[b] = fid_against_stats(mu_r, sigma_r, F[ii])
+    return out
+
+def fid_interval(mu_r: np.ndarray,       # (d,) reference mean
+                 sigma_r: np.ndarray,    # (d, d) reference covariance
+                 feats: np.ndarray,      # (n, d) features of the generated images
+                 n_boot: int = 200,      # bootstrap replicates (0: no interval)
+                 seed: int = 0,          # bootstrap seed (the same for all arms: paired)
+                 level: float = 0.95,    # interval coverage
+                 ) -> dict:
+    "FID with a bootstrap interval over the generated samples: {fid, lo, hi, n, boot (centred replicates)}."
+    fid = fid_against_stats(mu_r, sigma_r, feats)
+    if n_boot <= 0: return dict(fid=fid, lo=None, hi=None, n=len(feats), boot=[])
+    reps = _fid_replicates(mu_r, sigma_r, feats, bootstrap_indices(len(feats), n_boot, seed))
+    boot = reps - reps.mean() + fid                                       # centred on the point estimate
+    a = (1 - level) / 2
+    return dict(fid=fid, lo=float(np.quantile(boot, a)), hi=float(np.quantile(boot, 1 - a)), n=len(feats),
+                boot=[float(v) for v in boot])
+
+Z_DETECT = 1.959964 + 0.841621   # two-sided 5% test with 80% power: detectable gap = Z_DETECT x SE
+
+def _runs(x) -> list[dict]:
+    "A result dict, a list of per-seed result dicts, or a bare FID -> list of {fid, boot}."
+    if isinstance(x, dict): x = [x]
+    elif isinstance(x, (int, float, np.floating)): x = [dict(fid=float(x))]
+    runs = [dict(fid=float(r["fid"]), boot=list(r.get("boot") or [])) for r in x]
+    if not runs: raise ValueError("compare needs at least one result per arm")
+    return runs
+
+def compare(a,                    # arm A: result dict(s) with 'fid' and 'boot' (fid_interval), one per training seed
+            b,                    # arm B, the same way (same sample seeds and bootstrap seed as A: paired)
+            n_outer: int = 2000,  # hierarchical bootstrap replicates
+            seed: int = 0,
+            level: float = 0.95,
+            ) -> dict:
+    "Interval on gap = mean FID(B) - mean FID(A) over training seeds and sampling noise (hierarchical bootstrap)."
+    A, B = _runs(a), _runs(b)
+    gap = float(np.mean([r["fid"] for r in B]) - np.mean([r["fid"] for r in A]))
+    nb = min(len(r["boot"]) for r in A + B)
+    if nb == 0 and (len(A) < 2 or len(B) < 2):
+        return dict(gap=gap, lo=None, hi=None, se=None, detectable=None, seeds=(len(A), len(B)), covers="nothing")
+    rng = np.random.default_rng(seed)
+    def arm(runs, j):                                   # resample seeds, each with sampling replicate j (paired)
+        pick = rng.integers(0, len(runs), len(runs)) if len(runs) > 1 else np.zeros(1, int)
+        return np.mean([runs[k]["boot"][j] if nb else runs[k]["fid"] for k in pick])
+    d = np.empty(n_outer)
+    for r in range(n_outer):
+        j = int(rng.integers(0, nb)) if nb else 0
+        d[r] = arm(B, j) - arm(A, j)
+    d = d - d.mean() + gap
+    se = float(d.std(ddof=1))
+    al = (1 - level) / 2
+    covers = ("sampling noise and training seeds" if min(len(A), len(B)) > 1 and nb else
+              "training seeds" if min(len(A), len(B)) > 1 else "sampling noise only (one training seed per arm)")
+    return dict(gap=gap, lo=float(np.quantile(d, al)), hi=float(np.quantile(d, 1 - al)), se=se,
+                detectable=Z_DETECT * se, seeds=(len(A), len(B)), covers=covers)
+
 
 # %% ../nbs/12_experiments.ipynb #da10d438
 def _fmt_secs(s: float) -> str: return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
@@ -433,7 +528,7 @@ class Experiment:
     def reference(self):
         "(mu, sigma, meta) of the real images FID compares with."
         if self._ref is None:
-            if self.preset == "smoke": self._ref = mnist_reference(self.scale.image_size, self.scale.n_ref, self.progress)
+            if self.preset in LOCAL_PRESETS: self._ref = mnist_reference(self.scale.image_size, self.scale.n_ref, self.progress)
             elif self.fid_stats:
                 from gmem.eval import load_stats
                 self._ref = load_stats(self.fid_stats)
@@ -467,7 +562,7 @@ class Experiment:
                    dict(dataset="mnist5k", size=sc.image_size, n_ref=sc.n_ref))
         seed = self.sample_seed if sample_seed is None else sample_seed
         key = dict(kind="eval", run=run.parent.name, step=step, steps=steps, mode=mode, method=method, n=n,
-                   seed=seed, reference=ref_key)
+                   seed=seed, reference=ref_key, n_boot=sc.n_boot)
         def fn(d: Path) -> dict:
             if not ckpt.exists(): raise FileNotFoundError(f"checkpoint {ckpt} is missing (kept: keep_last too small?)")
             return self._evaluate(ckpt, d, steps=steps, mode=mode, method=method, n=n, seed=seed)
@@ -493,19 +588,26 @@ class Experiment:
         save_image_grid(x[: self.scale.grid], d / "samples.png", nrow=int(math.sqrt(self.scale.grid)) or 1,
                         scale=4 if x.shape[-1] <= 32 else 1)
         t = time.perf_counter()
-        value, n_scored, weights = self.fid_of(x)
-        return dict(fid=value, n=n_scored, nfe=nfe_formula(method, steps), sample_seconds=t_sample,
-                    fid_seconds=time.perf_counter() - t, fid_weights=weights)
+        iv, weights = self.fid_interval_of(x)
+        return dict(fid=iv["fid"], lo=iv["lo"], hi=iv["hi"], boot=iv["boot"], n=iv["n"], nfe=nfe_formula(method, steps),
+                    sample_seconds=t_sample, fid_seconds=time.perf_counter() - t, fid_weights=weights)
 
-    def fid_of(self, images: torch.Tensor) -> tuple[float, int, str | None]:
-        "FID of images in [-1, 1] against this experiment's reference: (value, images scored, Inception weights used)."
+    def fid_interval_of(self, images: torch.Tensor, n_boot: int | None = None) -> tuple[dict, str | None]:
+        """FID of images in [-1, 1] against this experiment's reference with its bootstrap interval (`fid_interval`,
+        paired across arms: same bootstrap seed), and the Inception weights used."""
         from gmem.eval import FIDFeatures
         from gmem.utils import to_uint8
         mu_r, sig_r, _ = self.reference()
         ext = FIDFeatures(device=self.device)
         u8 = to_uint8(images)
         feats = np.concatenate([ext(u8[i:i + 50]) for i in range(0, len(u8), 50)])
-        return fid_against_stats(mu_r, sig_r, feats), len(feats), ext.info.get("weights")
+        nb = self.scale.n_boot if n_boot is None else n_boot
+        return fid_interval(mu_r, sig_r, feats, n_boot=nb, seed=self.sample_seed), ext.info.get("weights")
+
+    def fid_of(self, images: torch.Tensor) -> tuple[float, int, str | None]:
+        "FID of images in [-1, 1] against this experiment's reference: (value, images scored, Inception weights used)."
+        iv, weights = self.fid_interval_of(images, n_boot=0)
+        return iv["fid"], iv["n"], weights
 
     def _to_images(self, run, x: torch.Tensor) -> torch.Tensor:
         "Model space -> images in [-1, 1] (pixels pass through; latents are decoded with their store's tokenizer)."
@@ -515,14 +617,14 @@ class Experiment:
     @property
     def dataset(self) -> str:
         "What the arms train on: 'mnist5k' (smoke), else the paper preset's dataset ('cifar10' or 'latents')."
-        if self.preset == "smoke": return "mnist5k"
+        if self.preset in LOCAL_PRESETS: return "mnist5k"
         from gmem.train import get_preset
         return get_preset(self.paper_preset).data.dataset
 
     @property
     def dataset_label(self) -> str:
         "A readable name of the data, for tables and titles."
-        if self.preset == "smoke": return f"MNIST-5k ({self.scale.image_size}x{self.scale.image_size})"
+        if self.preset in LOCAL_PRESETS: return f"MNIST-5k ({self.scale.image_size}x{self.scale.image_size})"
         if self.dataset == "cifar10": return "CIFAR-10"
         import re
         m = re.match(r"imagenet(\d+)", self.paper_preset)
@@ -587,49 +689,79 @@ class Experiment:
     def elapsed(self) -> float: return time.perf_counter() - self.t0
 
 # %% ../nbs/12_experiments.ipynb #ac19d00a
+VERDICTS = ("holds", "contradicted", "unresolved")
+
+def _mean_fid(x) -> float: return float(np.mean([r["fid"] for r in _runs(x)]))
+
+def _ci_text(c: dict) -> str:
+    return f"95% interval [{c['lo']:+.2f}, {c['hi']:+.2f}], covering {c['covers']}"
+
 def direction(claim: str,        # e.g. "SDE beats ODE"
-              better: float,     # FID of the arm the paper says is better
-              worse: float,      # FID of the arm the paper says is worse
+              better,            # the arm the paper says is better: FID, result dict or per-seed list of them
+              worse,             # the arm the paper says is worse, the same way
               better_name: str = "", worse_name: str = "",
-              noise: float | None = None,  # FID change from sampling noise alone (Experiment.sampling_noise)
+              noise: float | None = None,       # without bootstrap replicates: FID change from sampling noise alone
+              paper_gap: float | None = None,   # the paper's FID gap (worse - better), shown beside ours
               ) -> dict:
-    "A claim checked on our numbers: holds when `better` < `worse` (FID: lower is better); flags differences within noise."
-    holds = bool(better < worse)
-    diff = abs(worse - better)
-    rel = diff / worse if worse else 0.0
-    within = bool(noise is not None and diff <= noise)
-    detail = (f"{better_name or 'first'} {better:.2f} vs {worse_name or 'second'} {worse:.2f} "
-              f"({'lower' if holds else 'not lower'}; difference {diff:.2f} FID, {rel * 100:.0f}%"
-              + (f"; within the sampling noise of {noise:.2f}, so not evidence either way" if within else
-                 f"; larger than the sampling noise of {noise:.2f}" if noise is not None else "") + ")")
-    return dict(claim=claim, holds=holds, within_noise=within, better=better, worse=worse, detail=detail)
+    """A claim "A beats B" (lower FID is better), checked on an interval of the gap FID(B) - FID(A): `holds` when it
+    excludes zero in the paper's direction, `contradicted` when it excludes zero the other way, else `unresolved`,
+    with the smallest gap this budget could detect. Results with bootstrap replicates (`fid_interval`) get a paired
+    interval; bare numbers fall back on a sampling-noise estimate (`noise`), and with neither nothing is decided."""
+    fb, fw = _mean_fid(better), _mean_fid(worse)
+    c = compare(better, worse)
+    gap = fw - fb
+    head = (f"{better_name or 'first'} {fb:.2f} vs {worse_name or 'second'} {fw:.2f}: gap {gap:+.2f} FID"
+            + (f" (paper {paper_gap:+.2f})" if paper_gap is not None else ""))
+    if c["lo"] is not None:
+        verdict = "holds" if c["lo"] > 0 else "contradicted" if c["hi"] < 0 else "unresolved"
+        detail = f"{head}; {_ci_text(c)}"
+        if verdict == "unresolved":
+            detail += (f"; the smallest gap this budget detects is about {c['detectable']:.2f} FID"
+                       + (f", the paper's is {abs(paper_gap):.2f}" if paper_gap is not None else ""))
+    elif noise is not None:
+        verdict = "unresolved" if abs(gap) <= noise else "holds" if gap > 0 else "contradicted"
+        detail = f"{head}; sampling noise {noise:.2f} (one pair of sample-seed sets, no interval)"
+    else:
+        verdict, detail = "unresolved", f"{head}; no interval or noise estimate, so nothing is decided"
+    return dict(claim=claim, kind="direction", verdict=verdict, holds=verdict == "holds",
+                within_noise=verdict == "unresolved", better=fb, worse=fw, gap=gap, paper_gap=paper_gap,
+                lo=c["lo"], hi=c["hi"], detectable=c["detectable"], seeds=list(c["seeds"]), detail=detail)
 
 def no_worse(claim: str,      # e.g. "half bank costs little"
-             arm: float,     # FID of the arm the paper says costs little / is not worse
-             base: float,    # FID of the arm it is compared with
+             arm,             # the arm the paper says costs little / is not worse (FID, result dict or per-seed list)
+             base,            # the arm it is compared with
              arm_name: str = "", base_name: str = "",
-             noise: float | None = None,  # FID change from sampling noise alone
+             noise: float | None = None,      # without bootstrap replicates: FID change from sampling noise alone
+             margin: float | None = None,     # the cost that still counts as "little" (None: 5% of the base FID)
+             paper_gap: float | None = None,  # the paper's cost (arm - base)
              ) -> dict:
-    """A "costs little / is not worse" claim: holds when `arm` is not above `base` by more than the sampling noise
-    (a difference within the noise is what the claim predicts; being better holds too)."""
-    diff = arm - base
-    within = bool(noise is not None and abs(diff) <= noise)
-    holds = bool(diff <= (noise if noise is not None else 0.0))
-    rel = abs(diff) / base if base else 0.0
-    detail = (f"{arm_name or 'first'} {arm:.2f} vs {base_name or 'second'} {base:.2f} "
-              f"({'better' if diff < 0 else 'worse'} by {abs(diff):.2f} FID, {rel * 100:.0f}%"
-              + (f"; within the sampling noise of {noise:.2f}" if within else
-                 f"; larger than the sampling noise of {noise:.2f}" if noise is not None else "") + ")")
-    return dict(claim=claim, kind="no_worse", holds=holds, within_noise=within, better=arm, worse=base, detail=detail)
+    """A "costs little" claim as a non-inferiority check on cost = FID(arm) - FID(base): `holds` when the interval
+    lies below `margin`, `contradicted` when it lies above it, else `unresolved`. Being better holds too."""
+    fa, fb = _mean_fid(arm), _mean_fid(base)
+    cost = fa - fb
+    margin = 0.05 * fb if margin is None else margin
+    c = compare(base, arm)
+    head = (f"{arm_name or 'first'} {fa:.2f} vs {base_name or 'second'} {fb:.2f}: "
+            f"{'worse' if cost > 0 else 'better'} by {abs(cost):.2f} FID"
+            + (f" (paper {paper_gap:+.2f})" if paper_gap is not None else "") + f"; margin {margin:.2f}")
+    if c["lo"] is not None:
+        verdict = "holds" if c["hi"] < margin else "contradicted" if c["lo"] > margin else "unresolved"
+        detail = f"{head}; cost {_ci_text(c)}"
+        if verdict == "unresolved":
+            detail += f"; the smallest difference this budget detects is about {c['detectable']:.2f} FID"
+    elif noise is not None:
+        verdict = "holds" if cost <= noise else "contradicted"
+        detail = f"{head}; sampling noise {noise:.2f} (one pair of sample-seed sets, no interval)"
+    else:
+        verdict, detail = "unresolved", f"{head}; no interval or noise estimate, so nothing is decided"
+    return dict(claim=claim, kind="no_worse", verdict=verdict, holds=verdict == "holds",
+                within_noise=verdict == "unresolved", better=fa, worse=fb, gap=-cost, margin=margin,
+                paper_gap=paper_gap, lo=c["lo"], hi=c["hi"], detectable=c["detectable"], seeds=list(c["seeds"]),
+                detail=detail)
 
 def check_line(c: dict) -> str:
-    "One markdown bullet for a checked claim."
-    if c.get("kind") == "no_worse":   # within the noise is what a "costs little" claim predicts
-        verdict = ("holds (difference within noise)" if c["within_noise"] else "holds") if c["holds"] else "does NOT hold"
-    elif c.get("within_noise"):   # the direction alone is a coin flip when the gap is below the sampling noise
-        verdict = "not shown (" + ("paper's direction" if c["holds"] else "opposite direction") + ", within noise)"
-    else:
-        verdict = "holds" if c["holds"] else "does NOT hold"
+    "One markdown bullet for a checked claim: its verdict (holds / contradicted / unresolved) and the numbers."
+    verdict = c.get("verdict") or ("holds" if c["holds"] else "contradicted")   # older metrics.json files
     return f"- **{verdict}**: {c['claim']} - {c['detail']}"
 
 def speedup(gmem_curve: list[tuple[float, float]],      # [(images seen, FID)] of GMem, increasing images
