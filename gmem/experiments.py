@@ -19,7 +19,8 @@ __all__ = ['PAPER', 'REPORTS', 'PRESET_NAMES', 'LOCAL_PRESETS', 'SCALES', 'IMAGE
            'Z_DETECT', 'VERDICTS', 'repo_root', 'resolve_out_dir', 'report_command', 'Scale', 'paper_scale',
            'scale_for', 'require_paper_inputs', 'paper_run_inputs', 'start', 'arm_config', 'mnist_reference',
            'cifar_reference', 'fid_against_stats', 'bootstrap_indices', 'fid_interval', 'compare', 'Experiment',
-           'direction', 'no_worse', 'check_line', 'speedup', 'bar_plot', 'index_markdown', 'build_index']
+           'direction', 'no_worse', 'check_line', 'speedup', 'snippet_usage', 'plot_snippet_usage', 'bar_plot',
+           'index_markdown', 'build_index']
 
 # %% ../nbs/12_experiments.ipynb #2f39a1a9
 PAPER: dict[str, Any] = {
@@ -781,6 +782,70 @@ def speedup(gmem_curve: list[tuple[float, float]],      # [(images seen, FID)] o
                         speedup=target_images / imgs, bound="interpolated")
     return dict(target_fid=target, baseline_images=target_images, gmem_images=None,
                 speedup=target_images / g[-1][0], bound="at most (GMem never reached the baseline's final FID)")
+
+# %% ../nbs/12_experiments.ipynb #b231f5ef
+@torch.no_grad()
+def snippet_usage(run,                   # a `gmem.train.TrainedRun` (load_run)
+                  n: int = 512,          # training images
+                  buckets: int = 10,     # bands of t in [0, 1]
+                  seed: int = 0,         # images, noise, t and the shuffle
+                  batch_size: int = 256,
+                  ) -> list[dict]:
+    "Velocity MSE per t-band with the image's own, a shuffled and the null condition: [{t, own, shuffled, null}]."
+    from gmem.train import build_dataset, IndexedDataset
+    cond = run.cfg.model.cond
+    ds = IndexedDataset(build_dataset(run.cfg.data, seed=run.cfg.seed))
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(ds), generator=g)[: min(n, len(ds))]
+    n = len(idx)
+    shuffled = idx[(torch.arange(n) + 1 + torch.randint(0, n - 1, (n,), generator=g)) % n] if n > 1 else idx
+    items = [ds[int(i)] for i in idx]
+    x1 = torch.stack([it["x"] for it in items]).float()                       # (n, C, H, W) data (t = 1)
+    def conds(which: str):
+        if cond == "none": return None
+        if cond == "class":
+            lab = torch.tensor([ds[int(i)]["label"] for i in shuffled]) if which == "shuffled" else \
+                  torch.tensor([it["label"] for it in items])
+            return run.model.null_cond(n, "cpu") if which == "null" else lab
+        if which == "null": return torch.zeros(n, run.bank.dim)
+        rows = shuffled if which == "shuffled" else idx
+        return run.bank.snippets(rows.to(getattr(run.bank, "device", "cpu"))).float().cpu()
+    cs = {w: conds(w) for w in ("own", "shuffled", "null")}
+    edges = torch.linspace(0, 1, buckets + 1)
+    out = []
+    for b in range(buckets):
+        t = edges[b] + (edges[b + 1] - edges[b]) * torch.rand(n, generator=g)  # (n,) uniform in the band
+        x0 = torch.randn(x1.shape, generator=g)                                # (n, C, H, W) noise (t = 0)
+        tt = t.view(-1, 1, 1, 1)
+        xt, u = tt * x1 + (1 - tt) * x0, x1 - x0                               # eq. 7 path and target
+        row = dict(t=float((edges[b] + edges[b + 1]) / 2))
+        for w, c in cs.items():
+            err = []
+            for lo in range(0, n, batch_size):
+                sl = slice(lo, lo + batch_size)
+                cc = None if c is None else c[sl].to(run.device)
+                v = run.model(xt[sl].to(run.device), t[sl].to(run.device), cc).float().cpu()
+                err.append((v - u[sl]).pow(2).flatten(1).mean(1))
+            row[w] = float(torch.cat(err).mean())
+        out.append(row)
+    return out
+
+def plot_snippet_usage(curves: dict,       # arm name -> snippet_usage(...) rows
+                       path=None, title: str = "velocity error per timestep"):
+    "One panel per arm: own / shuffled / null condition error against t (log scale); saved to `path`."
+    import matplotlib; matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from gmem.report import save_figure
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), sharey=True, squeeze=False)
+    for ax, (arm, rows) in zip(axes[0], curves.items()):
+        t = [r["t"] for r in rows]
+        for w, style in (("own", "-"), ("shuffled", "--"), ("null", ":")):
+            ax.plot(t, [r[w] for r in rows], style, label=f"{w} condition", lw=2)
+        ax.set_yscale("log"); ax.set_xlabel("t (0 = noise, 1 = data)"); ax.set_title(arm); ax.grid(alpha=.3)
+    axes[0][0].set_ylabel("velocity MSE"); axes[0][0].legend(fontsize=8)
+    fig.suptitle(title)
+    return save_figure(fig, path) if path else fig
+
 
 # %% ../nbs/12_experiments.ipynb #1eb4d5e3
 def bar_plot(df, x: str, y: str, paper: dict | None = None, path=None, title: str = "", ylabel: str = "FID (ours)"):
