@@ -19,8 +19,8 @@ __all__ = ['PAPER', 'REPORTS', 'PRESET_NAMES', 'LOCAL_PRESETS', 'SCALES', 'IMAGE
            'Z_DETECT', 'VERDICTS', 'repo_root', 'resolve_out_dir', 'report_command', 'Scale', 'paper_scale',
            'scale_for', 'require_paper_inputs', 'paper_run_inputs', 'start', 'arm_config', 'mnist_reference',
            'cifar_reference', 'fid_against_stats', 'bootstrap_indices', 'fid_interval', 'compare', 'Experiment',
-           'direction', 'no_worse', 'check_line', 'speedup', 'snippet_usage', 'plot_snippet_usage', 'bar_plot',
-           'index_markdown', 'build_index']
+           'direction', 'no_worse', 'check_line', 'speedup', 'curve_steps', 'speedup_interval', 'snippet_usage',
+           'plot_snippet_usage', 'bar_plot', 'index_markdown', 'build_index']
 
 # %% ../nbs/12_experiments.ipynb #2f39a1a9
 PAPER: dict[str, Any] = {
@@ -124,6 +124,7 @@ class Scale:
     model: str = "SiT-T/2"             # default backbone
     n_boot: int = 200                  # bootstrap replicates behind each FID interval (0: none)
     seeds: int = 1                     # training seeds of the headline arms (GMem vs class-conditional)
+    n_curve: int = 0                   # samples per intermediate FID-curve point (0: n_samples; the last uses n_samples)
 
     def __post_init__(self):
         for k in ("train_steps", "batch_size", "ckpt_every", "image_size", "n_samples", "n_ref", "sample_steps", "grid"):
@@ -138,7 +139,8 @@ SCALES = {
     # become digits and the arms separate; 1,000 samples per FID against the whole training set (5,000 digits, as
     # the paper scores CIFAR-10), SDE Heun with 25 steps (49 NFE), 3 training seeds for the headline comparison.
     "cpu": Scale(train_steps=2500, batch_size=32, ckpt_every=125, image_size=16, pca_dim=32, svd_rank=16,
-                 n_samples=1000, n_ref=5000, sample_steps=25, mode="sde", method="heun", grid=64, n_boot=200, seeds=3),
+                 n_samples=1000, n_ref=5000, sample_steps=25, mode="sde", method="heun", grid=64, n_boot=200, seeds=3,
+                 n_curve=500),
     # paper: FID-50K, SDE sampler, rank-64 bank; steps, batch, checkpoints and backbone come from the trainer preset
     # of the run (`paper_scale`): CIFAR-10 pixels (Table 6: Euler 50 steps) or ImageNet latents (official: Heun 50)
     "paper": Scale(train_steps=200_000, batch_size=128, ckpt_every=10_000, image_size=32, pca_dim=768, svd_rank=64,
@@ -762,7 +764,8 @@ def no_worse(claim: str,      # e.g. "half bank costs little"
 
 def check_line(c: dict) -> str:
     "One markdown bullet for a checked claim: its verdict (holds / contradicted / unresolved) and the numbers."
-    verdict = c.get("verdict") or ("holds" if c["holds"] else "contradicted")   # older metrics.json files
+    verdict = c.get("verdict") or ("holds" if c["holds"] else "unresolved" if c.get("within_noise")
+                                   else "contradicted")   # older metrics.json files
     return f"- **{verdict}**: {c['claim']} - {c['detail']}"
 
 def speedup(gmem_curve: list[tuple[float, float]],      # [(images seen, FID)] of GMem, increasing images
@@ -782,6 +785,38 @@ def speedup(gmem_curve: list[tuple[float, float]],      # [(images seen, FID)] o
                         speedup=target_images / imgs, bound="interpolated")
     return dict(target_fid=target, baseline_images=target_images, gmem_images=None,
                 speedup=target_images / g[-1][0], bound="at most (GMem never reached the baseline's final FID)")
+
+# %% ../nbs/12_experiments.ipynb #0015c660
+def curve_steps(total: int,        # training steps of the arm
+                every: int,        # checkpoint interval (checkpoints at every, 2*every, ..., total)
+                k: int = 6,        # points wanted (at least)
+                ) -> list[int]:
+    "About `k` log-spaced checkpoint steps from those saved (always the first and the last): an FID-vs-images curve."
+    saved = sorted(set(list(range(every, total + 1, every)) + [total]))
+    if len(saved) <= k: return saved
+    want = np.geomspace(saved[0], saved[-1], k)
+    picked = sorted({min(saved, key=lambda s: abs(math.log(s) - math.log(w))) for w in want})
+    extra = iter(s for s in saved if s not in picked)     # collisions at the short end: fill with unused steps
+    while len(picked) < k: picked = sorted(set(picked) | {next(extra)})
+    return picked
+
+def speedup_interval(per_seed: list[dict],  # `speedup` results, one per training seed
+                     level: float = 0.95,
+                     ) -> dict:
+    """Mean speed-up over seeds with a t-interval on the log scale (speed-ups are ratios); bounds that are only
+    'at least' / 'at most' are counted as measured and flagged."""
+    from scipy import stats
+    v = np.log([s["speedup"] for s in per_seed])
+    k = len(v)
+    mean = float(np.exp(v.mean()))
+    if k < 2: lo = hi = None
+    else:
+        h = stats.t.ppf(0.5 + level / 2, k - 1) * v.std(ddof=1) / math.sqrt(k)
+        lo, hi = float(np.exp(v.mean() - h)), float(np.exp(v.mean() + h))
+    bounds = sorted({s["bound"] for s in per_seed})
+    return dict(speedup=mean, lo=lo, hi=hi, seeds=k, per_seed=[s["speedup"] for s in per_seed], bounds=bounds,
+                censored=any(not b.startswith("interpolated") for b in bounds))
+
 
 # %% ../nbs/12_experiments.ipynb #b231f5ef
 @torch.no_grad()
@@ -877,6 +912,12 @@ def _load(p: Path) -> dict | None:
 def _num(v, fmt=".2f") -> str:
     return format(v, fmt) if isinstance(v, (int, float)) and not isinstance(v, bool) else ("" if v is None else str(v))
 
+def _fid_cell(r: dict) -> str:
+    "A row's value with its 95% interval when it has one (fid_lo/fid_hi, or lo/hi for speed-ups)."
+    lo, hi = r.get("fid_lo", r.get("lo")), r.get("fid_hi", r.get("hi"))
+    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi))
+    return _num(r.get("fid")) + (f" [{lo:.2f}, {hi:.2f}]" if ok else "")
+
 def _scalars(d: dict, prefix="") -> dict:
     out = {}
     for k, v in d.items():
@@ -889,9 +930,11 @@ def index_markdown(reports_dir: str | os.PathLike) -> str:
     root = Path(reports_dir)
     out = ["# Reports", "",
            "Every number here was measured by the notebooks in `nbs/` (generated by "
-           "`python tools/run_report.py --index`; do not edit by hand). *smoke*: the CPU preset (tiny models on "
-           "the 5,000 offline MNIST digits, minutes; FID from a few dozen samples, biased upward and noisy: "
-           "compare arms only within a table). *full*: the `paper` preset (CIFAR-10 at the Table 6 settings, GPU). "
+           "`python tools/run_report.py --index`; do not edit by hand). *smoke*: the CI preset (tiny models on "
+           "the 5,000 offline MNIST digits, minutes; FID from a few dozen samples: proves the code runs, decides "
+           "nothing). *cpu*: the preset sized to decide claims on a 2-core CPU (thousands of steps, 1,000 samples "
+           "per FID against the training set, 95% bootstrap intervals, 3 training seeds for the headline). Numbers "
+           "in brackets are 95% intervals. *full*: the `paper` preset (CIFAR-10 at the Table 6 settings, GPU). "
            "*paper*: the value printed in the paper (FID-50K on CIFAR-10 / ImageNet), for the row that our row "
            "stands in for - different data and scale, so compare directions, not values.", ""]
     for name, info in REPORTS.items():
@@ -908,10 +951,11 @@ def index_markdown(reports_dir: str | os.PathLike) -> str:
         if isinstance(rows, list) and rows and isinstance(rows[0], dict) and "label" in rows[0]:
             full_rows = {r.get("label"): r for r in ((full or {}).get("metrics", {}).get("rows") or [])}
             table = []
+            lp = (smoke or {}).get("metrics", {}).get("preset", "smoke")
             for r in (smoke or {}).get("metrics", {}).get("rows", []) or list(full_rows.values()):
                 f = full_rows.get(r.get("label"), {})
                 table.append({"row": r.get("label"), "metric": r.get("metric", "FID"),
-                              "ours, smoke": _num(r.get("fid")) if smoke else "not run",
+                              f"ours, {lp}": _fid_cell(r) if smoke else "not run",
                               "ours, full": _num(f.get("fid")) if f else "not run",
                               "paper": _num(r.get("paper_fid")), "paper row": r.get("paper_row", "")})
             out += [markdown_table(table), ""]
