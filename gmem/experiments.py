@@ -402,6 +402,16 @@ def compare(a,                    # arm A: result dict(s) with 'fid' and 'boot' 
 # %% ../nbs/12_experiments.ipynb #da10d438
 def _fmt_secs(s: float) -> str: return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
 
+def _non_default(d: dict, default: dict) -> dict:
+    "The entries of config dict `d` that differ from `default` (recursively): cache keys that survive new fields."
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and isinstance(default.get(k), dict):
+            sub = _non_default(v, default[k])
+            if sub: out[k] = sub
+        elif k not in default or default[k] != v: out[k] = v
+    return out
+
 class Experiment:
     "Trains, samples and scores the arms of one report, caching every arm by its config hash."
     def __init__(self,
@@ -456,9 +466,10 @@ class Experiment:
 
     # ---- training
     def train_key(self, cfg, bank_fraction: float = 1.0) -> dict:
-        d = cfg.to_dict(); d.pop("device", None)
-        if cfg.data.dataset != "latents": d["bank"].pop("path", None)   # a built bank is named by its settings
-        return dict(kind="train", config=d, bank_fraction=float(bank_fraction))
+        "Cache key of a trained arm: the settings that differ from `TrainConfig()` (a new field at its default keeps keys)."
+        d = _non_default(cfg.to_dict(), type(cfg)().to_dict()); d.pop("device", None)
+        if cfg.data.dataset != "latents": d.get("bank", {}).pop("path", None)   # a built bank is named by its settings
+        return dict(kind="train", key_format=2, config=d, bank_fraction=float(bank_fraction))
 
     def run_dir(self, cfg, bank_fraction: float = 1.0) -> Path:
         return self.cache / "train" / config_hash(self.train_key(cfg, bank_fraction)) / "run"
@@ -466,8 +477,9 @@ class Experiment:
     def bank_file(self, cfg) -> Path:
         "Build (once, cached by data and bank settings) the memory bank file of `cfg`'s data; returns its path."
         from gmem.train import build_dataset, build_bank_file
-        b = cfg.to_dict()["bank"]; b.pop("path"); b.pop("batch_size")
-        key = dict(kind="bank", data=cfg.to_dict()["data"], bank=b)
+        full, dflt = cfg.to_dict(), type(cfg)().to_dict()
+        b = _non_default(full["bank"], dflt["bank"]); b.pop("path", None); b.pop("batch_size", None)
+        key = dict(kind="bank", key_format=2, data=_non_default(full["data"], dflt["data"]), bank=b)
         path = self.cache / "banks" / config_hash(key) / "bank.safetensors"
         def fn(d: Path) -> dict:
             t = time.perf_counter()
