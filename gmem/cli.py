@@ -326,6 +326,8 @@ def _add_quickstart_args(p):
     p.add_argument("--image-size", type=positive_int, default=d.image_size, help=f"digit resolution in pixels (default {d.image_size})")
     p.add_argument("--n-fid", type=positive_int, default=d.n_fid,
                    help=f"generated images per arm, real reference images and data-floor images for FID (default {d.n_fid})")
+    p.add_argument("--n-boot", type=non_negative_int, default=d.n_boot,
+                   help=f"bootstrap replicates behind each FID interval and verdict (default {d.n_boot}; 0: none)")
     p.add_argument("--sample-steps", type=positive_int, default=d.sample_steps, help=f"SDE Heun steps (default {d.sample_steps})")
     p.add_argument("--seed", type=non_negative_int, default=d.seed, help="training seed of every arm and first sample seed")
     p.add_argument("--arms", nargs="+", default=list(d.arms), choices=list(ARMS), help="arms to run (default: all)")
@@ -335,7 +337,7 @@ def _add_quickstart_args(p):
 def _run_quickstart(a):
     from gmem.quickstart import QuickstartConfig, run_quickstart
     run_quickstart(QuickstartConfig(out=a.out, steps=a.steps, batch_size=a.batch_size, image_size=a.image_size, n_fid=a.n_fid,
-                                    sample_steps=a.sample_steps, seed=a.seed, arms=tuple(a.arms), device=a.device,
+                                    n_boot=a.n_boot, sample_steps=a.sample_steps, seed=a.seed, arms=tuple(a.arms), device=a.device,
                                     progress=not a.no_progress))
 
 register("quickstart", "offline end-to-end GMem vs class-conditional vs unconditional on MNIST-5k, with real FID",

@@ -15,10 +15,12 @@ import torch
 from .report import cached_arm, config_hash, markdown_table
 
 # %% auto #0
-__all__ = ['PAPER', 'REPORTS', 'PRESET_NAMES', 'SCALES', 'IMAGENET_TRAIN_IMAGES', 'PAPER_RUNS', 'PAPER_INPUTS', 'repo_root',
-           'resolve_out_dir', 'report_command', 'Scale', 'paper_scale', 'scale_for', 'require_paper_inputs',
-           'paper_run_inputs', 'start', 'arm_config', 'mnist_reference', 'cifar_reference', 'fid_against_stats',
-           'Experiment', 'direction', 'no_worse', 'check_line', 'speedup', 'bar_plot', 'index_markdown', 'build_index']
+__all__ = ['PAPER', 'REPORTS', 'PRESET_NAMES', 'LOCAL_PRESETS', 'SCALES', 'IMAGENET_TRAIN_IMAGES', 'PAPER_RUNS', 'PAPER_INPUTS',
+           'Z_DETECT', 'VERDICTS', 'repo_root', 'resolve_out_dir', 'report_command', 'Scale', 'paper_scale',
+           'scale_for', 'require_paper_inputs', 'paper_run_inputs', 'start', 'arm_config', 'mnist_reference',
+           'cifar_reference', 'fid_against_stats', 'bootstrap_indices', 'fid_interval', 'compare', 'Experiment',
+           'direction', 'no_worse', 'check_line', 'speedup', 'curve_steps', 'speedup_interval', 'snippet_usage',
+           'plot_snippet_usage', 'bar_plot', 'index_markdown', 'build_index']
 
 # %% ../nbs/12_experiments.ipynb #2f39a1a9
 PAPER: dict[str, Any] = {
@@ -82,7 +84,8 @@ REPORTS: dict[str, dict] = {
     "t2i": dict(table="App. E", title="Text-to-image through the memory bank"),
     "released": dict(table="Tables 1-2 (released model)", title="The released GMem-XL: import, samples, FID-50K"),
 }
-PRESET_NAMES = ("smoke", "paper")
+PRESET_NAMES = ("smoke", "cpu", "paper")
+LOCAL_PRESETS = ("smoke", "cpu")   # offline MNIST-5k on this machine; "paper" runs the paper's data
 
 def repo_root() -> Path:
     "The repository root: the folder that holds the `gmem` package (and `nbs/`, `reports/`)."
@@ -120,6 +123,9 @@ class Scale:
     method: str = "euler"              # "euler" or "heun"
     grid: int = 16                     # images in each sample grid
     model: str = "SiT-T/2"             # default backbone
+    n_boot: int = 200                  # bootstrap replicates behind each FID interval (0: none)
+    seeds: int = 1                     # training seeds of the headline arms (GMem vs class-conditional)
+    n_curve: int = 0                   # samples per intermediate FID-curve point (0: n_samples; the last uses n_samples)
 
     def __post_init__(self):
         for k in ("train_steps", "batch_size", "ckpt_every", "image_size", "n_samples", "n_ref", "sample_steps", "grid"):
@@ -129,12 +135,18 @@ class Scale:
         if self.n_samples < 2: raise ValueError("FID needs n_samples >= 2")
 
 SCALES = {
-    "smoke": Scale(),
+    "smoke": Scale(),   # CI: proves the code runs; its numbers decide nothing
+    # cpu: decides claims on a 2-core CPU. 2,500 steps x 32 (80k images, ~4.5 min per arm) is where GMem's samples
+    # become digits and the arms separate; 1,000 samples per FID against the whole training set (5,000 digits, as
+    # the paper scores CIFAR-10), SDE Heun with 25 steps (49 NFE), 3 training seeds for the headline comparison.
+    "cpu": Scale(train_steps=2500, batch_size=32, ckpt_every=125, image_size=16, pca_dim=32, svd_rank=16,
+                 n_samples=1000, n_ref=5000, sample_steps=25, mode="sde", method="heun", grid=64, n_boot=200, seeds=3,
+                 n_curve=500),
     # paper: FID-50K, SDE sampler, rank-64 bank; steps, batch, checkpoints and backbone come from the trainer preset
     # of the run (`paper_scale`): CIFAR-10 pixels (Table 6: Euler 50 steps) or ImageNet latents (official: Heun 50)
     "paper": Scale(train_steps=200_000, batch_size=128, ckpt_every=10_000, image_size=32, pca_dim=768, svd_rank=64,
                    n_samples=50_000, n_ref=50_000, sample_steps=50, mode="sde", method="euler", grid=64,
-                   model="SiT-B/2"),
+                   model="SiT-B/2", n_boot=50),
 }
 
 def paper_scale(trainer_preset: str = "cifar10-sit-b",  # a key of gmem.train.PRESETS
@@ -242,7 +254,7 @@ def arm_config(scale: Scale,                 # from `scale_for`
                ):
     "The `gmem.train.TrainConfig` of one arm."
     from gmem.train import get_preset
-    if preset == "smoke":
+    if preset in LOCAL_PRESETS:
         cfg = get_preset("smoke")
         ov = {"data.limit": None, "data.image_size": scale.image_size, "bank.pca_dim": scale.pca_dim,
               "bank.batch_size": 500, "model.patch_size": 4}
@@ -256,7 +268,7 @@ def arm_config(scale: Scale,                 # from `scale_for`
                "keep_last": steps // min(scale.ckpt_every, steps) + 1, "seed": seed, "device": device,
                "model.name": model or scale.model, "model.cond": cond, "mask.ratio": float(mask_ratio),
                "mask.strategy": mask_strategy, "bank.rank": svd_rank or None, "sample.every": 0})
-    if repa is not None and (preset == "smoke" or not repa): ov["model.repa_depth"] = 4 if repa else None
+    if repa is not None and (preset in LOCAL_PRESETS or not repa): ov["model.repa_depth"] = 4 if repa else None
     elif repa: ov["model.repa_depth"] = cfg.model.repa_depth or 4     # paper, on: the preset's depth (else 4, official)
     return cfg.override(ov)
 
@@ -302,8 +314,104 @@ def fid_against_stats(mu_r: np.ndarray,     # (d,) reference mean
     ev = np.clip(np.linalg.eigvalsh((M + M.T) / 2), 0, None)
     return float(((mu_r - mu) ** 2).sum() + np.trace(sigma_r) + (A * A).sum() - 2 * np.sqrt(ev).sum())
 
+# %% ../nbs/12_experiments.ipynb #43ca54aa
+def bootstrap_indices(n: int,          # generated images per arm
+                      n_boot: int,     # replicates
+                      seed: int = 0,   # the same seed for every arm = paired replicates
+                      ) -> np.ndarray:  # (n_boot, n) row indices, with replacement
+    "Bootstrap draws shared by every arm of an experiment (paired comparisons)."
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+def _fid_replicates(mu_r, sigma_r, feats: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    "FID of feats[idx[b]] for every replicate b (exact; n <= d via the Gram matrix, else via d x d covariances)."
+    F = np.asarray(feats, np.float64)
+    n, d = F.shape
+    mu_r, sigma_r = np.asarray(mu_r, np.float64), np.asarray(sigma_r, np.float64)
+    out = np.empty(len(idx))
+    if n <= d:
+        K = F @ sigma_r @ F.T                                             # (n, n) Gram matrix in the metric sigma_r
+        sq = (F * F).sum(1)                                               # (n,) squared norms
+        tr_r = np.trace(sigma_r)
+        for b, ii in enumerate(idx):
+            Kb = K[np.ix_(ii, ii)]                                        # (n, n)
+            r = Kb.mean(1, keepdims=True)
+            M = (Kb - r - r.T + Kb.mean()) / (n - 1)                      # centred: A^T sigma_r A
+            ev = np.clip(np.linalg.eigvalsh((M + M.T) / 2), 0, None)
+            mu = F[ii].mean(0)
+            tr_b = (sq[ii].sum() - n * (mu * mu).sum()) / (n - 1)         # trace of the replicate's covariance
+            out[b] = ((mu_r - mu) ** 2).sum() + tr_r + tr_b - 2 * np.sqrt(ev).sum()
+    else:
+        for b, ii in enumerate(idx):
+            out[b] = fid_against_stats(mu_r, sigma_r, F[ii])
+    return out
+
+def fid_interval(mu_r: np.ndarray,       # (d,) reference mean
+                 sigma_r: np.ndarray,    # (d, d) reference covariance
+                 feats: np.ndarray,      # (n, d) features of the generated images
+                 n_boot: int = 200,      # bootstrap replicates (0: no interval)
+                 seed: int = 0,          # bootstrap seed (the same for all arms: paired)
+                 level: float = 0.95,    # interval coverage
+                 ) -> dict:
+    "FID with a bootstrap interval over the generated samples: {fid, lo, hi, n, boot (centred replicates)}."
+    fid = fid_against_stats(mu_r, sigma_r, feats)
+    if n_boot <= 0: return dict(fid=fid, lo=None, hi=None, n=len(feats), boot=[])
+    reps = _fid_replicates(mu_r, sigma_r, feats, bootstrap_indices(len(feats), n_boot, seed))
+    boot = reps - reps.mean() + fid                                       # centred on the point estimate
+    a = (1 - level) / 2
+    return dict(fid=fid, lo=float(np.quantile(boot, a)), hi=float(np.quantile(boot, 1 - a)), n=len(feats),
+                boot=[float(v) for v in boot])
+
+Z_DETECT = 1.959964 + 0.841621   # two-sided 5% test with 80% power: detectable gap = Z_DETECT x SE
+
+def _runs(x) -> list[dict]:
+    "A result dict, a list of per-seed result dicts, or a bare FID -> list of {fid, boot}."
+    if isinstance(x, dict): x = [x]
+    elif isinstance(x, (int, float, np.floating)): x = [dict(fid=float(x))]
+    runs = [dict(fid=float(r["fid"]), boot=list(r.get("boot") or [])) for r in x]
+    if not runs: raise ValueError("compare needs at least one result per arm")
+    return runs
+
+def compare(a,                    # arm A: result dict(s) with 'fid' and 'boot' (fid_interval), one per training seed
+            b,                    # arm B, the same way (same sample seeds and bootstrap seed as A: paired)
+            n_outer: int = 2000,  # hierarchical bootstrap replicates
+            seed: int = 0,
+            level: float = 0.95,
+            ) -> dict:
+    "Interval on gap = mean FID(B) - mean FID(A) over training seeds and sampling noise (hierarchical bootstrap)."
+    A, B = _runs(a), _runs(b)
+    gap = float(np.mean([r["fid"] for r in B]) - np.mean([r["fid"] for r in A]))
+    nb = min(len(r["boot"]) for r in A + B)
+    if nb == 0 and (len(A) < 2 or len(B) < 2):
+        return dict(gap=gap, lo=None, hi=None, se=None, detectable=None, seeds=(len(A), len(B)), covers="nothing")
+    rng = np.random.default_rng(seed)
+    def arm(runs, j):                                   # resample seeds, each with sampling replicate j (paired)
+        pick = rng.integers(0, len(runs), len(runs)) if len(runs) > 1 else np.zeros(1, int)
+        return np.mean([runs[k]["boot"][j] if nb else runs[k]["fid"] for k in pick])
+    d = np.empty(n_outer)
+    for r in range(n_outer):
+        j = int(rng.integers(0, nb)) if nb else 0
+        d[r] = arm(B, j) - arm(A, j)
+    d = d - d.mean() + gap
+    se = float(d.std(ddof=1))
+    al = (1 - level) / 2
+    covers = ("sampling noise and training seeds" if min(len(A), len(B)) > 1 and nb else
+              "training seeds" if min(len(A), len(B)) > 1 else "sampling noise only (one training seed per arm)")
+    return dict(gap=gap, lo=float(np.quantile(d, al)), hi=float(np.quantile(d, 1 - al)), se=se,
+                detectable=Z_DETECT * se, seeds=(len(A), len(B)), covers=covers)
+
+
 # %% ../nbs/12_experiments.ipynb #da10d438
 def _fmt_secs(s: float) -> str: return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+
+def _non_default(d: dict, default: dict) -> dict:
+    "The entries of config dict `d` that differ from `default` (recursively): cache keys that survive new fields."
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and isinstance(default.get(k), dict):
+            sub = _non_default(v, default[k])
+            if sub: out[k] = sub
+        elif k not in default or default[k] != v: out[k] = v
+    return out
 
 class Experiment:
     "Trains, samples and scores the arms of one report, caching every arm by its config hash."
@@ -359,9 +467,10 @@ class Experiment:
 
     # ---- training
     def train_key(self, cfg, bank_fraction: float = 1.0) -> dict:
-        d = cfg.to_dict(); d.pop("device", None); d.pop("tensorboard", None)   # neither changes the result
-        if cfg.data.dataset != "latents": d["bank"].pop("path", None)   # a built bank is named by its settings
-        return dict(kind="train", config=d, bank_fraction=float(bank_fraction))
+        "Cache key of a trained arm: the settings that differ from `TrainConfig()` (a new field at its default keeps keys)."
+        d = _non_default(cfg.to_dict(), type(cfg)().to_dict()); d.pop("device", None); d.pop("tensorboard", None)
+        if cfg.data.dataset != "latents": d.get("bank", {}).pop("path", None)   # a built bank is named by its settings
+        return dict(kind="train", key_format=2, config=d, bank_fraction=float(bank_fraction))
 
     def run_dir(self, cfg, bank_fraction: float = 1.0) -> Path:
         return self.cache / "train" / config_hash(self.train_key(cfg, bank_fraction)) / "run"
@@ -369,8 +478,9 @@ class Experiment:
     def bank_file(self, cfg) -> Path:
         "Build (once, cached by data and bank settings) the memory bank file of `cfg`'s data; returns its path."
         from gmem.train import build_dataset, build_bank_file
-        b = cfg.to_dict()["bank"]; b.pop("path"); b.pop("batch_size")
-        key = dict(kind="bank", data=cfg.to_dict()["data"], bank=b)
+        full, dflt = cfg.to_dict(), type(cfg)().to_dict()
+        b = _non_default(full["bank"], dflt["bank"]); b.pop("path", None); b.pop("batch_size", None)
+        key = dict(kind="bank", key_format=2, data=_non_default(full["data"], dflt["data"]), bank=b)
         path = self.cache / "banks" / config_hash(key) / "bank.safetensors"
         def fn(d: Path) -> dict:
             t = time.perf_counter()
@@ -434,7 +544,7 @@ class Experiment:
     def reference(self):
         "(mu, sigma, meta) of the real images FID compares with."
         if self._ref is None:
-            if self.preset == "smoke": self._ref = mnist_reference(self.scale.image_size, self.scale.n_ref, self.progress)
+            if self.preset in LOCAL_PRESETS: self._ref = mnist_reference(self.scale.image_size, self.scale.n_ref, self.progress)
             elif self.fid_stats:
                 from gmem.eval import load_stats
                 self._ref = load_stats(self.fid_stats)
@@ -468,7 +578,7 @@ class Experiment:
                    dict(dataset="mnist5k", size=sc.image_size, n_ref=sc.n_ref))
         seed = self.sample_seed if sample_seed is None else sample_seed
         key = dict(kind="eval", run=run.parent.name, step=step, steps=steps, mode=mode, method=method, n=n,
-                   seed=seed, reference=ref_key)
+                   seed=seed, reference=ref_key, n_boot=sc.n_boot)
         def fn(d: Path) -> dict:
             if not ckpt.exists(): raise FileNotFoundError(f"checkpoint {ckpt} is missing (kept: keep_last too small?)")
             return self._evaluate(ckpt, d, steps=steps, mode=mode, method=method, n=n, seed=seed)
@@ -494,19 +604,26 @@ class Experiment:
         save_image_grid(x[: self.scale.grid], d / "samples.png", nrow=int(math.sqrt(self.scale.grid)) or 1,
                         scale=4 if x.shape[-1] <= 32 else 1)
         t = time.perf_counter()
-        value, n_scored, weights = self.fid_of(x)
-        return dict(fid=value, n=n_scored, nfe=nfe_formula(method, steps), sample_seconds=t_sample,
-                    fid_seconds=time.perf_counter() - t, fid_weights=weights)
+        iv, weights = self.fid_interval_of(x)
+        return dict(fid=iv["fid"], lo=iv["lo"], hi=iv["hi"], boot=iv["boot"], n=iv["n"], nfe=nfe_formula(method, steps),
+                    sample_seconds=t_sample, fid_seconds=time.perf_counter() - t, fid_weights=weights)
 
-    def fid_of(self, images: torch.Tensor) -> tuple[float, int, str | None]:
-        "FID of images in [-1, 1] against this experiment's reference: (value, images scored, 'weights (mode)' used)."
+    def fid_interval_of(self, images: torch.Tensor, n_boot: int | None = None) -> tuple[dict, str | None]:
+        """FID of images in [-1, 1] against this experiment's reference with its bootstrap interval (`fid_interval`,
+        paired across arms: same bootstrap seed), and the Inception 'weights (mode)' used."""
         from gmem.eval import FIDFeatures, stats_mode
         from gmem.utils import to_uint8
         mu_r, sig_r, meta_r = self.reference()
         ext = FIDFeatures(device=self.device, mode=stats_mode(meta_r))   # the reference's pipeline (ADM's npz: TF resize)
         u8 = to_uint8(images)
         feats = np.concatenate([ext(u8[i:i + 50]) for i in range(0, len(u8), 50)])
-        return fid_against_stats(mu_r, sig_r, feats), len(feats), f"{ext.info.get('weights')} ({ext.mode})"
+        nb = self.scale.n_boot if n_boot is None else n_boot
+        return fid_interval(mu_r, sig_r, feats, n_boot=nb, seed=self.sample_seed), f"{ext.info.get('weights')} ({ext.mode})"
+
+    def fid_of(self, images: torch.Tensor) -> tuple[float, int, str | None]:
+        "FID of images in [-1, 1] against this experiment's reference: (value, images scored, 'weights (mode)' used)."
+        iv, weights = self.fid_interval_of(images, n_boot=0)
+        return iv["fid"], iv["n"], weights
 
     def _to_images(self, run, x: torch.Tensor) -> torch.Tensor:
         "Model space -> images in [-1, 1] (pixels pass through; latents are decoded with their store's tokenizer)."
@@ -516,14 +633,14 @@ class Experiment:
     @property
     def dataset(self) -> str:
         "What the arms train on: 'mnist5k' (smoke), else the paper preset's dataset ('cifar10' or 'latents')."
-        if self.preset == "smoke": return "mnist5k"
+        if self.preset in LOCAL_PRESETS: return "mnist5k"
         from gmem.train import get_preset
         return get_preset(self.paper_preset).data.dataset
 
     @property
     def dataset_label(self) -> str:
         "A readable name of the data, for tables and titles."
-        if self.preset == "smoke": return f"MNIST-5k ({self.scale.image_size}x{self.scale.image_size})"
+        if self.preset in LOCAL_PRESETS: return f"MNIST-5k ({self.scale.image_size}x{self.scale.image_size})"
         if self.dataset == "cifar10": return "CIFAR-10"
         import re
         m = re.match(r"imagenet(\d+)", self.paper_preset)
@@ -588,49 +705,80 @@ class Experiment:
     def elapsed(self) -> float: return time.perf_counter() - self.t0
 
 # %% ../nbs/12_experiments.ipynb #ac19d00a
+VERDICTS = ("holds", "contradicted", "unresolved")
+
+def _mean_fid(x) -> float: return float(np.mean([r["fid"] for r in _runs(x)]))
+
+def _ci_text(c: dict) -> str:
+    return f"95% interval [{c['lo']:+.2f}, {c['hi']:+.2f}], covering {c['covers']}"
+
 def direction(claim: str,        # e.g. "SDE beats ODE"
-              better: float,     # FID of the arm the paper says is better
-              worse: float,      # FID of the arm the paper says is worse
+              better,            # the arm the paper says is better: FID, result dict or per-seed list of them
+              worse,             # the arm the paper says is worse, the same way
               better_name: str = "", worse_name: str = "",
-              noise: float | None = None,  # FID change from sampling noise alone (Experiment.sampling_noise)
+              noise: float | None = None,       # without bootstrap replicates: FID change from sampling noise alone
+              paper_gap: float | None = None,   # the paper's FID gap (worse - better), shown beside ours
               ) -> dict:
-    "A claim checked on our numbers: holds when `better` < `worse` (FID: lower is better); flags differences within noise."
-    holds = bool(better < worse)
-    diff = abs(worse - better)
-    rel = diff / worse if worse else 0.0
-    within = bool(noise is not None and diff <= noise)
-    detail = (f"{better_name or 'first'} {better:.2f} vs {worse_name or 'second'} {worse:.2f} "
-              f"({'lower' if holds else 'not lower'}; difference {diff:.2f} FID, {rel * 100:.0f}%"
-              + (f"; within the sampling noise of {noise:.2f}, so not evidence either way" if within else
-                 f"; larger than the sampling noise of {noise:.2f}" if noise is not None else "") + ")")
-    return dict(claim=claim, holds=holds, within_noise=within, better=better, worse=worse, detail=detail)
+    """A claim "A beats B" (lower FID is better), checked on an interval of the gap FID(B) - FID(A): `holds` when it
+    excludes zero in the paper's direction, `contradicted` when it excludes zero the other way, else `unresolved`,
+    with the smallest gap this budget could detect. Results with bootstrap replicates (`fid_interval`) get a paired
+    interval; bare numbers fall back on a sampling-noise estimate (`noise`), and with neither nothing is decided."""
+    fb, fw = _mean_fid(better), _mean_fid(worse)
+    c = compare(better, worse)
+    gap = fw - fb
+    head = (f"{better_name or 'first'} {fb:.2f} vs {worse_name or 'second'} {fw:.2f}: gap {gap:+.2f} FID"
+            + (f" (paper {paper_gap:+.2f})" if paper_gap is not None else ""))
+    if c["lo"] is not None:
+        verdict = "holds" if c["lo"] > 0 else "contradicted" if c["hi"] < 0 else "unresolved"
+        detail = f"{head}; {_ci_text(c)}"
+        if verdict == "unresolved":
+            detail += (f"; the smallest gap this budget detects is about {c['detectable']:.2f} FID"
+                       + (f", the paper's is {abs(paper_gap):.2f}" if paper_gap is not None else ""))
+    elif noise is not None:
+        verdict = "unresolved" if abs(gap) <= noise else "holds" if gap > 0 else "contradicted"
+        detail = f"{head}; sampling noise {noise:.2f} (one pair of sample-seed sets, no interval)"
+    else:
+        verdict, detail = "unresolved", f"{head}; no interval or noise estimate, so nothing is decided"
+    return dict(claim=claim, kind="direction", verdict=verdict, holds=verdict == "holds",
+                within_noise=verdict == "unresolved", better=fb, worse=fw, gap=gap, paper_gap=paper_gap,
+                lo=c["lo"], hi=c["hi"], detectable=c["detectable"], seeds=list(c["seeds"]), detail=detail)
 
 def no_worse(claim: str,      # e.g. "half bank costs little"
-             arm: float,     # FID of the arm the paper says costs little / is not worse
-             base: float,    # FID of the arm it is compared with
+             arm,             # the arm the paper says costs little / is not worse (FID, result dict or per-seed list)
+             base,            # the arm it is compared with
              arm_name: str = "", base_name: str = "",
-             noise: float | None = None,  # FID change from sampling noise alone
+             noise: float | None = None,      # without bootstrap replicates: FID change from sampling noise alone
+             margin: float | None = None,     # the cost that still counts as "little" (None: 5% of the base FID)
+             paper_gap: float | None = None,  # the paper's cost (arm - base)
              ) -> dict:
-    """A "costs little / is not worse" claim: holds when `arm` is not above `base` by more than the sampling noise
-    (a difference within the noise is what the claim predicts; being better holds too)."""
-    diff = arm - base
-    within = bool(noise is not None and abs(diff) <= noise)
-    holds = bool(diff <= (noise if noise is not None else 0.0))
-    rel = abs(diff) / base if base else 0.0
-    detail = (f"{arm_name or 'first'} {arm:.2f} vs {base_name or 'second'} {base:.2f} "
-              f"({'better' if diff < 0 else 'worse'} by {abs(diff):.2f} FID, {rel * 100:.0f}%"
-              + (f"; within the sampling noise of {noise:.2f}" if within else
-                 f"; larger than the sampling noise of {noise:.2f}" if noise is not None else "") + ")")
-    return dict(claim=claim, kind="no_worse", holds=holds, within_noise=within, better=arm, worse=base, detail=detail)
+    """A "costs little" claim as a non-inferiority check on cost = FID(arm) - FID(base): `holds` when the interval
+    lies below `margin`, `contradicted` when it lies above it, else `unresolved`. Being better holds too."""
+    fa, fb = _mean_fid(arm), _mean_fid(base)
+    cost = fa - fb
+    margin = 0.05 * fb if margin is None else margin
+    c = compare(base, arm)
+    head = (f"{arm_name or 'first'} {fa:.2f} vs {base_name or 'second'} {fb:.2f}: "
+            f"{'worse' if cost > 0 else 'better'} by {abs(cost):.2f} FID"
+            + (f" (paper {paper_gap:+.2f})" if paper_gap is not None else "") + f"; margin {margin:.2f}")
+    if c["lo"] is not None:
+        verdict = "holds" if c["hi"] < margin else "contradicted" if c["lo"] > margin else "unresolved"
+        detail = f"{head}; cost {_ci_text(c)}"
+        if verdict == "unresolved":
+            detail += f"; the smallest difference this budget detects is about {c['detectable']:.2f} FID"
+    elif noise is not None:
+        verdict = "holds" if cost <= noise else "contradicted"
+        detail = f"{head}; sampling noise {noise:.2f} (one pair of sample-seed sets, no interval)"
+    else:
+        verdict, detail = "unresolved", f"{head}; no interval or noise estimate, so nothing is decided"
+    return dict(claim=claim, kind="no_worse", verdict=verdict, holds=verdict == "holds",
+                within_noise=verdict == "unresolved", better=fa, worse=fb, gap=-cost, margin=margin,
+                paper_gap=paper_gap, lo=c["lo"], hi=c["hi"], detectable=c["detectable"], seeds=list(c["seeds"]),
+                detail=detail)
 
 def check_line(c: dict) -> str:
-    "One markdown bullet for a checked claim."
-    if c.get("kind") == "no_worse":   # within the noise is what a "costs little" claim predicts
-        verdict = ("holds (difference within noise)" if c["within_noise"] else "holds") if c["holds"] else "does NOT hold"
-    elif c.get("within_noise"):   # the direction alone is a coin flip when the gap is below the sampling noise
-        verdict = "not shown (" + ("paper's direction" if c["holds"] else "opposite direction") + ", within noise)"
-    else:
-        verdict = "holds" if c["holds"] else "does NOT hold"
+    "One markdown bullet for a checked claim: its verdict (holds / contradicted / unresolved) and the numbers."
+    verdict = c.get("verdict") or ("holds" if c["holds"] else "unresolved" if c.get("within_noise")
+                                   else "contradicted")   # older metrics.json files
     return f"- **{verdict}**: {c['claim']} - {c['detail']}"
 
 def speedup(gmem_curve: list[tuple[float, float]],      # [(images seen, FID)] of GMem, increasing images
@@ -650,6 +798,102 @@ def speedup(gmem_curve: list[tuple[float, float]],      # [(images seen, FID)] o
                         speedup=target_images / imgs, bound="interpolated")
     return dict(target_fid=target, baseline_images=target_images, gmem_images=None,
                 speedup=target_images / g[-1][0], bound="at most (GMem never reached the baseline's final FID)")
+
+# %% ../nbs/12_experiments.ipynb #0015c660
+def curve_steps(total: int,        # training steps of the arm
+                every: int,        # checkpoint interval (checkpoints at every, 2*every, ..., total)
+                k: int = 6,        # points wanted (at least)
+                ) -> list[int]:
+    "About `k` log-spaced checkpoint steps from those saved (always the first and the last): an FID-vs-images curve."
+    saved = sorted(set(list(range(every, total + 1, every)) + [total]))
+    if len(saved) <= k: return saved
+    want = np.geomspace(saved[0], saved[-1], k)
+    picked = sorted({min(saved, key=lambda s: abs(math.log(s) - math.log(w))) for w in want})
+    extra = iter(s for s in saved if s not in picked)     # collisions at the short end: fill with unused steps
+    while len(picked) < k: picked = sorted(set(picked) | {next(extra)})
+    return picked
+
+def speedup_interval(per_seed: list[dict],  # `speedup` results, one per training seed
+                     level: float = 0.95,
+                     ) -> dict:
+    """Mean speed-up over seeds with a t-interval on the log scale (speed-ups are ratios); bounds that are only
+    'at least' / 'at most' are counted as measured and flagged."""
+    from scipy import stats
+    v = np.log([s["speedup"] for s in per_seed])
+    k = len(v)
+    mean = float(np.exp(v.mean()))
+    if k < 2: lo = hi = None
+    else:
+        h = stats.t.ppf(0.5 + level / 2, k - 1) * v.std(ddof=1) / math.sqrt(k)
+        lo, hi = float(np.exp(v.mean() - h)), float(np.exp(v.mean() + h))
+    bounds = sorted({s["bound"] for s in per_seed})
+    return dict(speedup=mean, lo=lo, hi=hi, seeds=k, per_seed=[s["speedup"] for s in per_seed], bounds=bounds,
+                censored=any(not b.startswith("interpolated") for b in bounds))
+
+
+# %% ../nbs/12_experiments.ipynb #b231f5ef
+@torch.no_grad()
+def snippet_usage(run,                   # a `gmem.train.TrainedRun` (load_run)
+                  n: int = 512,          # training images
+                  buckets: int = 10,     # bands of t in [0, 1]
+                  seed: int = 0,         # images, noise, t and the shuffle
+                  batch_size: int = 256,
+                  ) -> list[dict]:
+    "Velocity MSE per t-band with the image's own, a shuffled and the null condition: [{t, own, shuffled, null}]."
+    from gmem.train import build_dataset, IndexedDataset
+    cond = run.cfg.model.cond
+    ds = IndexedDataset(build_dataset(run.cfg.data, seed=run.cfg.seed))
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(ds), generator=g)[: min(n, len(ds))]
+    n = len(idx)
+    shuffled = idx[(torch.arange(n) + 1 + torch.randint(0, n - 1, (n,), generator=g)) % n] if n > 1 else idx
+    items = [ds[int(i)] for i in idx]
+    x1 = torch.stack([it["x"] for it in items]).float()                       # (n, C, H, W) data (t = 1)
+    def conds(which: str):
+        if cond == "none": return None
+        if cond == "class":
+            lab = torch.tensor([ds[int(i)]["label"] for i in shuffled]) if which == "shuffled" else \
+                  torch.tensor([it["label"] for it in items])
+            return run.model.null_cond(n, "cpu") if which == "null" else lab
+        if which == "null": return torch.zeros(n, run.bank.dim)
+        rows = shuffled if which == "shuffled" else idx
+        return run.bank.snippets(rows.to(getattr(run.bank, "device", "cpu"))).float().cpu()
+    cs = {w: conds(w) for w in ("own", "shuffled", "null")}
+    edges = torch.linspace(0, 1, buckets + 1)
+    out = []
+    for b in range(buckets):
+        t = edges[b] + (edges[b + 1] - edges[b]) * torch.rand(n, generator=g)  # (n,) uniform in the band
+        x0 = torch.randn(x1.shape, generator=g)                                # (n, C, H, W) noise (t = 0)
+        tt = t.view(-1, 1, 1, 1)
+        xt, u = tt * x1 + (1 - tt) * x0, x1 - x0                               # eq. 7 path and target
+        row = dict(t=float((edges[b] + edges[b + 1]) / 2))
+        for w, c in cs.items():
+            err = []
+            for lo in range(0, n, batch_size):
+                sl = slice(lo, lo + batch_size)
+                cc = None if c is None else c[sl].to(run.device)
+                v = run.model(xt[sl].to(run.device), t[sl].to(run.device), cc).float().cpu()
+                err.append((v - u[sl]).pow(2).flatten(1).mean(1))
+            row[w] = float(torch.cat(err).mean())
+        out.append(row)
+    return out
+
+def plot_snippet_usage(curves: dict,       # arm name -> snippet_usage(...) rows
+                       path=None, title: str = "velocity error per timestep"):
+    "One panel per arm: own / shuffled / null condition error against t (log scale); saved to `path`."
+    import matplotlib; matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from gmem.report import save_figure
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), sharey=True, squeeze=False)
+    for ax, (arm, rows) in zip(axes[0], curves.items()):
+        t = [r["t"] for r in rows]
+        for w, style in (("own", "-"), ("shuffled", "--"), ("null", ":")):
+            ax.plot(t, [r[w] for r in rows], style, label=f"{w} condition", lw=2)
+        ax.set_yscale("log"); ax.set_xlabel("t (0 = noise, 1 = data)"); ax.set_title(arm); ax.grid(alpha=.3)
+    axes[0][0].set_ylabel("velocity MSE"); axes[0][0].legend(fontsize=8)
+    fig.suptitle(title)
+    return save_figure(fig, path) if path else fig
+
 
 # %% ../nbs/12_experiments.ipynb #1eb4d5e3
 def bar_plot(df, x: str, y: str, paper: dict | None = None, path=None, title: str = "", ylabel: str = "FID (ours)"):
@@ -681,6 +925,12 @@ def _load(p: Path) -> dict | None:
 def _num(v, fmt=".2f") -> str:
     return format(v, fmt) if isinstance(v, (int, float)) and not isinstance(v, bool) else ("" if v is None else str(v))
 
+def _fid_cell(r: dict) -> str:
+    "A row's value with its 95% interval when it has one (fid_lo/fid_hi, or lo/hi for speed-ups)."
+    lo, hi = r.get("fid_lo", r.get("lo")), r.get("fid_hi", r.get("hi"))
+    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi))
+    return _num(r.get("fid")) + (f" [{lo:.2f}, {hi:.2f}]" if ok else "")
+
 def _scalars(d: dict, prefix="") -> dict:
     out = {}
     for k, v in d.items():
@@ -693,9 +943,11 @@ def index_markdown(reports_dir: str | os.PathLike) -> str:
     root = Path(reports_dir)
     out = ["# Reports", "",
            "Every number here was measured by the notebooks in `nbs/` (generated by "
-           "`python tools/run_report.py --index`; do not edit by hand). *smoke*: the CPU preset (tiny models on "
-           "the 5,000 offline MNIST digits, minutes; FID from a few dozen samples, biased upward and noisy: "
-           "compare arms only within a table). *full*: the `paper` preset (CIFAR-10 at the Table 6 settings, GPU). "
+           "`python tools/run_report.py --index`; do not edit by hand). *smoke*: the CI preset (tiny models on "
+           "the 5,000 offline MNIST digits, minutes; FID from a few dozen samples: proves the code runs, decides "
+           "nothing). *cpu*: the preset sized to decide claims on a 2-core CPU (thousands of steps, 1,000 samples "
+           "per FID against the training set, 95% bootstrap intervals, 3 training seeds for the headline). Numbers "
+           "in brackets are 95% intervals. *full*: the `paper` preset (CIFAR-10 at the Table 6 settings, GPU). "
            "*paper*: the value printed in the paper (FID-50K on CIFAR-10 / ImageNet), for the row that our row "
            "stands in for - different data and scale, so compare directions, not values.", ""]
     for name, info in REPORTS.items():
@@ -712,10 +964,11 @@ def index_markdown(reports_dir: str | os.PathLike) -> str:
         if isinstance(rows, list) and rows and isinstance(rows[0], dict) and "label" in rows[0]:
             full_rows = {r.get("label"): r for r in ((full or {}).get("metrics", {}).get("rows") or [])}
             table = []
+            lp = (smoke or {}).get("metrics", {}).get("preset", "smoke")
             for r in (smoke or {}).get("metrics", {}).get("rows", []) or list(full_rows.values()):
                 f = full_rows.get(r.get("label"), {})
                 table.append({"row": r.get("label"), "metric": r.get("metric", "FID"),
-                              "ours, smoke": _num(r.get("fid")) if smoke else "not run",
+                              f"ours, {lp}": _fid_cell(r) if smoke else "not run",
                               "ours, full": _num(f.get("fid")) if f else "not run",
                               "paper": _num(r.get("paper_fid")), "paper row": r.get("paper_row", "")})
             out += [markdown_table(table), ""]

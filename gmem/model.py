@@ -12,10 +12,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['FAMILIES', 'COND_MODES', 'MODELS', 'sincos_1d', 'sincos_2d', 'rope_2d_angles', 'rotate_pairs', 'apply_rope',
-           'timestep_embedding', 'TimestepEmbedder', 'SnippetEmbedder', 'LabelEmbedder', 'modulate', 'make_norm',
-           'Attention', 'SwiGLU', 'make_ffn', 'Block', 'FinalLayer', 'repa_projector', 'ModelConfig', 'GMemDiT',
-           'init_weights', 'create_model_from_config', 'create_model', 'count_params', 'param_breakdown']
+__all__ = ['SNIPPET_DROPOUT_AT', 'FAMILIES', 'COND_MODES', 'MODELS', 'sincos_1d', 'sincos_2d', 'rope_2d_angles', 'rotate_pairs',
+           'apply_rope', 'timestep_embedding', 'TimestepEmbedder', 'SnippetEmbedder', 'LabelEmbedder', 'modulate',
+           'make_norm', 'Attention', 'SwiGLU', 'make_ffn', 'Block', 'FinalLayer', 'repa_projector', 'ModelConfig',
+           'GMemDiT', 'init_weights', 'create_model_from_config', 'create_model', 'count_params', 'param_breakdown']
 
 # %% ../nbs/02_model.ipynb #39aa6528
 def sincos_1d(dim: int,            # output width (even)
@@ -90,10 +90,18 @@ class TimestepEmbedder(nn.Module):
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         return self.mlp(timestep_embedding(t, self.freq_dim).to(self.mlp[0].weight.dtype))  # (B, D)
 
+SNIPPET_DROPOUT_AT = ("input", "embedding")   # official LightningDiT code / paper-v1 SiT code
+
 class SnippetEmbedder(nn.Module):
-    "Memory snippet (B, snippet_dim) -> (B, hidden): unit-normalise, element-wise dropout (training only), Linear or MLP."
-    def __init__(self, snippet_dim: int, hidden_size: int, dropout: float = 0.4, depth: int = 1):
+    """Memory snippet (B, snippet_dim) -> (B, hidden): unit-normalise, dropout (training only), Linear or MLP.
+    `dropout_at="input"`: element-wise on the normalised snippet (official LightningDiT GMem, p=0.4);
+    `"embedding"`: after the embedder, on its output (paper-v1 SiT GMem, p=0.2)."""
+    def __init__(self, snippet_dim: int, hidden_size: int, dropout: float = 0.4, depth: int = 1,
+                 dropout_at: str = "input"):
         super().__init__()
+        if dropout_at not in SNIPPET_DROPOUT_AT:
+            raise ValueError(f"dropout_at must be one of {SNIPPET_DROPOUT_AT}, got {dropout_at!r}")
+        self.dropout_at = dropout_at
         self.dropout = nn.Dropout(dropout)
         layers: list[nn.Module] = [nn.Linear(snippet_dim, hidden_size)]
         for _ in range(depth - 1):
@@ -102,8 +110,10 @@ class SnippetEmbedder(nn.Module):
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         s = F.normalize(s.float(), dim=-1)   # (B, S) unit norm; the zero snippet stays zero
-        s = self.dropout(s)                  # (B, S) "Zero" masking, p=0.4, rescaled by 1/(1-p)
-        return self.mlp(s.to(self.mlp[0].weight.dtype))  # (B, D)
+        if self.dropout_at == "input":
+            s = self.dropout(s)              # (B, S) "Zero" masking, p=0.4, rescaled by 1/(1-p)
+        e = self.mlp(s.to(self.mlp[0].weight.dtype))  # (B, D)
+        return self.dropout(e) if self.dropout_at == "embedding" else e   # (B, D) paper-v1: Dropout after the Linear
 
 class LabelEmbedder(nn.Module):
     "Class labels (B,) -> (B, hidden); row `num_classes` is the null label, used with prob. `dropout` in training (CFG)."
@@ -216,12 +226,13 @@ class ModelConfig:
     snippet_dim: int = 768               # memory-snippet width (DINOv2-B CLS: 768)
     snippet_dropout: float = 0.4         # element-wise dropout on the normalised snippet, training only (official 0.4)
     snippet_mlp_depth: int = 1           # Linear layers in the snippet embedder (official 1; paper text 3)
+    snippet_dropout_at: str = "input"    # "input": element-wise on the snippet (official); "embedding": after the Linear (paper v1 SiT)
     num_classes: int = 1000              # cond="class": number of labels; label `num_classes` is the null label
     class_dropout: float = 0.1           # cond="class": prob. of replacing a label by the null label in training
     repa_depth: int | None = 4           # REPA projector reads tokens after this block (1-based); None/0 disables
     repa_dim: int | None = 768           # REPA target width (encoder patch-token dim); None disables
     repa_hidden: int = 2048              # REPA projector hidden width
-    zero_init_adaln: bool = False        # upstream DiT adaLN-Zero init; official GMem does not (False)
+    zero_init_adaln: bool | None = None  # adaLN-Zero (zero modulation + final layer); None: SiT yes (SiT/DiT, App. B.1), LightningDiT no (official GMem)
     freq_dim: int = 256                  # sinusoidal timestep-embedding width
     rope_theta: float = 10000.0          # RoPE base (lightningdit only)
 
@@ -240,6 +251,10 @@ class ModelConfig:
             raise ValueError(f"input_size {self.input_size} not divisible by patch_size {self.patch_size}")
         if not 0 <= self.snippet_dropout < 1 or not 0 <= self.class_dropout < 1:
             raise ValueError("snippet_dropout and class_dropout must lie in [0, 1)")
+        if self.snippet_dropout_at not in SNIPPET_DROPOUT_AT:
+            raise ValueError(f"snippet_dropout_at must be one of {SNIPPET_DROPOUT_AT}, got {self.snippet_dropout_at!r}")
+        if self.zero_init_adaln is None:   # resolved here, so a saved config says what was used
+            self.zero_init_adaln = self.family == "sit"
         if self.snippet_mlp_depth < 1:
             raise ValueError(f"snippet_mlp_depth must be >= 1, got {self.snippet_mlp_depth}")
         if self.repa_depth is not None and not 0 <= self.repa_depth <= self.depth:
@@ -284,7 +299,8 @@ class GMemDiT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.grid_size ** 2, D), requires_grad=False)
         self.t_embedder = TimestepEmbedder(D, cfg.freq_dim)
         if cfg.cond == "snippet":
-            self.cond_embedder = SnippetEmbedder(cfg.snippet_dim, D, cfg.snippet_dropout, cfg.snippet_mlp_depth)
+            self.cond_embedder = SnippetEmbedder(cfg.snippet_dim, D, cfg.snippet_dropout, cfg.snippet_mlp_depth,
+                                                 cfg.snippet_dropout_at)
         elif cfg.cond == "class":
             self.cond_embedder = LabelEmbedder(cfg.num_classes, D, cfg.class_dropout)
         else:
@@ -359,7 +375,7 @@ class GMemDiT(nn.Module):
 # %% ../nbs/02_model.ipynb #4b21692b
 @torch.no_grad()
 def init_weights(model: GMemDiT) -> None:
-    "All initialisation in one place (see the top of this notebook); adaLN-Zero only if `config.zero_init_adaln`."
+    "All initialisation in one place (see the top of this notebook); adaLN-Zero if `config.zero_init_adaln` (SiT default)."
     cfg = model.config
     for m in model.modules():
         if isinstance(m, nn.Linear):

@@ -20,11 +20,13 @@ __all__ = ['ARMS', 'QuickstartConfig', 'arm_config', 'train_arm', 'real_images',
 @dataclasses.dataclass
 class QuickstartConfig:
     out: str = "reports/quickstart"   # where the report goes (runs are kept in OUT/runs, reusable)
-    steps: int = 500                  # optimizer steps per arm (~2.5 min per arm on 2 CPU cores at 16 px)
+    steps: int = 1500                 # optimizer steps per arm (48k images, ~3 min per arm on 2 CPU cores at 16 px):
+                                      # where GMem's samples become digits (500 steps give strokes for every arm)
     image_size: int = 16              # digits are trained and scored at this size (16 px, patch 4: 16 tokens)
     batch_size: int = 32              # images per step
-    n_fid: int = 128                  # generated images per arm (= real reference count = data-floor count)
-    sample_steps: int = 50            # SDE Heun steps (NFE = 2*steps - 1)
+    n_fid: int = 300                  # generated images per arm (= real reference count = data-floor count)
+    n_boot: int = 200                 # bootstrap replicates behind each FID interval and verdict
+    sample_steps: int = 25            # SDE Heun steps (NFE = 2*steps - 1)
     seed: int = 0                     # training seed (same for all arms) and first sample seed
     arms: tuple = ("gmem", "class", "uncond")  # which arms to run
     device: str | None = None         # None = CUDA when available, else CPU
@@ -35,8 +37,11 @@ class QuickstartConfig:
         if bad: raise ValueError(f"unknown quickstart arm(s) {sorted(bad)}; valid: {list(ARMS)}")
         for k in ("steps", "batch_size", "n_fid", "sample_steps", "image_size"):
             if getattr(self, k) < 1: raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+        if self.n_fid < 2: raise ValueError(f"n_fid must be >= 2 (FID needs a covariance), got {self.n_fid}")
+        if self.n_boot < 0: raise ValueError(f"n_boot must be >= 0, got {self.n_boot}")
 
 ARMS = {"gmem": "snippet", "class": "class", "uncond": "none"}  # arm -> model conditioning mode
+
 
 # %% ../nbs/15_quickstart.ipynb #3f043544
 def arm_config(arm: str, qc: QuickstartConfig):
@@ -86,13 +91,44 @@ def sample_arm(arm: str, qc: QuickstartConfig) -> tuple[torch.Tensor, float, obj
     run = load_run(Path(qc.out) / "runs" / arm, device=get_device(qc.device))
     t0 = time.time()
     x = torch.cat([_uint8(b) for b in generate(run, qc.n_fid, seed=qc.seed, steps=qc.sample_steps,
-                                               mode="sde", method="heun", batch_size=128)])
+                                               mode="sde", method="heun", batch_size=256)])
     return x, time.time() - t0, run
 
 # %% ../nbs/15_quickstart.ipynb #6f010cdb
+def _loss_plot(out: Path, arms) -> Path:
+    "Training loss of every arm: 50-step running mean on a log scale, plain lines."
+    import matplotlib; matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from gmem.report import save_figure
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for i, arm in enumerate(arms):
+        m = pd.read_csv(out / "runs" / arm / "metrics.csv")
+        ax.plot(m["step"], m["loss"], color=f"C{i}", alpha=.15, lw=.6)
+        ax.plot(m["step"], m["loss"].rolling(50, min_periods=1).mean(), color=f"C{i}", lw=2, label=arm)
+    ax.set_yscale("log"); ax.set_xlabel("step"); ax.set_ylabel("training loss (50-step mean)")
+    ax.set_title("training loss, same budget and seed"); ax.grid(alpha=.3, which="both"); ax.legend()
+    return save_figure(fig, out / "loss_curves.png")
+
+def _fid_plot(out: Path, df: pd.DataFrame, floor: float, n: int) -> Path:
+    "FID per arm with its 95% bootstrap interval and the data floor."
+    import matplotlib; matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from gmem.report import save_figure
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    x = np.arange(len(df))
+    err = None
+    if df["fid_lo"].notna().all():
+        err = np.stack([df["fid"] - df["fid_lo"], df["fid_hi"] - df["fid"]])
+    ax.bar(x, df["fid"], yerr=err, capsize=6, color=[f"C{i}" for i in range(len(df))])
+    ax.axhline(floor, ls="--", color="k", lw=1, label=f"data floor {floor:.1f}")
+    ax.set_xticks(x, df["arm"]); ax.set_ylabel("FID (lower is better)"); ax.legend(fontsize=8)
+    ax.set_title(f"FID of {n} samples vs {n} real digits, 95% intervals"); ax.grid(alpha=.3, axis="y")
+    return save_figure(fig, out / "fid.png")
+
 def run_quickstart(qc: QuickstartConfig | None = None, **kw) -> dict:
     "Train, sample and score the quickstart arms; write the report into `qc.out`; return the metrics."
-    from gmem.eval import FIDFeatures, fid_from_features, nearest_neighbors, neighbor_grid
+    from gmem.eval import FIDFeatures, nearest_neighbors, neighbor_grid
+    from gmem.experiments import fid_interval, direction, snippet_usage, plot_snippet_usage
     qc = qc or QuickstartConfig(**kw)
     out = Path(qc.out); out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
@@ -112,24 +148,31 @@ def run_quickstart(qc: QuickstartConfig | None = None, **kw) -> dict:
     extractor = FIDFeatures(device=get_device(qc.device))
     def feats(x):   # clean-fid Inception pool3 features, in batches
         return np.concatenate([extractor(x[i:i + 50]) for i in range(0, len(x), 50)])
-    ref = feats(real_images(qc.n_fid, 0, image_size=qc.image_size))
-    floor = fid_from_features(ref, feats(real_images(qc.n_fid, qc.n_fid, image_size=qc.image_size)))
+    ref = feats(real_images(qc.n_fid, 0, image_size=qc.image_size)).astype(np.float64)
+    mu_r, sig_r = ref.mean(0), np.cov(ref, rowvar=False)
+    # every arm: the same sample seeds and the same bootstrap draws, so the intervals of differences are paired
+    floor_iv = fid_interval(mu_r, sig_r, feats(real_images(qc.n_fid, qc.n_fid, image_size=qc.image_size)),
+                            n_boot=qc.n_boot, seed=qc.seed)
+    ivs = {}
     for arm in qc.arms:
-        rows.append(dict(arm=arm, cond=ARMS[arm], fid=fid_from_features(ref, feats(samples[arm][0])),
+        ivs[arm] = iv = fid_interval(mu_r, sig_r, feats(samples[arm][0]), n_boot=qc.n_boot, seed=qc.seed)
+        rows.append(dict(arm=arm, cond=ARMS[arm], fid=iv["fid"], fid_lo=iv["lo"], fid_hi=iv["hi"],
+                         fid_interval=[iv["lo"], iv["hi"]], n_fid=iv["n"],
                          train_s=timings[arm]["train_seconds"], sample_s=timings[arm]["sample_seconds"]))
     fid_seconds = time.time() - t0
+    floor = floor_iv["fid"]
+    names = dict(gmem="GMem", **{"class": "class-conditional SiT", "uncond": "unconditional SiT"})
+    checks = [direction(f"GMem beats the {names[b]} at equal training", ivs["gmem"], ivs[b], "gmem", b)
+              for b in ("class", "uncond") if "gmem" in ivs and b in ivs]
 
-    # loss curves of the three arms
-    curves = []
-    for arm in qc.arms:
-        m = pd.read_csv(out / "runs" / arm / "metrics.csv")
-        m["loss_smooth"] = m["loss"].rolling(20, min_periods=1).mean()
-        curves.append(m.assign(arm=arm)[["step", "loss_smooth", "arm"]])
-    plot_lines(pd.concat(curves), "step", "loss_smooth", "arm", path=out / "loss_curves.png",
-               title="training loss (20-step mean), same budget and seed")
+    # where the snippet helps: velocity error per t-band with the own, a shuffled and the null condition
+    usage = {arm: snippet_usage(samples[arm][1], n=256, buckets=8, seed=qc.seed) for arm in qc.arms}
+    plot_snippet_usage(usage, path=out / "snippet_usage.png",
+                       title="velocity error per timestep: own vs shuffled vs null condition")
+
+    _loss_plot(out, qc.arms)
     df = pd.DataFrame(rows)
-    plot_bars(df.assign(fid_floor=floor), "arm", "fid", path=out / "fid.png",
-              title=f"FID vs {qc.n_fid} real digits (lower is better); data floor {floor:.1f}")
+    _fid_plot(out, df, floor, qc.n_fid)
 
     # memorisation check: 5 nearest training images (encoder space) of 8 GMem samples
     nn_note = None
@@ -150,56 +193,79 @@ def run_quickstart(qc: QuickstartConfig | None = None, **kw) -> dict:
         nn_note = dict(mean_cosine_top1=float(sims[:, 0].mean()))
 
     total = time.time() - t_start
-    metrics = dict(fid=df.to_dict("records"), fid_data_floor=floor, n_fid=qc.n_fid, nearest_neighbours=nn_note,
+    metrics = dict(fid=df.to_dict("records"), fid_data_floor=floor,
+                   fid_data_floor_interval=[floor_iv["lo"], floor_iv["hi"]], n_fid=qc.n_fid, checks=checks,
+                   snippet_usage=usage, nearest_neighbours=nn_note, encoder="pca (fitted on the training digits; "
+                   "not the FID network)",
                    timings=dict(fid_seconds=fid_seconds, total_seconds=total,
                                 per_arm={a: {k: v for k, v in t.items() if k != "config"} for a, t in timings.items()}))
     write_metrics(out / "metrics.json", metrics, config=qc, command="make quickstart",
                   sampler=dict(mode="sde", method="heun", steps=qc.sample_steps, nfe=2 * qc.sample_steps - 1),
                   fid_weights=extractor.info)
-    write_quickstart_readme(out, df, floor, qc, nn_note, total)
+    write_quickstart_readme(out, df, floor_iv, qc, nn_note, total, checks, usage)
     print(f"[quickstart] done in {total / 60:.1f} min -> {out}/README.md")
     return metrics
 
+
 # %% ../nbs/15_quickstart.ipynb #60e96c6e
-def write_quickstart_readme(out: Path, df: pd.DataFrame, floor: float, qc: QuickstartConfig, nn_note, total: float):
-    "The human-readable report: what ran, the numbers, what they do and do not show."
-    best = df.sort_values("fid").iloc[0]
-    by = {r["arm"]: r["fid"] for r in df.to_dict("records")}
-    if "gmem" in by and len(by) > 1:
-        others = {a: f for a, f in by.items() if a != "gmem"}
-        helps = all(by["gmem"] < f for f in others.values())
-        gaps = ", ".join(f"{a} {f:.1f}" for a, f in sorted(others.items())) + f" vs gmem {by['gmem']:.1f}"
-        verdict = (f"GMem has the **lowest** FID of the arms at an equal training budget ({gaps})." if helps else
-                   f"GMem does **not** have the lowest FID at an equal training budget ({gaps}).")
-    else:
-        verdict = "Only one arm ran; no comparison."
+def _usage_sentence(usage: dict) -> str:
+    "What the per-timestep diagnostic shows, in numbers (own vs shuffled error near the data end)."
+    parts = []
+    for arm, rows in usage.items():
+        last = rows[-1]
+        parts.append(f"{arm}: own {last['own']:.3f}, shuffled {last['shuffled']:.3f}, null {last['null']:.3f}")
+    return f"Velocity error in the band nearest the data (t ~ {usage[next(iter(usage))][-1]['t']:.2f}): " + "; ".join(parts) + "."
+
+def write_quickstart_readme(out: Path, df: pd.DataFrame, floor_iv: dict, qc: QuickstartConfig, nn_note, total: float,
+                            checks: list | None = None, usage: dict | None = None):
+    "The human-readable report: what ran, the numbers with intervals, the verdicts, what they do and do not show."
+    from gmem.experiments import check_line
+    floor = floor_iv["fid"]
+    has_iv = floor_iv.get("lo") is not None
+    fmt = lambda f, lo, hi: f"{f:.1f} [{lo:.1f}, {hi:.1f}]" if lo is not None else f"{f:.1f}"
+    table = [dict(arm=r["arm"], cond=r["cond"], **{"FID [95% interval]": fmt(r["fid"], r["fid_lo"], r["fid_hi"])},
+                  train_s=r["train_s"], sample_s=r["sample_s"]) for r in df.to_dict("records")]
     md = [f"# Quickstart: GMem vs SiT baselines on MNIST-5k (CPU)",
           "",
           f"Regenerate: `make quickstart` (this run took {total / 60:.1f} min; finished training runs in OUT/runs are "
           f"reused, train_s is each arm's original training time). Config: {qc.image_size}x{qc.image_size} digits, "
-          f"{qc.steps} steps x {qc.batch_size} images per arm, same seed; SDE Heun with {qc.sample_steps} steps "
-          f"({2 * qc.sample_steps - 1} NFE).",
+          f"{qc.steps} steps x {qc.batch_size} images per arm ({qc.steps * qc.batch_size:,} images), same seed; "
+          f"SDE Heun with {qc.sample_steps} steps ({2 * qc.sample_steps - 1} NFE). Bank encoder: PCA fitted on the "
+          "training digits (not the FID network).",
           "",
-          markdown_table(df.to_dict("records"), ["arm", "cond", "fid", "train_s", "sample_s"], ".1f"),
+          markdown_table(table, ["arm", "cond", "FID [95% interval]", "train_s", "sample_s"], ".1f"),
           "",
-          f"Data floor (FID between two disjoint sets of {qc.n_fid} real digits): **{floor:.1f}**. "
-          f"FID from {qc.n_fid} images is biased upward; only differences between rows, read against the floor, mean "
-          "anything, and the paper's numbers (50k samples, ImageNet/CIFAR) are not comparable.",
-          "",
-          verdict + " With this few images, FID differences of a few points are within sampling noise (compare "
-          "the spread between arms with the data floor), so small gaps either way are not evidence.",
-          "",
-          "| | |", "|---|---|",
-          "| GMem samples | ![](samples_gmem.png) |" if "gmem" in by else "",
-          "| class-conditional (SiT baseline) | ![](samples_class.png) |" if "class" in by else "",
-          "| unconditional | ![](samples_uncond.png) |" if "uncond" in by else "",
-          "",
-          "![loss curves](loss_curves.png) ![FID](fid.png)",
+          f"FID of {qc.n_fid} samples per arm against {qc.n_fid} real digits (clean-fid pipeline, TF-Inception); "
+          f"intervals: {qc.n_boot} paired bootstrap replicates of the generated set. Data floor (a second, disjoint "
+          f"set of {qc.n_fid} real digits): **{fmt(floor, floor_iv.get('lo'), floor_iv.get('hi'))}**. FID from "
+          f"{qc.n_fid} images is biased upward; read differences between rows against the floor, never against the "
+          "paper's numbers (50k samples, ImageNet/CIFAR).",
           ""]
+    if checks:
+        md += ["## Verdicts", "",
+               "`holds`: the 95% interval of the FID gap excludes zero in the paper's direction; `contradicted`: it "
+               "excludes zero the other way; `unresolved`: it does not exclude zero (the smallest gap this budget "
+               "detects is given). One training seed per arm: the intervals cover sampling noise only; "
+               "`papermill nbs/efficiency.ipynb -p preset cpu` repeats the headline comparison over 3 training seeds.",
+               ""] + [check_line(c) for c in checks] + [""]
+    md += ["## Samples and their nearest training images", "",
+           "| | samples | |", "|---|---|---|"]
+    if "gmem" in df["arm"].values:
+        md.append("| GMem | ![](samples_gmem.png) | ![nearest neighbours](nearest_neighbours.png) |")
+    if "class" in df["arm"].values: md.append("| class-conditional (SiT baseline) | ![](samples_class.png) | |")
+    if "uncond" in df["arm"].values: md.append("| unconditional | ![](samples_uncond.png) | |")
+    md.append("")
     if nn_note:
-        md += ["## Memorisation check (paper Fig. 4)",
-               "Left: GMem samples; right: their 5 nearest training images in the bank's encoder space "
-               f"(mean top-1 cosine similarity {nn_note['mean_cosine_top1']:.3f}).",
-               "", "![nearest neighbours](nearest_neighbours.png)", ""]
+        md += ["Right of the GMem samples: for 8 of them, the sample (left column) and its 5 nearest training images in "
+               f"the bank's encoder space (mean top-1 cosine similarity {nn_note['mean_cosine_top1']:.3f}; "
+               "paper Fig. 4's memorisation check).", ""]
+    md += ["## Training and where the memory helps", "",
+           "![loss curves](loss_curves.png) ![FID](fid.png)", ""]
+    if usage:
+        md += ["![snippet usage](snippet_usage.png)", "",
+               "Velocity error of each trained network per timestep band on 256 training digits, conditioned on the "
+               "image's own snippet (label for the class arm), on another image's, and on the null condition. "
+               + _usage_sentence(usage), ""]
     md += ["Numbers: `metrics.json` (with config, commit and versions)."]
     with atomic_write(out / "README.md", "w") as f: f.write("\n".join(l for l in md if l is not None) + "\n")
+
