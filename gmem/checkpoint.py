@@ -79,8 +79,10 @@ def _flatten(d: dict, prefix="") -> dict:
         else: out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
     return out
 
-def config_diff(saved: dict, current: dict, ignore=RESUME_FREE_KEYS) -> list[str]:
+def config_diff(saved: dict, current: dict, ignore=RESUME_FREE_KEYS,
+                defaults: dict | None = None,   # a default config dict: keys a saved config predates count as these
+                ) -> list[str]:
     "Human-readable differences `key: saved -> current` between two config dicts, except `ignore`d keys."
-    a, b = _flatten(saved), _flatten(current)
+    a, b = {**_flatten(defaults or {}), **_flatten(saved)}, _flatten(current)
     return [f"{k}: checkpoint {a.get(k, '<absent>')!r} != now {b.get(k, '<absent>')!r}"
             for k in sorted(set(a) | set(b)) if k not in ignore and a.get(k) != b.get(k)]

@@ -80,9 +80,13 @@ class ModelConfig:
     class_dropout: float = 0.1         # label dropout for CFG when cond="class"
     snippet_mlp_depth: int = 1         # snippet embedder depth (official code: one Linear; paper text: 3-layer MLP)
     repa_depth: int | None = None      # block after which the REPA projector reads tokens (official 4); None = REPA off
+    snippet_dropout_at: str = "input"  # "input": element-wise on the snippet (official LightningDiT code); "embedding":
+                                       # Dropout after the Linear (paper-v1 SiT code); the rate is mask.ratio
+    zero_init_adaln: bool | None = None  # adaLN-Zero init; None: the family's (SiT yes, as SiT/DiT; LightningDiT no, as GMem)
 
     def __post_init__(self):
         _check_choice("model.cond", self.cond, COND_MODES)
+        _check_choice("model.snippet_dropout_at", self.snippet_dropout_at, ("input", "embedding"))
         if not 0 <= self.class_dropout < 1: raise ValueError(f"model.class_dropout={self.class_dropout} must be in [0, 1)")
         _check_positive("model.snippet_mlp_depth", self.snippet_mlp_depth)
         if self.repa_depth == 0: self.repa_depth = None
@@ -248,10 +252,10 @@ def _coerce(cls, d: dict) -> dict:
 
 # %% ../nbs/09a_config.ipynb #0b201927
 def _preset(model, dataset, steps, batch_size, *, image_size=32, root=None, repa_depth=None, ratio=0.4,
-            encoder="dinov2-b", bank=None, flip_prob=0.0, sample=None, **run) -> TrainConfig:
+            encoder="dinov2-b", bank=None, flip_prob=0.0, sample=None, dropout_at="input", **run) -> TrainConfig:
     return TrainConfig(data=DataConfig(dataset=dataset, root=root, image_size=image_size, flip_prob=flip_prob),
                        bank=BankConfig(path=bank, encoder=encoder),
-                       model=ModelConfig(name=model, repa_depth=repa_depth),
+                       model=ModelConfig(name=model, repa_depth=repa_depth, snippet_dropout_at=dropout_at),
                        mask=MaskConfig(ratio=ratio), sample=sample or SampleConfig(every=10_000, n=64),
                        steps=steps, batch_size=batch_size, **run)
 
@@ -274,16 +278,16 @@ PRESETS: dict[str, TrainConfig] = {
     "imagenet256-lightningdit-xl": _preset("LightningDiT-XL/1", "latents", 200_000, 1024, **_IN256),
     # SiT-B/2 on SD-VAE latents, 64 epochs (80k x 1024): FID 22.25 (paper Table 5); REPA after block 4 (REPA's SiT-B).
     "imagenet256-sit-b": _preset("SiT-B/2", "latents", 80_000, 1024, root="data/imagenet256-sdvae", repa_depth=4,
-                                 ratio=0.2, bank="data/imagenet-dinov2b-bank.safetensors", flip_prob=0.5,
+                                 ratio=0.2, dropout_at="embedding", bank="data/imagenet-dinov2b-bank.safetensors", flip_prob=0.5,
                                  ckpt_every=10_000),
     # SiT-L/2 on SD-VAE latents, 20 epochs (100k x 256, REPA's batch): FID 5.8 @ 250 NFE, 7.5 @ 50, 12.3 @ 25 (Table 3).
     "imagenet256-sit-l": _preset("SiT-L/2", "latents", 100_000, 256, root="data/imagenet256-sdvae", repa_depth=8,
-                                 ratio=0.2, bank="data/imagenet-dinov2b-bank.safetensors", flip_prob=0.5,
+                                 ratio=0.2, dropout_at="embedding", bank="data/imagenet-dinov2b-bank.safetensors", flip_prob=0.5,
                                  ckpt_every=10_000),
     # Paper v1: SiT-XL/2 on SD-VAE latents (4x32x32), snippet dropout 0.2; FID 6.31 @ 64 epochs (paper Table 5).
     # REPA reads SiT-XL/2 after block 8 (REPA paper's setting for SiT-XL).
     "imagenet256-sit-xl": _preset("SiT-XL/2", "latents", 200_000, 1024, root="data/imagenet256-sdvae", repa_depth=8,
-                                  ratio=0.2, bank="data/imagenet-dinov2b-bank.safetensors", flip_prob=0.5,
+                                  ratio=0.2, dropout_at="embedding", bank="data/imagenet-dinov2b-bank.safetensors", flip_prob=0.5,
                                   ckpt_every=10_000),
     # ImageNet 512, VA-VAE latents (32x32x32), batch 1024, 500k iterations (paper Table 7 right):
     # FID 1.89 @ 400 epochs, 1.71 with CFG (paper Table 1). Patch 2 keeps 256 tokens (our choice: no released config).

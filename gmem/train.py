@@ -286,7 +286,8 @@ def build_model(cfg: TrainConfig, *, input_size: int, in_channels: int, snippet_
                         num_classes=num_classes, class_dropout=m.class_dropout,
                         snippet_dropout=cfg.mask.ratio if cfg.mask.strategy == "zero" else 0.0,
                         snippet_mlp_depth=m.snippet_mlp_depth, repa_depth=m.repa_depth,
-                        repa_dim=repa_dim if m.repa_depth else None,
+                        repa_dim=repa_dim if m.repa_depth else None, snippet_dropout_at=m.snippet_dropout_at,
+                        zero_init_adaln=m.zero_init_adaln,
                         **({"patch_size": m.patch_size} if m.patch_size else {}))
 
 def model_snippet_dim(model: nn.Module) -> int | None:
@@ -332,7 +333,7 @@ def _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn):
         if info.main: print(_fresh_start_note(cfg, out, bank), file=sys.stderr, flush=True)
     elif resume:
         ckpt = load_checkpoint(ckpt_path)
-        diff = config_diff(ckpt["config"], cfg.to_dict())
+        diff = config_diff(ckpt["config"], cfg.to_dict(), defaults=type(cfg)().to_dict())
         if diff: raise ValueError(f"checkpoint {ckpt_path} was trained with a different config:\n  " + "\n  ".join(diff))
     elif ckpt_path is not None:
         raise FileExistsError(f"{out} already holds checkpoints ({ckpt_path.name}); pass resume=True (--resume) or use a new OUT")
