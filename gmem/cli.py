@@ -11,8 +11,8 @@ from typing import Callable
 
 # %% auto #0
 __all__ = ['COMMANDS', 'COMMAND_MODULES', 'Command', 'register', 'build_parser', 'main', 'positive_int', 'non_negative_int',
-           'non_negative_float', 'ratio', 'existing_path', 'existing_file', 'resolve_train_config', 'add_sampler_args',
-           'add_tokenizer_weights_arg']
+           'non_negative_float', 'positive_float', 'ratio', 'existing_path', 'existing_file', 'resolve_train_config',
+           'add_sampler_args', 'sampler_kwargs', 'add_tokenizer_weights_arg']
 
 # %% ../nbs/10_cli.ipynb #80e863bd
 @dataclass
@@ -88,6 +88,12 @@ def non_negative_float(s: str) -> float:
     "argparse type: a finite number >= 0 (scales)."
     v = _number(float, s)
     if not (v >= 0 and v != float("inf")): raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {s}")
+    return v
+
+def positive_float(s: str) -> float:
+    "argparse type: a finite number > 0 (timestep shifts)."
+    v = _number(float, s)
+    if not (v > 0 and v != float("inf")): raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {s}")
     return v
 
 def ratio(s: str) -> float:
@@ -172,12 +178,30 @@ register("train", "train a model (GMem, class-conditional or unconditional) from
 # %% ../nbs/10_cli.ipynb #63b0f184
 def add_sampler_args(p: argparse.ArgumentParser, *, mode: str = "ode", method: str = "euler", steps: int = 50,
                      when: str = ""):
-    "The sampler options shared by the commands that sample (`--steps --mode --method --seed`); `when` ends each help."
+    """The sampler options shared by the commands that sample (`--sampler --steps --mode --method --shift --cfg-interval
+    --seed`); `when` ends each help. Without --sampler, `mode/method/steps` are the defaults; with it, the preset's
+    settings are, and any option given explicitly overrides them (`sampler_kwargs(args)`)."""
+    from gmem.samplers import SAMPLER_PRESETS
     w = f" {when}" if when else ""
-    p.add_argument("--steps", type=positive_int, default=steps, help=f"sampler steps{w} (default {steps})")
-    p.add_argument("--mode", choices=["ode", "sde"], default=mode, help=f"probability-flow ODE or SDE{w} (default {mode})")
-    p.add_argument("--method", choices=["euler", "heun"], default=method, help=f"integrator{w} (default {method})")
+    p.add_argument("--sampler", choices=list(SAMPLER_PRESETS), help=f"official sampler settings{w} (official-sde: Heun, "
+                   "50 steps, 99 NFE, the FID 1.53 setting; official-ode: Euler, 49 steps, shift 0.3); options below override")
+    p.add_argument("--steps", type=positive_int, help=f"sampler steps{w} (default {steps}, or the --sampler's)")
+    p.add_argument("--mode", choices=["ode", "sde"], help=f"probability-flow ODE or SDE{w} (default {mode}, or the --sampler's)")
+    p.add_argument("--method", choices=["euler", "heun"], help=f"integrator{w} (default {method}, or the --sampler's)")
+    p.add_argument("--shift", type=positive_float, help=f"timestep shift{w} (default 1, or the --sampler's: official-ode 0.3)")
+    p.add_argument("--cfg-interval", type=ratio, nargs=2, metavar=("LO", "HI"),
+                   help=f"guide only for LO <= t <= HI{w} (default: the official 0.89 1)")
     p.add_argument("--seed", type=non_negative_int, default=0, help=f"first per-sample seed (noise and bank index){w}; default 0")
+    p.set_defaults(_sampler_defaults=dict(mode=mode, method=method, steps=steps))
+
+def sampler_kwargs(args: argparse.Namespace) -> dict:
+    "`generate` keyword arguments from `add_sampler_args` options (explicit options over --sampler over the defaults)."
+    kw = dict(sampler=args.sampler, steps=args.steps, mode=args.mode, method=args.method, shift=args.shift,
+              cfg_interval=tuple(args.cfg_interval) if args.cfg_interval else None)
+    if args.sampler is None:
+        for k, v in args._sampler_defaults.items():
+            if kw[k] is None: kw[k] = v
+    return kw
 
 def add_tokenizer_weights_arg(p: argparse.ArgumentParser):
     p.add_argument("--tokenizer-weights", type=existing_path, metavar="PATH", help="latent runs: the tokenizer weights that decode samples "
@@ -205,7 +229,7 @@ def _run_sample(args) -> int:
     dev = get_device(args.device)
     run = load_run(args.ckpt, device=dev, ema=not args.raw, bank=args.bank)
     xs = [decode_samples(run, x, tokenizer_weights=args.tokenizer_weights)
-          for x in generate(run, args.n, seed=args.seed, steps=args.steps, mode=args.mode, method=args.method,
+          for x in generate(run, args.n, seed=args.seed, **sampler_kwargs(args),
                             cfg_scale=args.cfg_scale, batch_size=args.n)]
     x = torch.cat(xs)
     with atomic_path(args.out) as tmp:
@@ -251,7 +275,7 @@ def _run_fid(args) -> int:
         from gmem.train import load_run, generate, decode_samples
         run = load_run(args.ckpt, device=dev)
         fake = (to_uint8(decode_samples(run, x, tokenizer_weights=args.tokenizer_weights))
-                for x in generate(run, args.n, seed=args.seed, steps=args.steps, mode=args.mode, method=args.method,
+                for x in generate(run, args.n, seed=args.seed, **sampler_kwargs(args),
                                   batch_size=args.batch_size))
     else: fake = _dataset_batches(args.fake, args.n, args.image_size, args.batch_size)
     value, info = fid(real, fake, device=dev, max_count=args.n, mode=args.fid_mode, return_info=True)

@@ -563,10 +563,15 @@ class Experiment:
                  method: str | None = None, # "euler" | "heun" (None = scale.method)
                  n: int | None = None,      # samples (None = scale.n_samples)
                  sample_seed: int | None = None,  # first sample seed (None = the experiment's)
+                 sampler: str | None = None,  # official settings ("official-ode": Euler, 49 steps, shift 0.3); others override
                  ) -> dict:
         "FID (and NFE, timings, sample grid path) of a checkpoint under one sampler; cached."
         from gmem.train import latest_checkpoint, read_metrics
         sc = self.scale
+        if sampler is not None:
+            from gmem.samplers import sampler_settings
+            s = sampler_settings(sampler, steps=steps, mode=mode, method=method)
+            steps, mode, method = s["steps"], s["mode"], s["method"]
         steps, mode, method, n = steps or sc.sample_steps, mode or sc.mode, method or sc.method, n or sc.n_samples
         if step is None:
             last = latest_checkpoint(run)
@@ -578,16 +583,16 @@ class Experiment:
                    dict(dataset="mnist5k", size=sc.image_size, n_ref=sc.n_ref))
         seed = self.sample_seed if sample_seed is None else sample_seed
         key = dict(kind="eval", run=run.parent.name, step=step, steps=steps, mode=mode, method=method, n=n,
-                   seed=seed, reference=ref_key, n_boot=sc.n_boot)
+                   seed=seed, reference=ref_key, n_boot=sc.n_boot, **({"sampler": sampler} if sampler else {}))
         def fn(d: Path) -> dict:
             if not ckpt.exists(): raise FileNotFoundError(f"checkpoint {ckpt} is missing (kept: keep_last too small?)")
-            return self._evaluate(ckpt, d, steps=steps, mode=mode, method=method, n=n, seed=seed)
+            return self._evaluate(ckpt, d, steps=steps, mode=mode, method=method, n=n, seed=seed, sampler=sampler)
         res = cached_arm(self.cache / "eval", key, fn, force=self.force)
         res["grid_path"] = str(self.cache / "eval" / config_hash(key) / "samples.png")
         return dict(res, step=step)
 
     @torch.no_grad()
-    def _evaluate(self, ckpt: Path, d: Path, *, steps, mode, method, n, seed) -> dict:
+    def _evaluate(self, ckpt: Path, d: Path, *, steps, mode, method, n, seed, sampler=None) -> dict:
         from gmem.train import load_run, generate
         from gmem.samplers import nfe_formula
         from gmem.report import save_image_grid
@@ -597,8 +602,8 @@ class Experiment:
             from gmem.bank import MemoryBank
             run.bank = MemoryBank.load(sample_bank).to(run.device)
         t = time.perf_counter()
-        xs = [self._to_images(run, x) for x in generate(run, n, seed=seed, steps=steps, mode=mode,
-                                                          method=method, batch_size=min(n, 256))]
+        xs = [self._to_images(run, x) for x in generate(run, n, seed=seed, steps=steps, mode=mode, method=method,
+                                                          sampler=sampler, batch_size=min(n, 256))]
         x = torch.cat(xs)
         t_sample = time.perf_counter() - t
         save_image_grid(x[: self.scale.grid], d / "samples.png", nrow=int(math.sqrt(self.scale.grid)) or 1,

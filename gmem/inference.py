@@ -75,14 +75,19 @@ def generate(run: TrainedRun,          # from `load_run` (or built by `train` fo
              n: int,                   # number of samples
              *,
              seed: int = 0,            # sample i uses seed + i for its noise and its bank index / label
-             steps: int = 50,          # sampler steps
-             mode: str = "ode",        # "ode" | "sde"
-             method: str = "euler",    # "euler" | "heun"
+             steps: int | None = None, # sampler steps (None: the sampler's; plain default 50)
+             mode: str | None = None,  # "ode" | "sde" (None: the sampler's; plain default "ode")
+             method: str | None = None,  # "euler" | "heun" (None: the sampler's; plain default "euler")
              cfg_scale: float = 1.0,   # classifier-free guidance (1 = none)
              batch_size: int = 64,     # samples per yielded batch
+             sampler: str | None = None,  # "official-sde" | "official-ode" (gmem.samplers.SAMPLER_PRESETS); None: plain
+             shift: float | None = None,  # timestep shift (None: the sampler's; official ODE 0.3)
+             cfg_interval: tuple[float, float] | None = None,  # guided t-range (None: official (0.89, 1))
              ):
-    "Yield batches (b, C, H, W) of samples in model space ([-1, 1] for pixels) with per-sample seeds."
-    from gmem.samplers import sample, seeded_noise, seeded_generators
+    """Yield batches (b, C, H, W) of samples in model space ([-1, 1] for pixels) with per-sample seeds. `sampler` names
+    the official settings; explicit `steps/mode/method/shift/cfg_interval` override them."""
+    from gmem.samplers import sample, seeded_noise, seeded_generators, sampler_settings
+    skw = sampler_settings(sampler, steps=steps, mode=mode, method=method, shift=shift, cfg_interval=cfg_interval)
     m, cond = run.model, run.cfg.model.cond
     for lo in range(0, n, batch_size):
         seeds = list(range(seed + lo, seed + min(n, lo + batch_size)))
@@ -93,7 +98,7 @@ def generate(run: TrainedRun,          # from `load_run` (or built by `train` fo
         elif cond == "class": c = torch.tensor([s % run.num_classes for s in seeds], device=run.device)
         else: c = None
         kw = dict(cfg_scale=cfg_scale, uncond=m.null_cond(len(seeds), run.device)) if cfg_scale != 1.0 else {}
-        yield sample(m, noise, c, mode=mode, method=method, steps=steps, generator=seeded_generators(seeds), **kw)
+        yield sample(m, noise, c, generator=seeded_generators(seeds), **skw, **kw)
 
 def decode_samples(run: TrainedRun,          # from `load_run`
                    x: torch.Tensor,           # a batch from `generate` (model space)

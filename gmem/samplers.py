@@ -10,9 +10,10 @@ import torch
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['MODES', 'METHODS', 'SDE_T_END', 'SAMPLER_PRESETS', 'velocity_to_x1', 'velocity_to_noise', 'velocity_to_score',
-           'score_to_velocity', 'diffusion_coef', 'sde_drift', 'shift_time', 'time_grid', 'nfe_formula', 'seeded_noise',
-           'seeded_generators', 'NFE', 'sample', 'sample_with_bank']
+__all__ = ['MODES', 'METHODS', 'SDE_T_END', 'OFFICIAL_CFG_INTERVAL', 'SAMPLER_PRESETS', 'DEFAULT_SAMPLER', 'velocity_to_x1',
+           'velocity_to_noise', 'velocity_to_score', 'score_to_velocity', 'diffusion_coef', 'sde_drift', 'shift_time',
+           'time_grid', 'nfe_formula', 'seeded_noise', 'seeded_generators', 'NFE', 'sample', 'sample_with_bank',
+           'sampler_settings']
 
 # %% ../nbs/04_samplers.ipynb #0fabb486
 def _bt(t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor | float:
@@ -242,9 +243,26 @@ def sample_with_bank(model: Callable,                # model(x, t, snippets) -> 
     return (out[0], idx, out[1]) if kwargs.get("return_nfe") else (out, idx)
 
 # %% ../nbs/04_samplers.ipynb #4e55febf
+OFFICIAL_CFG_INTERVAL = (0.89, 1.0)   # official: guidance only for t >= 0.89 (CFG is off in the headline results)
+
 SAMPLER_PRESETS = {
-    "official-sde": dict(mode="sde", method="heun", steps=50, t_end=SDE_T_END),  # FID 1.53 setting; 99 NFE
-    "official-ode": dict(mode="ode", method="euler", steps=49, shift=0.3),       # linspace(0,1,50), shift 0.3; 49 NFE
+    "official-sde": dict(mode="sde", method="heun", steps=50, t_end=SDE_T_END,  # FID 1.53 setting; 99 NFE
+                         cfg_interval=OFFICIAL_CFG_INTERVAL),
+    "official-ode": dict(mode="ode", method="euler", steps=49, shift=0.3,       # linspace(0,1,50), shift 0.3; 49 NFE
+                         cfg_interval=OFFICIAL_CFG_INTERVAL),
 }
+DEFAULT_SAMPLER = dict(mode="ode", method="euler", steps=50)   # without a preset name
+
+def sampler_settings(sampler: str | None = None,  # a key of SAMPLER_PRESETS, or None for DEFAULT_SAMPLER
+                     **explicit,                   # sample() options; None = not given (the preset's value stays)
+                     ) -> dict:
+    """`sample` options of a named preset (or the plain defaults) with the explicitly given ones on top. CFG acts only in
+    the official interval t >= 0.89 unless `cfg_interval` is given."""
+    if sampler is None: base = dict(DEFAULT_SAMPLER)
+    elif sampler in SAMPLER_PRESETS: base = dict(SAMPLER_PRESETS[sampler])
+    else: raise ValueError(f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLER_PRESETS)}")
+    base.setdefault("cfg_interval", OFFICIAL_CFG_INTERVAL)
+    base.update({k: v for k, v in explicit.items() if v is not None})
+    return base
 
 from .utils import to_uint8   # images in [-1, 1] -> uint8 as the official sampler saves them (re-exported here)
