@@ -115,7 +115,7 @@ SIZE, N_IMAGES = 32, 32
 @pytest.fixture(scope="module")
 def latent_run(tmp_path_factory):
     from diffusers import AutoencoderKL
-    from gmem.bank import build_bank
+    from gmem.bankbuild import build_bank
     from gmem.data import Mnist5kDataset, limit_dataset
     from gmem.encoders import PCAEncoder
     from gmem.tokenizers import SDVAETokenizer, extract_latents
