@@ -688,14 +688,6 @@ class Experiment:
                                       fid_stats=self.fid_stats, tokenizer_weights=self.tokenizer_weights,
                                       encoder_weights=self.encoder_weights).items() if v}
 
-    def sampling_noise(self) -> dict:
-        """FID of the standard GMem arm's last checkpoint from two disjoint sets of sample seeds: how much FID moves
-        with the sampling noise alone at this N (differences between arms below it are not evidence)."""
-        run, _ = self.train_arm(self.standard("gmem"))
-        a = self.evaluate(run)["fid"]
-        b = self.evaluate(run, sample_seed=self.sample_seed + 1_000_000)["fid"]
-        return dict(fid_seeds_a=a, fid_seeds_b=b, noise=abs(a - b))
-
     # ---- bookkeeping
     def images_seen(self, run: Path, step: int) -> int:
         from gmem.train import TrainConfig
