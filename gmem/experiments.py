@@ -125,7 +125,7 @@ class Scale:
     model: str = "SiT-T/2"             # default backbone
     n_boot: int = 200                  # bootstrap replicates behind each FID interval (0: none)
     seeds: int = 1                     # training seeds of the headline arms (GMem vs class-conditional)
-    n_curve: int = 0                   # samples per intermediate FID-curve point (0: n_samples; the last uses n_samples)
+    n_curve: int = 0                   # samples per FID-curve point, the last included (0: n_samples); one N for the whole curve
 
     def __post_init__(self):
         for k in ("train_steps", "batch_size", "ckpt_every", "image_size", "n_samples", "n_ref", "sample_steps", "grid"):
@@ -141,7 +141,7 @@ SCALES = {
     # the paper scores CIFAR-10), SDE Heun with 25 steps (49 NFE), 3 training seeds for the headline comparison.
     "cpu": Scale(train_steps=2500, batch_size=32, ckpt_every=125, image_size=16, pca_dim=32, svd_rank=16,
                  n_samples=1000, n_ref=5000, sample_steps=25, mode="sde", method="heun", grid=64, n_boot=200, seeds=3,
-                 n_curve=500),
+                 n_curve=250),
     # paper: FID-50K, SDE sampler, rank-64 bank; steps, batch, checkpoints and backbone come from the trainer preset
     # of the run (`paper_scale`): CIFAR-10 pixels (Table 6: Euler 50 steps) or ImageNet latents (official: Heun 50)
     "paper": Scale(train_steps=200_000, batch_size=128, ckpt_every=10_000, image_size=32, pca_dim=768, svd_rank=64,
@@ -395,7 +395,9 @@ def compare(a,                    # arm A: result dict(s) with 'fid' and 'boot' 
     se = float(d.std(ddof=1))
     al = (1 - level) / 2
     covers = ("sampling noise and training seeds" if min(len(A), len(B)) > 1 and nb else
-              "training seeds" if min(len(A), len(B)) > 1 else "sampling noise only (one training seed per arm)")
+              "training seeds" if min(len(A), len(B)) > 1 else
+              "sampling noise, and the training seeds of the arm that has several" if max(len(A), len(B)) > 1 and nb else
+              "sampling noise only (one training seed per arm)")
     return dict(gap=gap, lo=float(np.quantile(d, al)), hi=float(np.quantile(d, 1 - al)), se=se,
                 detectable=Z_DETECT * se, seeds=(len(A), len(B)), covers=covers)
 
