@@ -665,8 +665,14 @@ class Experiment:
         """`n` real training images in [-1, 1], as the arms' data shows them: MNIST digits (smoke), CIFAR-10 images, or
         (latent presets) the store's latents of the unflipped views decoded by its tokenizer - which puts the
         tokenizer's own reconstruction error into the floor, as it is in every generated image. `start` None: after
-        the `n_ref` reference images when the set has room (held out from the reference), else from item 0."""
-        def first(N): return max(0, min(self.scale.n_ref, N - n)) if start is None else start
+        the `n_ref` reference images when the set has room (held out from the reference), else from item 0.
+        Sets `real_kind`: "held-out" when none of them is among the reference images, else "training" (the reference
+        is the whole set, as at `cpu`), "real" when the reference is a statistics file."""
+        def first(N):
+            a = max(0, min(self.scale.n_ref, N - n)) if start is None else start
+            self.real_kind = ("real" if self.preset == "paper" and self.fid_stats else
+                              "held-out" if a >= self.scale.n_ref else "training")
+            return a
         if self.dataset == "latents":
             from gmem.tokenizers import LatentDataset, LatentDecoder
             ds = LatentDataset(self.data_root, flip_prob=0.0, load_patch=False)
