@@ -780,11 +780,13 @@ def no_worse(claim: str,      # e.g. "half bank costs little"
                 paper_gap=paper_gap, lo=c["lo"], hi=c["hi"], detectable=c["detectable"], seeds=list(c["seeds"]),
                 detail=detail)
 
+def _verdict(c: dict) -> str:
+    "A checked claim's verdict; older metrics.json files have only the holds / within_noise flags."
+    return c.get("verdict") or ("holds" if c["holds"] else "unresolved" if c.get("within_noise") else "contradicted")
+
 def check_line(c: dict) -> str:
     "One markdown bullet for a checked claim: its verdict (holds / contradicted / unresolved) and the numbers."
-    verdict = c.get("verdict") or ("holds" if c["holds"] else "unresolved" if c.get("within_noise")
-                                   else "contradicted")   # older metrics.json files
-    return f"- **{verdict}**: {c['claim']} - {c['detail']}"
+    return f"- **{_verdict(c)}**: {c['claim']} - {c['detail']}"
 
 def speedup(gmem_curve: list[tuple[float, float]],      # [(images seen, FID)] of GMem, increasing images
             baseline_curve: list[tuple[float, float]],  # [(images seen, FID)] of the baseline
@@ -943,9 +945,6 @@ def _scalars(d: dict, prefix="") -> dict:
         elif isinstance(v, (int, float)) and not isinstance(v, bool): out[f"{prefix}{k}"] = v
     return out
 
-def _verdict(c: dict) -> str:
-    return c.get("verdict") or ("holds" if c["holds"] else "unresolved" if c.get("within_noise") else "contradicted")
-
 def _at_a_glance(root: Path) -> list[str]:
     "reports/README.md's first section: every checked claim's verdict, gap and interval, and the measured speed-up."
     table, speed = [], []
@@ -1024,7 +1023,7 @@ def index_markdown(reports_dir: str | os.PathLike) -> str:
                                      if full else "not run"} for k, v in list(sc.items())[:30]]) if sc
                     else "(no numeric metrics)", ""]
         for c in m.get("checks", []) or []:
-            out.append(check_line(c).replace("- **", "- here: **", 1))   # (check_line maps old files' flags)
+            out.append(check_line(c).replace("- **", "- here: **", 1))
         if m.get("checks"): out.append("")
         for label, d in ((m.get("preset", "smoke") if smoke else "smoke", smoke), ("full", full)):
             if d is None: continue
