@@ -141,7 +141,7 @@ def test_quality_notebook_at_paper_preset_on_a_latent_store(paper_inputs, tmp_pa
                         kernel_name="python3", cwd=str(ROOT), progress_bar=False, log_output=False)
     doc = json.loads((tmp_path / "quality" / "paper" / "metrics.json").read_text())
     rows = {r["label"]: r for r in doc["metrics"]["rows"]}
-    assert {"ImageNet 256: GMem", "ImageNet 256: real held-out images (FID floor at N=4)"} <= set(rows), set(rows)
+    assert {"ImageNet 256: GMem", "ImageNet 256: real images (FID floor at N=4)"} <= set(rows), set(rows)
     assert rows["ImageNet 256: GMem"]["paper_fid"] == 1.53
     for r in rows.values(): assert math.isfinite(r["fid"])
     assert doc["config"]["params"]["paper_preset"] == ""                       # default: PAPER_RUNS["quality"]
