@@ -452,6 +452,7 @@ class Experiment:
         self.tokenizer_weights = tokenizer_weights
         self.t0 = time.perf_counter()
         self._ref = None
+        self._costs: dict[str, float] = {}   # arm/eval cache key -> its recorded seconds (see compute_seconds)
 
     def config(self, **knobs):
         "`arm_config` of an arm of this experiment (its preset, scale, seed and paper inputs)."
@@ -488,7 +489,8 @@ class Experiment:
             t = time.perf_counter()
             bank = build_bank_file(cfg, build_dataset(cfg.data, seed=cfg.seed), path, device=self.device)
             return dict(rows=len(bank), dim=bank.dim, rank=bank.rank or 0, seconds=time.perf_counter() - t)
-        cached_arm(self.cache / "banks", key, fn, force=self.force)
+        res = cached_arm(self.cache / "banks", key, fn, force=self.force)
+        self._costs["bank/" + config_hash(key)] = float(res.get("seconds", 0.0))
         return path
 
     def ranked_bank(self, path: str | os.PathLike, rank: int) -> Path:
@@ -523,7 +525,10 @@ class Experiment:
             s = train(c, run, resume=latest_checkpoint(run) is not None, progress=self.progress)
             return dict(steps=s["step"], images=s["images"], loss=s["loss"], train_seconds=time.perf_counter() - t,
                         images_per_s=s["images_per_s"])
-        return run, cached_arm(self.cache / "train", self.train_key(cfg, bank_fraction), fn, force=self.force)
+        key = self.train_key(cfg, bank_fraction)
+        res = cached_arm(self.cache / "train", key, fn, force=self.force)
+        self._costs["train/" + config_hash(key)] = float(res.get("train_seconds", 0.0))
+        return run, res
 
     def _half_bank(self, cfg, run: Path, fraction: float):
         "Write RUN/bank-full, bank-sample (kept rows) and bank-train (row i = kept row nearest to row i) files."
@@ -590,6 +595,7 @@ class Experiment:
             if not ckpt.exists(): raise FileNotFoundError(f"checkpoint {ckpt} is missing (kept: keep_last too small?)")
             return self._evaluate(ckpt, d, steps=steps, mode=mode, method=method, n=n, seed=seed, sampler=sampler)
         res = cached_arm(self.cache / "eval", key, fn, force=self.force)
+        self._costs["eval/" + config_hash(key)] = float(res.get("sample_seconds", 0.0)) + float(res.get("fid_seconds", 0.0))
         res["grid_path"] = str(self.cache / "eval" / config_hash(key) / "samples.png")
         return dict(res, step=step)
 
@@ -707,7 +713,14 @@ class Experiment:
         shutil.copyfile(result["grid_path"], dst)
         return dst
 
-    def elapsed(self) -> float: return time.perf_counter() - self.t0
+    def elapsed(self) -> float:
+        "Wall seconds since this experiment was created (short when its arms were cached: see `compute_seconds`)."
+        return time.perf_counter() - self.t0
+
+    def compute_seconds(self) -> float:
+        """What this experiment's numbers cost to compute, cached or not: the sum of the seconds recorded by every bank,
+        training run and evaluation it used when each was computed (on the machine in that arm's provenance)."""
+        return float(sum(self._costs.values()))
 
 # %% ../nbs/12_experiments.ipynb #ac19d00a
 VERDICTS = ("holds", "contradicted", "unresolved")
@@ -1030,8 +1043,12 @@ def index_markdown(reports_dir: str | os.PathLike) -> str:
             prov = d.get("provenance", {})
             commit = str(prov.get("commit"))
             commit = commit[:12] + ("+dirty" if commit.endswith("+dirty") else "")
+            dm = d.get("metrics", {})
+            cost = (f"; compute {dm['compute_seconds'] / 60:.0f} min: the recorded times of the arms and evaluations "
+                    f"behind it, this run's wall time {dm.get('seconds', 0) / 60:.1f} min"
+                    if isinstance(dm.get("compute_seconds"), (int, float)) else "")
             out.append(f"- {label}: `{d.get('command') or 'n/a'}` (commit {commit}, "
-                       f"{prov.get('time', '?')}, {prov.get('device', '?')})")
+                       f"{prov.get('time', '?')}, {prov.get('device', '?')}{cost})")
         links = [f"[{p.name}]({name}/{p.name})" for p in sorted((root / name).glob("*.html"))]
         if links: out.append(f"- rendered: {', '.join(links)}")
         out.append("")

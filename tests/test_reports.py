@@ -61,6 +61,7 @@ def test_report_notebook_smoke(name, tmp_path, arm_cache):
     for r in m["rows"]:
         assert isinstance(r["fid"], float) and r["fid"] >= 0, r
     assert m["preset"] == "smoke" and m["summary"] and isinstance(m["checks"], list)
+    assert m["compute_seconds"] > 0          # the arms' recorded costs, counted even when they came from the cache
     for c in m["checks"]: assert isinstance(c["holds"], bool) and c["claim"]
     assert doc["command"].startswith(f"python tools/run_report.py {name}")
     assert doc["provenance"]["commit"] and doc["config"]["params"]["out_dir"] == str(out_dir)
@@ -74,6 +75,7 @@ def test_one_ablation_row(tmp_path, arm_cache):
             **EXTRA["ablation"])
     doc = json.loads((out_dir / "metrics.json").read_text())
     assert [r["label"] for r in doc["metrics"]["rows"]] == ["ratio_0.3"]
+    assert doc["metrics"]["compute_seconds"] > 0    # cached or not, the arm's recorded cost counts
     assert "-p mask_ratio 0.3" in doc["command"]
 
 
