@@ -154,9 +154,11 @@ def test_report_notebook_smoke(name, tmp_path, run_cache):
         assert m["projection"]["exact_append_max_abs_err"] < 1e-6 and m["mismatched_bank_refused"]
     if name == "transfer":
         assert m["refused"]["other_width"] and m["refused"]["same_name_other_fit_with_encoder"]
+        for v in m["sampling"].values(): assert v["lo"] <= v["label_agreement"] <= v["hi"], v   # Wilson interval
     if name == "t2i":   # the contrastive mapping works on MiniLM features of the digit names
         r = m["retrieval"]["trained"]["train"]
         assert r["top1_class_mean"] > 2 * r["chance_class_mean"], r
+        for v in m["generation"].values(): assert v["lo"] <= v["classifier_agreement"] <= v["hi"], v
 
 
 def test_bad_parameter_fails_clearly(tmp_path):
