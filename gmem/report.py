@@ -108,7 +108,10 @@ def plot_lines(df, x: str, y: str, hue: str | None = None, path=None, title: str
     return save_figure(fig, path) if path else fig
 
 def plot_bars(df, x: str, y: str, hue: str | None = None, path=None, title: str = "",
-              paper: dict | None = None):
+              paper: dict | None = None,
+              interval: tuple[str, str] | None = None,  # (low, high) columns: an error bar per bar (one row per x)
+              hline: tuple[str, float] | None = None,   # (label, value): a dashed reference line, e.g. ("chance", 0.1)
+              ):
     "A seaborn bar chart; `paper` = {x_value: paper's number} marks the paper's value on each bar."
     import matplotlib; matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt, seaborn as sns
@@ -119,7 +122,14 @@ def plot_bars(df, x: str, y: str, hue: str | None = None, path=None, title: str 
         xs = [order.index(str(k)) for k in paper if str(k) in order]
         ys = [v for k, v in paper.items() if str(k) in order]
         ax.scatter(xs, ys, marker="*", s=120, color="k", zorder=5, label="paper")
-        ax.legend(fontsize=8)
+    if interval:
+        if hue is not None or not df[x].is_unique:
+            raise ValueError(f"interval bars need one row per {x!r} and hue=None")
+        v, lo, hi = (df[c].to_numpy(float) for c in (y, *interval))
+        ax.errorbar(range(len(df)), v, yerr=[v - lo, hi - v], fmt="none", ecolor="k", capsize=4, lw=1.2,
+                    label="95% interval")
+    if hline: ax.axhline(hline[1], ls="--", lw=1, color="grey", label=hline[0])
+    if paper or interval or hline: ax.legend(fontsize=8)
     ax.set_title(title); ax.grid(alpha=.3, axis="y")
     return save_figure(fig, path) if path else fig
 
