@@ -16,7 +16,7 @@ __all__ = ['PAPER_ALPHAS', 'REPORT_RUNS', 'ImageRangeError', 'check_pm1', 'to_pm
            'encoder_fingerprint', 'encoder_meta', 'check_encoder', 'snippets_from_images', 'build_bank', 'add_images',
            'projection_error', 'check_compatible', 'sample_snippets', 'sample_from_bank', 'interpolation_snippets',
            'interpolation_strip', 'nearest_training_images', 'novel_image_figure', 'trained_run', 'run_encoder',
-           'report_config', 'drawn_glyphs', 'digit_classifier', 'agreement_test']
+           'report_config', 'drawn_glyphs', 'digit_classifier', 'agreement_test', 'agreement_check']
 
 # %% ../nbs/13_manipulate.ipynb #9ace588e
 class ImageRangeError(ValueError):
@@ -414,7 +414,24 @@ def agreement_test(hits: int,              # samples the classifier read as the 
     `above_chance` when the interval's lower end is above `chance`."""
     from scipy.stats import binomtest
     if not 0 <= hits <= n or n < 1: raise ValueError(f"need 0 <= hits <= n and n >= 1; got hits={hits}, n={n}")
-    ci = binomtest(int(hits), int(n), chance).proportion_ci(0.95, method="wilson")
+    wilson = lambda k: binomtest(int(k), int(n), chance).proportion_ci(0.95, method="wilson")
+    ci = wilson(hits)
     p = binomtest(int(hits), int(n), chance, alternative="greater").pvalue
+    k_min = next((k for k in range(n + 1) if wilson(k).low > chance), None)    # fewest hits that beat chance
     return dict(agreement=hits / n, lo=float(ci.low), hi=float(ci.high), n=int(n), chance=chance, p_value=float(p),
-                above_chance=bool(ci.low > chance))
+                above_chance=bool(ci.low > chance),
+                detectable=None if k_min is None else k_min / n - chance)
+
+def agreement_check(claim: str,   # what the paper says, e.g. "a transferred bank steers the model to its class"
+                    a: dict,      # from `agreement_test`
+                    ) -> dict:
+    """A claim "agreement is above chance" as a checked claim for the reports' verdict tables (the format of
+    `gmem.experiments.direction`): gap and interval are agreement minus chance."""
+    verdict = "holds" if a["lo"] > a["chance"] else "contradicted" if a["hi"] < a["chance"] else "unresolved"
+    detail = (f"agreement {a['agreement']:.2f} over {a['n']} samples vs chance {a['chance']:.2f}; 95% Wilson interval "
+              f"[{a['lo']:.2f}, {a['hi']:.2f}], one-sided binomial p = {a['p_value']:.2g}")
+    if verdict == "unresolved" and a["detectable"] is not None:
+        detail += f"; the smallest excess over chance this budget detects is about {a['detectable']:.2f}"
+    return dict(claim=claim, kind="above_chance", verdict=verdict, holds=verdict == "holds",
+                within_noise=verdict == "unresolved", gap=a["agreement"] - a["chance"], lo=a["lo"] - a["chance"],
+                hi=a["hi"] - a["chance"], paper_gap=None, detectable=a["detectable"], detail=detail)

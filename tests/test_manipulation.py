@@ -145,6 +145,9 @@ def test_report_notebook_smoke(name, tmp_path, run_cache):
     for key in NOTEBOOKS[name]:
         assert key in m, (key, sorted(m))
     assert _finite(m)
+    if name in ("transfer", "t2i"):                      # the App. D / E claim, decided on a Wilson interval
+        (c,) = m["checks"]
+        assert c["verdict"] in ("holds", "unresolved", "contradicted") and c["lo"] <= c["gap"] <= c["hi"], c
     assert doc["provenance"]["commit"] is None or len(doc["provenance"]["commit"]) >= 7
     assert (out / "summary.md").read_text().startswith("# ")
     assert list(out.glob("*.png"))
