@@ -770,7 +770,9 @@ def no_worse(claim: str,      # e.g. "half bank costs little"
              paper_gap: float | None = None,  # the paper's cost (arm - base)
              ) -> dict:
     """A "costs little" claim as a non-inferiority check on cost = FID(arm) - FID(base): `holds` when the interval
-    lies below `margin`, `contradicted` when it lies above it, else `unresolved`. Being better holds too."""
+    lies below `margin`, `contradicted` when it lies above it, else `unresolved`. Being better holds too.
+    Stored like `direction`'s (a positive gap is the paper's direction): gap = -cost, its interval and the paper's
+    gap likewise negated; `cost`, `cost_lo`, `cost_hi` and `paper_cost` keep the cost view."""
     fa, fb = _mean_fid(arm), _mean_fid(base)
     cost = fa - fb
     margin = 0.05 * fb if margin is None else margin
@@ -788,9 +790,11 @@ def no_worse(claim: str,      # e.g. "half bank costs little"
         detail = f"{head}; sampling noise {noise:.2f} (one pair of sample-seed sets, no interval)"
     else:
         verdict, detail = "unresolved", f"{head}; no interval or noise estimate, so nothing is decided"
+    neg = lambda v: None if v is None else -v
     return dict(claim=claim, kind="no_worse", verdict=verdict, holds=verdict == "holds",
                 within_noise=verdict == "unresolved", better=fa, worse=fb, gap=-cost, margin=margin,
-                paper_gap=paper_gap, lo=c["lo"], hi=c["hi"], detectable=c["detectable"], seeds=list(c["seeds"]),
+                paper_gap=neg(paper_gap), lo=neg(c["hi"]), hi=neg(c["lo"]), cost=cost, cost_lo=c["lo"],
+                cost_hi=c["hi"], paper_cost=paper_gap, detectable=c["detectable"], seeds=list(c["seeds"]),
                 detail=detail)
 
 def _verdict(c: dict) -> str:
@@ -969,6 +973,8 @@ def _at_a_glance(root: Path) -> list[str]:
         for c in m.get("checks", []) or []:
             lo, hi = c.get("lo"), c.get("hi")
             iv = f" [{lo:+.2f}, {hi:+.2f}]" if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) else ""
+            if c.get("kind") == "no_worse" and isinstance(c.get("margin"), (int, float)):
+                iv += f"; threshold {-c['margin']:+.2f}"
             table.append({"report": f"`{name}`", "preset": preset, "claim": c.get("claim", ""),
                           "verdict": f"**{_verdict(c)}**",
                           "ours: gap [95% interval]": (_num(c.get("gap"), "+.2f") + iv) if c.get("gap") is not None else "",
@@ -988,8 +994,9 @@ def _at_a_glance(root: Path) -> list[str]:
     out = ["## At a glance: the paper's claims as measured here", "",
            "Verdicts: **holds** (the 95% interval of the gap excludes zero in the paper's direction), **contradicted** "
            "(excludes zero the other way), **unresolved** (the interval contains zero; the last column is the smallest "
-           "gap this budget could detect). A positive gap is in the direction the paper claims. Results of the "
-           "`smoke` preset decide nothing.", ""]
+           "gap this budget could detect). A positive gap is in the direction the paper claims. For a \"costs little\" "
+           "claim the gap is minus the cost and the threshold is minus the allowed margin (shown), not zero. Results "
+           "of the `smoke` preset decide nothing.", ""]
     if speed: out += ["Training speed-up (Table 2's reading of the FID-vs-images curves):", ""] + speed + [""]
     if table: out += [markdown_table(table), ""]
     return out

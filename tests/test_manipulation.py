@@ -144,7 +144,7 @@ def test_report_notebook_smoke(name, tmp_path, run_cache):
     m = doc["metrics"]
     for key in NOTEBOOKS[name]:
         assert key in m, (key, sorted(m))
-    assert _finite(m)
+    assert _finite(m) and m["preset"] == "smoke"
     if name in ("transfer", "t2i"):                      # the App. D / E claim, decided on a Wilson interval
         (c,) = m["checks"]
         assert c["verdict"] in ("holds", "unresolved", "contradicted") and c["lo"] <= c["gap"] <= c["hi"], c
