@@ -452,7 +452,13 @@ class Experiment:
         self.tokenizer_weights = tokenizer_weights
         self.t0 = time.perf_counter()
         self._ref = None
-        self._costs: dict[str, float] = {}   # arm/eval cache key -> its recorded seconds (see compute_seconds)
+        self._costs: dict[str, float] = {}   # "kind/cache hash" -> its recorded seconds (see _cached, compute_seconds)
+
+    def _cached(self, kind: str, key: dict, fn, *cost_fields: str) -> dict:
+        "`cached_arm` under CACHE/`kind`, recording the result's `cost_fields` (seconds) for `compute_seconds`."
+        res = cached_arm(self.cache / kind, key, fn, force=self.force)
+        self._costs[f"{kind}/{config_hash(key)}"] = sum(float(res.get(f, 0.0)) for f in cost_fields)
+        return res
 
     def config(self, **knobs):
         "`arm_config` of an arm of this experiment (its preset, scale, seed and paper inputs)."
@@ -489,8 +495,7 @@ class Experiment:
             t = time.perf_counter()
             bank = build_bank_file(cfg, build_dataset(cfg.data, seed=cfg.seed), path, device=self.device)
             return dict(rows=len(bank), dim=bank.dim, rank=bank.rank or 0, seconds=time.perf_counter() - t)
-        res = cached_arm(self.cache / "banks", key, fn, force=self.force)
-        self._costs["bank/" + config_hash(key)] = float(res.get("seconds", 0.0))
+        self._cached("banks", key, fn, "seconds")
         return path
 
     def ranked_bank(self, path: str | os.PathLike, rank: int) -> Path:
@@ -505,7 +510,7 @@ class Experiment:
             bank = MemoryBank.load(src).with_rank(rank)
             bank.save(out)
             return dict(rows=len(bank), rank=rank, source=str(src))
-        cached_arm(self.cache / "banks", key, fn, force=self.force)
+        self._cached("banks", key, fn)
         return out
 
     def train_arm(self, cfg, bank_fraction: float = 1.0) -> tuple[Path, dict]:
@@ -525,10 +530,7 @@ class Experiment:
             s = train(c, run, resume=latest_checkpoint(run) is not None, progress=self.progress)
             return dict(steps=s["step"], images=s["images"], loss=s["loss"], train_seconds=time.perf_counter() - t,
                         images_per_s=s["images_per_s"])
-        key = self.train_key(cfg, bank_fraction)
-        res = cached_arm(self.cache / "train", key, fn, force=self.force)
-        self._costs["train/" + config_hash(key)] = float(res.get("train_seconds", 0.0))
-        return run, res
+        return run, self._cached("train", self.train_key(cfg, bank_fraction), fn, "train_seconds")
 
     def _half_bank(self, cfg, run: Path, fraction: float):
         "Write RUN/bank-full, bank-sample (kept rows) and bank-train (row i = kept row nearest to row i) files."
@@ -594,8 +596,7 @@ class Experiment:
         def fn(d: Path) -> dict:
             if not ckpt.exists(): raise FileNotFoundError(f"checkpoint {ckpt} is missing (kept: keep_last too small?)")
             return self._evaluate(ckpt, d, steps=steps, mode=mode, method=method, n=n, seed=seed, sampler=sampler)
-        res = cached_arm(self.cache / "eval", key, fn, force=self.force)
-        self._costs["eval/" + config_hash(key)] = float(res.get("sample_seconds", 0.0)) + float(res.get("fid_seconds", 0.0))
+        res = self._cached("eval", key, fn, "sample_seconds", "fid_seconds")
         res["grid_path"] = str(self.cache / "eval" / config_hash(key) / "samples.png")
         return dict(res, step=step)
 
