@@ -4,21 +4,23 @@
 
 # %% ../nbs/08_eval.ipynb #3c9f26af
 from __future__ import annotations
-import json, os, warnings
+import collections, copy, hashlib, json, os, warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .utils import atomic_write, get_device, git_commit
+from .utils import atomic_path, atomic_write, get_device, git_commit
 import gmem
 
 # %% auto #0
-__all__ = ['CLEANFID_INCEPTION', 'INCEPTION_WEIGHTS', 'FID_MODES', 'PIPELINES', 'fid_helper_inception_path', 'InceptionPool3',
-           'load_inception', 'tf_resize_bilinear', 'FIDFeatures', 'RunningStats', 'feature_stats', 'fid_from_stats',
-           'fid_from_features', 'save_stats', 'load_stats', 'stats_mode', 'default_cache_dir', 'reference_stats', 'fid',
-           'nearest_neighbors', 'neighbor_grid']
+__all__ = ['CLEANFID_INCEPTION', 'INCEPTION_WEIGHTS', 'FID_MODES', 'PIPELINES', 'FEATURE_BACKENDS', 'ONNX_EXPORT_VERSION',
+           'fid_helper_inception_path', 'InceptionPool3', 'load_inception', 'tf_resize_bilinear', 'gmem_cache_dir',
+           'file_sha256', 'onnxruntime_available', 'inception_onnx', 'ort_session', 'FIDFeatures', 'RunningStats',
+           'feature_stats', 'fid_from_stats', 'fid_from_features', 'save_stats', 'load_stats', 'stats_mode',
+           'default_cache_dir', 'reference_stats', 'fid', 'nearest_neighbors', 'neighbor_grid']
 
 # %% ../nbs/08_eval.ipynb #e912be46
 CLEANFID_INCEPTION = Path("/tmp") / "inception-2015-12-05.pt"  # where clean-fid keeps its download
@@ -123,36 +125,170 @@ def tf_resize_bilinear(x: torch.Tensor,   # (B, C, H, W) float
     grid = F.affine_grid(theta[None].expand(B, 2, 3), [B, C, size, size], align_corners=False)
     return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 
+def _stack_hwc(images: list) -> torch.Tensor:
+    "Resized `(299, 299, 3)` float32 arrays -> `(B, 3, 299, 299)` float32 tensor."
+    if not images: return torch.zeros(0, 3, 299, 299)
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+
+# %% ../nbs/08_eval.ipynb #12832c0a
+FEATURE_BACKENDS = ("auto", "torch", "onnxruntime")
+ONNX_EXPORT_VERSION = 1   # part of the exported file's name: bump when the export below changes
+
+def gmem_cache_dir() -> Path:
+    "`$GMEM_CACHE` or `~/.cache/gmem`: where gmem keeps derived files (statistics, exported graphs)."
+    return Path(os.environ.get("GMEM_CACHE", Path.home() / ".cache" / "gmem"))
+
+_SHA_CACHE: dict = {}
+
+def file_sha256(path) -> str:
+    "sha256 of a file's bytes (remembered per path, size and modification time)."
+    p = Path(path); st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""): h.update(block)
+        _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]
+
+def onnxruntime_available() -> bool:
+    "Whether the ONNX Runtime backend can run here (`onnxruntime` and `onnx`, the exporter's dependency, importable)."
+    import importlib.util
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+
+def inception_onnx(net: InceptionPool3,  # the loaded network (its TorchScript `layers` are exported)
+                   weights_file,          # the TorchScript file it came from: its hash keys the export
+                   cache_dir=None,        # default: gmem_cache_dir() / "onnx"
+                   ) -> Path:
+    """The pool3 trunk as an ONNX graph, exported once from the weights already on disk (no download) and kept in the
+    gmem cache under the weights file's sha256. Written atomically: a killed export leaves no half file."""
+    sha = file_sha256(weights_file)
+    path = Path(cache_dir or gmem_cache_dir() / "onnx") / f"inception-pool3-{sha[:16]}-v{ONNX_EXPORT_VERSION}.onnx"
+    if path.is_file():
+        return path
+    if not onnxruntime_available():
+        raise ImportError("the ONNX Runtime backend needs `pip install onnxruntime onnx` (both pinned in "
+                          "requirements-lock.txt); or use FIDFeatures(backend='torch')")
+    layers = copy.deepcopy(net.layers).cpu().float().eval()
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")      # the TorchScript exporter's deprecation notes
+        torch.onnx.export(layers, (torch.zeros(1, 3, 299, 299),), str(tmp), dynamo=False, opset_version=17,
+                          input_names=["x"], output_names=["pool3"],
+                          dynamic_axes={"x": {0: "batch"}, "pool3": {0: "batch"}})
+    return path
+
+_ORT_SESSIONS: dict = {}
+
+def ort_session(path, threads: int | None = None):
+    "A cached ONNX Runtime CPU session for `path` with `threads` intra-op threads (default: torch's thread count)."
+    import onnxruntime as ort
+    threads = threads or torch.get_num_threads()
+    key = (str(path), threads)
+    if key not in _ORT_SESSIONS:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")   # idle threads sleep: the resize shares the cores
+        so.log_severity_level = 3
+        _ORT_SESSIONS[key] = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return _ORT_SESSIONS[key]
+
+
+# %% ../nbs/08_eval.ipynb #4ea6871e
 class FIDFeatures:
-    "Callable: uint8 images `(B, 3, H, W)` -> TF-Inception pool3 features, numpy `(B, 2048)` float64."
+    "Callable: uint8 images `(N, 3, H, W)` -> TF-Inception pool3 features, numpy `(N, 2048)` float64."
     def __init__(self,
                  weights: str = "auto",  # "auto" | "cleanfid" | "fid-helper" (see load_inception)
                  device=None,             # where the network runs (clean: the resize runs on the CPU)
                  mode: str = "clean",     # "clean" (clean-fid) or "legacy_tensorflow" (ADM's evaluator, TF resize)
+                 backend: str = "auto",   # "auto": ONNX Runtime on the CPU when installed, else torch | "torch" | "onnxruntime"
+                 resize_threads: int | None = None,  # PIL resize threads (None: one per core; 0: in the calling thread)
+                 chunk: int = 32,         # images per network call, whatever the caller's batch size
                  ):
         if mode not in FID_MODES:
             raise ValueError(f"unknown FID mode {mode!r}; valid: {FID_MODES}")
+        if backend not in FEATURE_BACKENDS:
+            raise ValueError(f"unknown feature backend {backend!r}; valid: {FEATURE_BACKENDS}")
         from cleanfid.resize import make_resizer
-        self.device, self.mode = get_device(device), mode
+        self.device, self.mode, self.chunk = get_device(device), mode, int(chunk)
+        self.resize_threads = (os.cpu_count() or 1) if resize_threads is None else int(resize_threads)
+        if backend == "onnxruntime" and self.device.type != "cpu":
+            raise ValueError(f"backend='onnxruntime' runs on the CPU, not {self.device}; use backend='torch' there")
         self.net, info = load_inception(weights, self.device)
         self.resize = make_resizer("PIL", False, "bicubic", (299, 299))  # clean-fid "clean" mode
+        self.backend, self.onnx_path, self._ort = "torch", None, None
+        if backend == "onnxruntime" or (backend == "auto" and self.device.type == "cpu" and onnxruntime_available()):
+            try:
+                self.onnx_path = inception_onnx(self.net, info["file"])
+                self._ort = ort_session(self.onnx_path)
+                self.backend = "onnxruntime"
+            except Exception as e:
+                if backend == "onnxruntime": raise
+                warnings.warn(f"the ONNX Runtime backend is unavailable ({type(e).__name__}: {e}); using torch")
+        if self.backend == "onnxruntime":
+            import onnxruntime
+            detail = f"onnxruntime {onnxruntime.__version__} CPU fp32, graph {self.onnx_path.name} exported from {Path(info['file']).name}"
+        else:
+            detail = f"torch {torch.__version__} TorchScript fp32 on {self.device.type}"
         resize = "PIL bicubic float 299x299" if mode == "clean" else "TF1 resize_bilinear 299x299 (in the network)"
-        self.info = dict(info, mode=mode, feature="pool3", dim=2048, resize=resize,
-                         pipeline=f"{PIPELINES[mode]}; weights {info['weights']}")
-    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        "uint8 `(B,3,H,W)` -> float32 in [0,255]: `(B,3,299,299)` resized as clean-fid does, or as is (legacy_tensorflow)."
-        if self.mode == "legacy_tensorflow": return _as_uint8_batch(x).float()   # resized on the device in __call__
-        x = _as_uint8_batch(x).cpu().permute(0, 2, 3, 1).numpy()  # (B, H, W, 3)
-        out = np.stack([self.resize(img) for img in x])              # (B, 299, 299, 3) float32
-        return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
-    @torch.inference_mode()
-    def __call__(self, x) -> np.ndarray:
-        x = self.preprocess(x).to(self.device)
-        if self.mode == "legacy_tensorflow": x = tf_resize_bilinear(x, 299)   # (B, 3, 299, 299)
+        self.info = dict(info, mode=mode, feature="pool3", dim=2048, resize=resize, backend=self.backend,
+                         backend_detail=detail, pipeline=f"{PIPELINES[mode]}; weights {info['weights']}; {self.backend}")
+
+    def network(self, x: torch.Tensor) -> np.ndarray:
+        "Float images in [0, 255] at 299x299 `(B, 3, 299, 299)` -> pool3 features `(B, 2048)` float64, on this backend."
+        if x.shape[-2:] != (299, 299):
+            raise ValueError(f"the Inception network expects 299x299 inputs, got {tuple(x.shape[-2:])}")
+        if len(x) == 0: return np.zeros((0, 2048))
+        if self._ort is not None:
+            a = ((x.float().cpu() - 128) / 128).contiguous().numpy()       # InceptionPool3's normalisation
+            return self._ort.run(None, {"x": a})[0].reshape(len(a), 2048).astype(np.float64)
         # on the CPU the TorchScript profiling executor re-optimises for every new batch shape (slow); skip it there
-        with torch.jit.optimized_execution(self.device.type != "cpu"):
-            feats = self.net(x)
-        return feats.double().cpu().numpy()  # (B, 2048)
+        with torch.inference_mode(), torch.jit.optimized_execution(self.device.type != "cpu"):
+            return self.net(x.to(self.device)).double().cpu().numpy()
+
+    def _start(self, pool, x: torch.Tensor):
+        "Begin resizing one uint8 chunk (in `pool` when given); returns a function giving `(B, 3, 299, 299)` floats."
+        if self.mode == "legacy_tensorflow":   # resized by the network's own TF1 bilinear, on its device
+            return lambda: tf_resize_bilinear(x.float().to(self.device), 299)
+        imgs = x.cpu().permute(0, 2, 3, 1).numpy()                     # (B, H, W, 3) uint8
+        if pool is None:
+            out = [self.resize(im) for im in imgs]
+            return lambda: _stack_hwc(out)
+        futures = [pool.submit(self.resize, im) for im in imgs]       # PIL releases the GIL while it resizes
+        return lambda: _stack_hwc([f.result() for f in futures])
+
+    def preprocess(self, x) -> torch.Tensor:
+        "uint8 `(B,3,H,W)` -> float32 in [0,255] `(B,3,299,299)`, resized as clean-fid does (clean) or as TF1 does (legacy)."
+        return self._start(None, _as_uint8_batch(x))()
+
+    def stream(self, batches, prefetch: int = 2):
+        """Features of each uint8 batch in `batches` (an iterable), in order. Batches are cut into `chunk`-image
+        network calls, and the resize of the next `prefetch` chunks runs in threads while the network works on the
+        current one. Each image is resized on its own, so the features do not depend on the number of threads."""
+        def chunks():
+            for b in batches:
+                b = _as_uint8_batch(b)
+                if len(b) == 0: yield b, True
+                for i in range(0, len(b), self.chunk): yield b[i:i + self.chunk], i + self.chunk >= len(b)
+        pool = ThreadPoolExecutor(self.resize_threads) if self.resize_threads > 0 and self.mode == "clean" else None
+        try:
+            it, queue, done = chunks(), collections.deque(), []
+            def ahead():
+                nxt = next(it, None)
+                if nxt is not None: queue.append((self._start(pool, nxt[0]), nxt[1]))
+            for _ in range(max(1, prefetch)): ahead()
+            while queue:
+                get, last = queue.popleft(); ahead()
+                done.append(self.network(get()))
+                if last:
+                    yield np.concatenate(done); done = []
+        finally:
+            if pool is not None: pool.shutdown(wait=True, cancel_futures=True)
+
+    def __call__(self, x) -> np.ndarray:
+        "uint8 `(N, 3, H, W)` (any N) -> `(N, 2048)` float64 features."
+        return next(self.stream([x]))
+
 
 # %% ../nbs/08_eval.ipynb #ad4d6652
 class RunningStats:
@@ -198,16 +334,21 @@ def feature_stats(batches,                   # uint8 tensor (N, 3, H, W), or an 
     "Stream images through the FID network: returns `(mu (d,), sigma (d, d), n)` without keeping the images."
     extractor = extractor or FIDFeatures(weights=weights, device=device)
     total = len(batches) if isinstance(batches, (torch.Tensor, np.ndarray)) else None
-    rs = RunningStats()
-    with tqdm(total=max_count or total, desc=desc, unit="img", disable=not progress) as bar:
+    def capped():   # the batches, cut at max_count (an extractor that reads ahead pulls nothing past it)
+        n = 0
         for b in _iter_batches(batches, batch_size):
             if max_count is not None:
-                b = b[: max_count - rs.n]
+                b = b[: max_count - n]
             if len(b) == 0:
-                break
-            rs.update(extractor(b)); bar.update(len(b))
-            if max_count is not None and rs.n >= max_count:
-                break
+                return
+            n += len(b); yield b
+            if max_count is not None and n >= max_count:
+                return
+    stream = getattr(extractor, "stream", None)   # FIDFeatures overlaps the resize of the next batch with the network
+    rs = RunningStats()
+    with tqdm(total=max_count or total, desc=desc, unit="img", disable=not progress) as bar:
+        for f in (stream(capped()) if stream is not None else map(extractor, capped())):
+            rs.update(f); bar.update(len(f))
     return rs.stats()
 
 def fid_from_stats(mu1, sigma1, mu2, sigma2,
@@ -280,7 +421,7 @@ def stats_mode(meta: dict) -> str:
 
 def default_cache_dir() -> Path:
     "`$GMEM_CACHE/fid_stats` or `~/.cache/gmem/fid_stats`."
-    return Path(os.environ.get("GMEM_CACHE", Path.home() / ".cache" / "gmem")) / "fid_stats"
+    return gmem_cache_dir() / "fid_stats"
 
 def reference_stats(name: str,            # dataset name, e.g. "cifar10", "imagenet"
                     split: str,            # "train" (CIFAR-10 reference) / "val" (ImageNet)

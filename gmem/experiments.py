@@ -624,18 +624,19 @@ class Experiment:
 
     def fid_interval_of(self, images: torch.Tensor, n_boot: int | None = None) -> tuple[dict, str | None]:
         """FID of images in [-1, 1] against this experiment's reference with its bootstrap interval (`fid_interval`,
-        paired across arms: same bootstrap seed), and the Inception 'weights (mode)' used."""
+        paired across arms: same bootstrap seed), and the Inception 'weights (mode, backend)' used."""
         from gmem.eval import FIDFeatures, stats_mode
         from gmem.utils import to_uint8
         mu_r, sig_r, meta_r = self.reference()
         ext = FIDFeatures(device=self.device, mode=stats_mode(meta_r))   # the reference's pipeline (ADM's npz: TF resize)
         u8 = to_uint8(images)
-        feats = np.concatenate([ext(u8[i:i + 50]) for i in range(0, len(u8), 50)])
+        feats = ext(u8)
         nb = self.scale.n_boot if n_boot is None else n_boot
-        return fid_interval(mu_r, sig_r, feats, n_boot=nb, seed=self.sample_seed), f"{ext.info.get('weights')} ({ext.mode})"
+        return (fid_interval(mu_r, sig_r, feats, n_boot=nb, seed=self.sample_seed),
+                f"{ext.info.get('weights')} ({ext.mode}, {ext.backend})")
 
     def fid_of(self, images: torch.Tensor) -> tuple[float, int, str | None]:
-        "FID of images in [-1, 1] against this experiment's reference: (value, images scored, 'weights (mode)' used)."
+        "FID of images in [-1, 1] against this experiment's reference: (value, images scored, 'weights (mode, backend)' used)."
         iv, weights = self.fid_interval_of(images, n_boot=0)
         return iv["fid"], iv["n"], weights
 
