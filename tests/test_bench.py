@@ -26,3 +26,21 @@ def test_bench_train_quick(tmp_path):
         assert pos(s["img_s"]) and s["finite"] is True
     readme = (tmp_path / "README.md").read_text()
     assert "train_cpu.json" in readme and "not measured: no gpu" in readme.lower() and "theirs" in readme
+
+
+def test_bench_features_quick(tmp_path):
+    "tools/bench_features.py runs on a few digits and records each path, the ratio and the FID of each path (no speed target)."
+    out = tmp_path / "features_cpu.json"
+    cmd = [sys.executable, str(ROOT / "tools" / "bench_features.py"), "--device", "cpu", "--count", "8", "--batch", "4",
+           "--repeats", "1", "--out", str(out), "--no-readme"]
+    p = subprocess.run(cmd, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
+    d = json.loads(out.read_text())
+    pos = lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+    for k in ("plain", "torch+resize-threads", "onnxruntime", "fast"):
+        assert pos(d["results"][f"fid/end_to_end/{k}"]), k
+    s = d["summary"]
+    assert s["fast_backend"] == "onnxruntime" and pos(s["ratio_fast_over_plain"]) and pos(s["sgemm_gflops"])
+    assert 11 < s["inception_gflop_per_image"] < 12                       # Inception-v3 at 299x299: 11.4 GFLOP
+    assert max(s["max_abs_feature_diff_vs_plain"].values()) < 1e-4 and s["max_abs_feature_diff_vs_plain"]["plain"] == 0
+    assert d["fid_weights"]["fast"]["backend"] == "onnxruntime" and d["fid_weights"]["plain"]["backend"] == "torch"

@@ -247,6 +247,20 @@ def write_readme(folder: Path) -> Path:
                          f"{d.get('loadavg')}\n\n| measurement | img/s |\n|---|---|")
             parts += [f"| {k} | {_fmt(v, 3)} |" for k, v in d.get("results", {}).items()]
             parts.append("")
+            if d.get("note"):
+                parts.append(f"- note: {d['note']}")
+            s = d.get("summary")
+            if s:
+                peak = ", ".join(f"{k} {v:.0%}" for k, v in s["fraction_of_fp32_peak"].items())
+                diff = ", ".join(f"{k} {v:.1e}" for k, v in s["max_abs_feature_diff_vs_plain"].items() if k != "plain")
+                fids = ", ".join(f"{k} {v}" for k, v in s["fid_half_vs_half"].items())
+                parts.append(f"- **{s['fast_path']} ({s['fast_backend']}) / plain: {s['ratio_fast_over_plain']:.2f}x** "
+                             f"end to end, measured in this run ({d.get('count')} {d.get('images')} images, batches of "
+                             f"{d.get('batch')})\n- fraction of the fp32 peak ({s['inception_gflop_per_image']:.2f} GFLOP "
+                             f"per image against a {s['sgemm_gflops']:.0f} GFLOP/s sgemm measured in the same run): {peak}\n"
+                             f"- largest feature difference from plain (features reach {s['max_abs_feature']:.2f}): {diff}\n"
+                             f"- {s['fid_note']}: {fids} (equal to 4 significant digits: "
+                             f"{'yes' if s['fid_equal_to_4_significant_digits'] else 'no'})\n")
     others = [p for p in jsons if p not in trains and p not in feats]
     for p in others:
         parts.append(f"## `{p.name}`\n\n(not summarised: unknown format)\n")
