@@ -527,13 +527,3 @@ def mask_snippets(s: torch.Tensor,                       # (..., d) snippets
         eps = eps / torch.linalg.vector_norm(eps, dim=1, keepdim=True) * torch.linalg.vector_norm(x, dim=1, keepdim=True)
         out = torch.where(rows[:, None], eps, x)
     return out.reshape(s.shape)
-
-# %% ../nbs/01_bank.ipynb #1601b40f
-_MOVED = {"build_bank": "gmem.bankbuild", "patch_store_path": "gmem.bankbuild", "BUILD_FORMAT": "gmem.bankbuild"}
-
-def __getattr__(name: str):
-    "Names that moved out of the core: an ImportError that says where they are now."
-    if name in _MOVED:
-        raise ImportError(f"gmem.bank.{name} moved to {_MOVED[name]}: `from {_MOVED[name]} import {name}` (bank building "
-                          "sits above the core, which imports nothing else of gmem)")
-    raise AttributeError(f"module 'gmem.bank' has no attribute {name!r}")

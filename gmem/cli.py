@@ -12,7 +12,7 @@ from typing import Callable
 # %% auto #0
 __all__ = ['COMMANDS', 'COMMAND_MODULES', 'Command', 'register', 'build_parser', 'main', 'positive_int', 'non_negative_int',
            'non_negative_float', 'positive_float', 'ratio', 'existing_path', 'existing_file', 'resolve_train_config',
-           'add_sampler_args', 'sampler_kwargs', 'add_tokenizer_weights_arg']
+           'add_sampler_args', 'sampler_from_args', 'add_tokenizer_weights_arg']
 
 # %% ../nbs/10_cli.ipynb #80e863bd
 @dataclass
@@ -115,7 +115,7 @@ def existing_file(s: str) -> str:
 
 # %% ../nbs/10_cli.ipynb #c2048a31
 def _add_train_args(p: argparse.ArgumentParser):
-    from gmem.train import PRESETS, OPTIM_RECIPES
+    from gmem.config import PRESETS, OPTIM_RECIPES
     src = p.add_mutually_exclusive_group()
     src.add_argument("--preset", choices=list(PRESETS), metavar="NAME",
                      help=f"named configuration: {', '.join(PRESETS)} (tiny: offline MNIST-5k on a CPU in minutes; "
@@ -142,7 +142,8 @@ def _add_train_args(p: argparse.ArgumentParser):
 
 def resolve_train_config(args: argparse.Namespace):
     "The TrainConfig described by `gmem train` arguments."
-    from gmem.train import TrainConfig, get_preset, latest_checkpoint, load_checkpoint
+    from gmem.config import TrainConfig, get_preset
+    from gmem.checkpoint import latest_checkpoint, load_checkpoint
     if args.preset: cfg = get_preset(args.preset)
     elif args.config: cfg = TrainConfig.from_yaml(args.config)
     elif args.resume:
@@ -153,7 +154,7 @@ def resolve_train_config(args: argparse.Namespace):
         cfg = TrainConfig.from_dict(load_checkpoint(ck)["config"])
     else: raise ValueError("give --preset NAME or --config YAML (or --resume to reuse the run's own config)")
     if args.optim:
-        from gmem.train import OPTIM_RECIPES
+        from gmem.config import OPTIM_RECIPES
         cfg = cfg.override({f"optim.{k}": v for k, v in OPTIM_RECIPES[args.optim].items()})
     cfg = cfg.override(args.overrides)
     direct = {k: v for k, v in dict(steps=args.steps, seed=args.seed, device=args.device,
@@ -176,12 +177,13 @@ register("train", "train a model (GMem, class-conditional or unconditional) from
          _add_train_args, _run_train)
 
 # %% ../nbs/10_cli.ipynb #63b0f184
-def add_sampler_args(p: argparse.ArgumentParser, *, mode: str = "ode", method: str = "euler", steps: int = 50,
-                     when: str = ""):
+def add_sampler_args(p: argparse.ArgumentParser, *, default=None, when: str = ""):
     """The sampler options shared by the commands that sample (`--sampler --steps --mode --method --shift --cfg-interval
-    --seed`); `when` ends each help. Without --sampler, `mode/method/steps` are the defaults; with it, the preset's
-    settings are, and any option given explicitly overrides them (`sampler_kwargs(args)`)."""
-    from gmem.samplers import SAMPLER_PRESETS
+    --seed`); `when` ends each help. Without --sampler, `default` (gmem.samplers.DEFAULT_SAMPLER unless given) is the
+    base; with it, the preset is, and any option given explicitly overrides it (`sampler_from_args(args)`)."""
+    from gmem.samplers import DEFAULT_SAMPLER, SAMPLER_PRESETS, sampler_settings
+    d = sampler_settings(default or DEFAULT_SAMPLER)
+    mode, method, steps = d.mode, d.method, d.steps
     w = f" {when}" if when else ""
     p.add_argument("--sampler", choices=list(SAMPLER_PRESETS), help=f"official sampler settings{w} (official-sde: Heun, "
                    "50 steps, 99 NFE, the FID 1.53 setting; official-ode: Euler, 49 steps, shift 0.3); options below override")
@@ -192,16 +194,13 @@ def add_sampler_args(p: argparse.ArgumentParser, *, mode: str = "ode", method: s
     p.add_argument("--cfg-interval", type=ratio, nargs=2, metavar=("LO", "HI"),
                    help=f"guide only for LO <= t <= HI{w} (default: the official 0.89 1)")
     p.add_argument("--seed", type=non_negative_int, default=0, help=f"first per-sample seed (noise and bank index){w}; default 0")
-    p.set_defaults(_sampler_defaults=dict(mode=mode, method=method, steps=steps))
+    p.set_defaults(_sampler_default=d)
 
-def sampler_kwargs(args: argparse.Namespace) -> dict:
-    "`generate` keyword arguments from `add_sampler_args` options (explicit options over --sampler over the defaults)."
-    kw = dict(sampler=args.sampler, steps=args.steps, mode=args.mode, method=args.method, shift=args.shift,
-              cfg_interval=tuple(args.cfg_interval) if args.cfg_interval else None)
-    if args.sampler is None:
-        for k, v in args._sampler_defaults.items():
-            if kw[k] is None: kw[k] = v
-    return kw
+def sampler_from_args(args: argparse.Namespace):
+    "The `gmem.samplers.SamplerSettings` of `add_sampler_args` options: explicit options over --sampler over the default."
+    from gmem.samplers import sampler_settings
+    return sampler_settings(args.sampler or args._sampler_default, steps=args.steps, mode=args.mode, method=args.method,
+                            shift=args.shift, cfg_interval=tuple(args.cfg_interval) if args.cfg_interval else None)
 
 def add_tokenizer_weights_arg(p: argparse.ArgumentParser):
     p.add_argument("--tokenizer-weights", type=existing_path, metavar="PATH", help="latent runs: the tokenizer weights that decode samples "
@@ -222,14 +221,14 @@ def _add_sample_args(p: argparse.ArgumentParser):
 
 def _run_sample(args) -> int:
     import math
-    from gmem.train import load_run, generate, decode_samples
+    from gmem.inference import load_run, generate, decode_samples
     from gmem.utils import atomic_path, get_device
     from torchvision.utils import save_image
     import torch
     dev = get_device(args.device)
     run = load_run(args.ckpt, device=dev, ema=not args.raw, bank=args.bank)
     xs = [decode_samples(run, x, tokenizer_weights=args.tokenizer_weights)
-          for x in generate(run, args.n, seed=args.seed, **sampler_kwargs(args),
+          for x in generate(run, args.n, seed=args.seed, sampler=sampler_from_args(args),
                             cfg_scale=args.cfg_scale, batch_size=args.n)]
     x = torch.cat(xs)
     with atomic_path(args.out) as tmp:
@@ -272,10 +271,10 @@ def _run_fid(args) -> int:
     dev = get_device(args.device)
     real = args.real if args.real.endswith(".npz") else _dataset_batches(args.real, args.n, args.image_size, args.batch_size)
     if args.ckpt:
-        from gmem.train import load_run, generate, decode_samples
+        from gmem.inference import load_run, generate, decode_samples
         run = load_run(args.ckpt, device=dev)
         fake = (to_uint8(decode_samples(run, x, tokenizer_weights=args.tokenizer_weights))
-                for x in generate(run, args.n, seed=args.seed, **sampler_kwargs(args),
+                for x in generate(run, args.n, seed=args.seed, sampler=sampler_from_args(args),
                                   batch_size=args.batch_size))
     else: fake = _dataset_batches(args.fake, args.n, args.image_size, args.batch_size)
     value, info = fid(real, fake, device=dev, max_count=args.n, mode=args.fid_mode, return_info=True)

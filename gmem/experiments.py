@@ -149,10 +149,10 @@ SCALES = {
                    model="SiT-B/2", n_boot=50),
 }
 
-def paper_scale(trainer_preset: str = "cifar10-sit-b",  # a key of gmem.train.PRESETS
+def paper_scale(trainer_preset: str = "cifar10-sit-b",  # a key of gmem.config.PRESETS
                 ) -> Scale:
     "The `paper` Scale of one trainer preset: its steps, batch, checkpoint interval and backbone (latents: Heun)."
-    from gmem.train import get_preset
+    from gmem.config import get_preset
     cfg = get_preset(trainer_preset)
     latents = cfg.data.dataset == "latents"
     return dataclasses.replace(SCALES["paper"], train_steps=cfg.steps, batch_size=cfg.batch_size,
@@ -206,7 +206,7 @@ PAPER_INPUTS = {
 
 def paper_run_inputs(trainer_preset: str) -> dict[str, str]:
     "What a `paper` run on `trainer_preset` needs (`PAPER_INPUTS` of its dataset)."
-    from gmem.train import get_preset
+    from gmem.config import get_preset
     ds = get_preset(trainer_preset).data.dataset
     if ds not in PAPER_INPUTS:
         raise ValueError(f"trainer preset {trainer_preset!r} trains on {ds!r}; the report notebooks run the CIFAR-10 "
@@ -252,8 +252,8 @@ def arm_config(scale: Scale,                 # from `scale_for`
                encoder_weights: str | None = None,  # paper: DINOv2 weights file (offline)
                bank_path: str | None = None, # paper, latent presets: the bank file of the store's images
                ):
-    "The `gmem.train.TrainConfig` of one arm."
-    from gmem.train import get_preset
+    "The `gmem.config.TrainConfig` of one arm."
+    from gmem.config import get_preset
     if preset in LOCAL_PRESETS:
         cfg = get_preset("smoke")
         ov = {"data.limit": None, "data.image_size": scale.image_size, "bank.pca_dim": scale.pca_dim,
@@ -486,7 +486,7 @@ class Experiment:
 
     def bank_file(self, cfg) -> Path:
         "Build (once, cached by data and bank settings) the memory bank file of `cfg`'s data; returns its path."
-        from gmem.train import build_dataset, build_bank_file
+        from gmem.factory import build_dataset, build_bank_file
         full, dflt = cfg.to_dict(), type(cfg)().to_dict()
         b = _non_default(full["bank"], dflt["bank"]); b.pop("path", None); b.pop("batch_size", None)
         key = dict(kind="bank", key_format=2, data=_non_default(full["data"], dflt["data"]), bank=b)
@@ -523,7 +523,8 @@ class Experiment:
             cfg = cfg.override({"bank.path": str(self.ranked_bank(cfg.bank.path, cfg.bank.rank))})
         run = self.run_dir(cfg, bank_fraction)
         def fn(d: Path) -> dict:
-            from gmem.train import train, latest_checkpoint
+            from gmem.train import train
+            from gmem.checkpoint import latest_checkpoint
             c = cfg
             if bank_fraction < 1: c = self._half_bank(cfg, run, bank_fraction)
             t = time.perf_counter()
@@ -575,13 +576,13 @@ class Experiment:
                  sampler: str | None = None,  # official settings ("official-ode": Euler, 49 steps, shift 0.3); others override
                  ) -> dict:
         "FID (and NFE, timings, sample grid path) of a checkpoint under one sampler; cached."
-        from gmem.train import latest_checkpoint, read_metrics
+        from gmem.train import read_metrics
+        from gmem.checkpoint import latest_checkpoint
         sc = self.scale
-        if sampler is not None:
-            from gmem.samplers import sampler_settings
-            s = sampler_settings(sampler, steps=steps, mode=mode, method=method)
-            steps, mode, method = s["steps"], s["mode"], s["method"]
-        steps, mode, method, n = steps or sc.sample_steps, mode or sc.mode, method or sc.method, n or sc.n_samples
+        from gmem.samplers import sampler_settings
+        settings = sampler_settings(sampler if sampler is not None else dict(mode=sc.mode, method=sc.method,
+                                    steps=sc.sample_steps), steps=steps, mode=mode, method=method)   # resolved once
+        steps, mode, method, n = settings.steps, settings.mode, settings.method, n or sc.n_samples
         if step is None:
             last = latest_checkpoint(run)
             if last is None: raise FileNotFoundError(f"no checkpoint in {run}: train the arm first")
@@ -595,15 +596,14 @@ class Experiment:
                    seed=seed, reference=ref_key, n_boot=sc.n_boot, **({"sampler": sampler} if sampler else {}))
         def fn(d: Path) -> dict:
             if not ckpt.exists(): raise FileNotFoundError(f"checkpoint {ckpt} is missing (kept: keep_last too small?)")
-            return self._evaluate(ckpt, d, steps=steps, mode=mode, method=method, n=n, seed=seed, sampler=sampler)
+            return self._evaluate(ckpt, d, settings=settings, n=n, seed=seed)
         res = self._cached("eval", key, fn, "sample_seconds", "fid_seconds")
         res["grid_path"] = str(self.cache / "eval" / config_hash(key) / "samples.png")
         return dict(res, step=step)
 
     @torch.no_grad()
-    def _evaluate(self, ckpt: Path, d: Path, *, steps, mode, method, n, seed, sampler=None) -> dict:
-        from gmem.train import load_run, generate
-        from gmem.samplers import nfe_formula
+    def _evaluate(self, ckpt: Path, d: Path, *, settings, n, seed) -> dict:
+        from gmem.inference import load_run, generate
         from gmem.report import save_image_grid
         run = load_run(ckpt, device=self.device)
         sample_bank = ckpt.parent.parent / "bank-sample.safetensors"
@@ -611,15 +611,15 @@ class Experiment:
             from gmem.bank import MemoryBank
             run.bank = MemoryBank.load(sample_bank).to(run.device)
         t = time.perf_counter()
-        xs = [self._to_images(run, x) for x in generate(run, n, seed=seed, steps=steps, mode=mode, method=method,
-                                                          sampler=sampler, batch_size=min(n, 256))]
+        xs = [self._to_images(run, x) for x in generate(run, n, seed=seed, sampler=settings,
+                                                          batch_size=min(n, 256))]
         x = torch.cat(xs)
         t_sample = time.perf_counter() - t
         save_image_grid(x[: self.scale.grid], d / "samples.png", nrow=int(math.sqrt(self.scale.grid)) or 1,
                         scale=4 if x.shape[-1] <= 32 else 1)
         t = time.perf_counter()
         iv, weights = self.fid_interval_of(x)
-        return dict(fid=iv["fid"], lo=iv["lo"], hi=iv["hi"], boot=iv["boot"], n=iv["n"], nfe=nfe_formula(method, steps),
+        return dict(fid=iv["fid"], lo=iv["lo"], hi=iv["hi"], boot=iv["boot"], n=iv["n"], nfe=settings.nfe,
                     sample_seconds=t_sample, fid_seconds=time.perf_counter() - t, fid_weights=weights)
 
     def fid_interval_of(self, images: torch.Tensor, n_boot: int | None = None) -> tuple[dict, str | None]:
@@ -642,14 +642,14 @@ class Experiment:
 
     def _to_images(self, run, x: torch.Tensor) -> torch.Tensor:
         "Model space -> images in [-1, 1] (pixels pass through; latents are decoded with their store's tokenizer)."
-        from gmem.train import decode_samples
+        from gmem.inference import decode_samples
         return decode_samples(run, x, tokenizer_weights=self.tokenizer_weights or None)
 
     @property
     def dataset(self) -> str:
         "What the arms train on: 'mnist5k' (smoke), else the paper preset's dataset ('cifar10' or 'latents')."
         if self.preset in LOCAL_PRESETS: return "mnist5k"
-        from gmem.train import get_preset
+        from gmem.config import get_preset
         return get_preset(self.paper_preset).data.dataset
 
     @property
@@ -706,7 +706,7 @@ class Experiment:
 
     # ---- bookkeeping
     def images_seen(self, run: Path, step: int) -> int:
-        from gmem.train import TrainConfig
+        from gmem.config import TrainConfig
         return step * TrainConfig.from_yaml(run / "config.yaml").batch_size
 
     def keep_grid(self, result: dict, name: str) -> Path:
@@ -859,14 +859,14 @@ def speedup_interval(per_seed: list[dict],  # `speedup` results, one per trainin
 
 # %% ../nbs/12_experiments.ipynb #b231f5ef
 @torch.no_grad()
-def snippet_usage(run,                   # a `gmem.train.TrainedRun` (load_run)
+def snippet_usage(run,                   # a `gmem.inference.TrainedRun` (load_run)
                   n: int = 512,          # training images
                   buckets: int = 10,     # bands of t in [0, 1]
                   seed: int = 0,         # images, noise, t and the shuffle
                   batch_size: int = 256,
                   ) -> list[dict]:
     "Velocity MSE per t-band with the image's own, a shuffled and the null condition: [{t, own, shuffled, null}]."
-    from gmem.train import build_dataset, IndexedDataset
+    from gmem.factory import build_dataset, IndexedDataset
     cond = run.cfg.model.cond
     ds = IndexedDataset(build_dataset(run.cfg.data, seed=run.cfg.seed))
     g = torch.Generator().manual_seed(seed)

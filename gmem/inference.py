@@ -15,9 +15,10 @@ import torch.nn as nn
 from .utils import atomic_path, get_device, derive_seed
 from .config import TrainConfig
 from .checkpoint import CKPT_DIR, latest_checkpoint, load_checkpoint
+from .samplers import sample_seeded, sampler_settings, seed_conditions
 
 # %% auto #0
-__all__ = ['TrainedRun', 'load_run', 'generate', 'decode_samples', 'save_sample_grid']
+__all__ = ['TrainedRun', 'load_run', 'generate', 'run_conditions', 'decode_samples', 'save_sample_grid']
 
 # %% ../nbs/09d_inference.ipynb #c8d60295
 @dataclass
@@ -80,25 +81,19 @@ def generate(run: TrainedRun,          # from `load_run` (or built by `train` fo
              method: str | None = None,  # "euler" | "heun" (None: the sampler's; plain default "euler")
              cfg_scale: float = 1.0,   # classifier-free guidance (1 = none)
              batch_size: int = 64,     # samples per yielded batch
-             sampler: str | None = None,  # "official-sde" | "official-ode" (gmem.samplers.SAMPLER_PRESETS); None: plain
+             sampler=None,             # "official-sde" | "official-ode" (SAMPLER_PRESETS), or SamplerSettings; None: plain
              shift: float | None = None,  # timestep shift (None: the sampler's; official ODE 0.3)
              cfg_interval: tuple[float, float] | None = None,  # guided t-range (None: official (0.89, 1))
              ):
     """Yield batches (b, C, H, W) of samples in model space ([-1, 1] for pixels) with per-sample seeds. `sampler` names
     the official settings; explicit `steps/mode/method/shift/cfg_interval` override them."""
-    from gmem.samplers import sample, seeded_noise, seeded_generators, sampler_settings
-    skw = sampler_settings(sampler, steps=steps, mode=mode, method=method, shift=shift, cfg_interval=cfg_interval)
-    m, cond = run.model, run.cfg.model.cond
-    for lo in range(0, n, batch_size):
-        seeds = list(range(seed + lo, seed + min(n, lo + batch_size)))
-        noise = seeded_noise(seeds, run.shape, run.device)
-        if cond == "snippet":
-            c = run.bank.snippets(run.bank.sample_indices(len(seeds), seeds=[derive_seed("bank", s) for s in seeds]))
-            c = c.to(run.device, torch.float32)
-        elif cond == "class": c = torch.tensor([s % run.num_classes for s in seeds], device=run.device)
-        else: c = None
-        kw = dict(cfg_scale=cfg_scale, uncond=m.null_cond(len(seeds), run.device)) if cfg_scale != 1.0 else {}
-        yield sample(m, noise, c, generator=seeded_generators(seeds), **skw, **kw)
+    settings = sampler_settings(sampler, steps=steps, mode=mode, method=method, shift=shift, cfg_interval=cfg_interval)
+    yield from sample_seeded(run.model, range(seed, seed + n), run.shape, run_conditions(run), sampler=settings,
+                             cfg_scale=cfg_scale, device=run.device, batch_size=batch_size)
+
+def run_conditions(run: TrainedRun):
+    "What each seed is conditioned on when `run` generates (`gmem.samplers.seed_conditions` for its conditioning)."
+    return seed_conditions(run.cfg.model.cond, bank=run.bank, num_classes=run.num_classes)
 
 def decode_samples(run: TrainedRun,          # from `load_run`
                    x: torch.Tensor,           # a batch from `generate` (model space)

@@ -59,7 +59,7 @@ def _upload_images(value) -> list:
 # %% ../nbs/19_live.ipynb #a7f980dc
 class LiveManipulation:
     "Interpolation and new-image conditioning of a trained GMem model as ipywidgets; the callbacks are plain methods."
-    def __init__(self, model,                      # a gmem.train.TrainedRun (or a GMemDiT / GMemPipeline.as_run())
+    def __init__(self, model,                      # a gmem.inference.TrainedRun (or a GMemDiT / GMemPipeline.as_run())
                  bank,                             # the MemoryBank to edit (a low-rank one shows eq. 10 at work)
                  encoder,                          # the bank's encoder (images -> snippets)
                  train_images: torch.Tensor,       # (N, 3, H, W) in [-1, 1]: bank rows 0..N-1 (neighbours, parents)
@@ -94,7 +94,7 @@ class LiveManipulation:
                             **self.sampler_kw)
         cfg = getattr(self.model, "cfg", None)
         if cfg is not None and cfg.data.dataset == "latents":                   # a latent TrainedRun: to pixels
-            from gmem.train import decode_samples
+            from gmem.inference import decode_samples
             x = decode_samples(self.model, x)
         return x.float().cpu()
 

@@ -13,10 +13,11 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['PAPER_ALPHAS', 'REPORT_RUNS', 'ImageRangeError', 'check_pm1', 'to_pm1', 'load_images', 'IncompatibleBankError',
-           'encoder_fingerprint', 'encoder_meta', 'check_encoder', 'snippets_from_images', 'build_bank', 'add_images',
-           'projection_error', 'check_compatible', 'sample_snippets', 'sample_from_bank', 'interpolation_snippets',
-           'interpolation_strip', 'nearest_training_images', 'novel_image_figure', 'trained_run', 'run_encoder',
-           'report_config', 'drawn_glyphs', 'digit_classifier', 'agreement_test', 'agreement_check']
+           'encoder_fingerprint', 'encoder_meta', 'check_encoder', 'snippets_from_images', 'bank_from_images',
+           'add_images', 'projection_error', 'check_compatible', 'sample_snippets', 'sample_from_bank',
+           'interpolation_snippets', 'interpolation_strip', 'nearest_training_images', 'novel_image_figure',
+           'trained_run', 'run_encoder', 'report_config', 'drawn_glyphs', 'digit_classifier', 'agreement_test',
+           'agreement_check']
 
 # %% ../nbs/13_manipulate.ipynb #9ace588e
 class ImageRangeError(ValueError):
@@ -102,7 +103,7 @@ def check_encoder(bank, encoder: torch.nn.Module) -> None:
                                     f"(bank encoder {meta.get('encoder')!r}): encode with the bank's encoder")
     if meta.get("encoder") is None:
         raise IncompatibleBankError("the bank does not record its encoder (meta['encoder'] is None), so new images "
-                                    "cannot be checked against it; rebuild it with gmem.manipulate.build_bank or pass "
+                                    "cannot be checked against it; rebuild it with gmem.manipulate.bank_from_images or pass "
                                     "meta=encoder_meta(encoder) to MemoryBank.from_features")
     if meta["encoder"] != name:
         raise IncompatibleBankError(f"the bank was built with encoder {meta['encoder']!r}, not {name!r}: snippets of "
@@ -134,7 +135,7 @@ def snippets_from_images(images,                   # (B, 3, H, W) float in [-1, 
     feats = [encoder(x[a:a + batch_size])[0].float().cpu() for a in range(0, x.shape[0], batch_size)]
     return torch.cat(feats) if feats else torch.zeros(0, getattr(encoder, "dim", 0))
 
-def build_bank(images,                          # (N, 3, H, W) in [-1, 1] / uint8, or a dataset of (image, label)
+def bank_from_images(images,                          # (N, 3, H, W) in [-1, 1] / uint8, or a dataset of (image, label)
                encoder: torch.nn.Module,
                rank: int | None = None,         # None: full bank; r: low-rank bank (eq. 8)
                *,
@@ -172,11 +173,11 @@ def projection_error(bank, features: torch.Tensor) -> torch.Tensor:  # (n,) L2 e
 
 # %% ../nbs/13_manipulate.ipynb #4fed9df0
 def _unwrap_model(model):
-    "(network, training bank or None) from a GMemDiT or a gmem.train.TrainedRun-like object."
+    "(network, training bank or None) from a GMemDiT or a gmem.inference.TrainedRun-like object."
     if hasattr(model, "model") and hasattr(model, "cfg"): return model.model, getattr(model, "bank", None)
     return model, None
 
-def check_compatible(model,                     # a GMemDiT or a gmem.train.TrainedRun
+def check_compatible(model,                     # a GMemDiT or a gmem.inference.TrainedRun
                      bank,                      # the MemoryBank to sample with
                      *,
                      encoder=None,              # the model's encoder: name, Encoder, or its training bank (optional)
@@ -201,7 +202,7 @@ def check_compatible(model,                     # a GMemDiT or a gmem.train.Trai
     if ref_name is not None:
         if bmeta.get("encoder") is None:
             raise IncompatibleBankError(f"the bank does not record its encoder; the model was trained with {ref_name!r}: "
-                                        "rebuild the bank with gmem.manipulate.build_bank")
+                                        "rebuild the bank with gmem.manipulate.bank_from_images")
         if bmeta["encoder"] != ref_name:
             raise IncompatibleBankError(f"the bank was built with encoder {bmeta['encoder']!r} but the model was trained "
                                         f"on snippets of {ref_name!r}: snippets of different encoders are not interchangeable")
@@ -228,17 +229,19 @@ def sample_snippets(model,                       # a GMemDiT or TrainedRun (eval
                     seeds: Sequence[int],        # one seed per sample: its noise and SDE noise
                     *,
                     shape: Sequence[int] | None = None,  # per-sample shape (default: the model's)
-                    **sampler_kw,                # gmem.samplers.sample options: mode, method, steps, cfg_scale, ...
+                    sampler=None,                # a SAMPLER_PRESETS name or SamplerSettings (None: the plain defaults)
+                    cfg_scale: float = 1.0,      # classifier-free guidance (in the official t-interval unless told)
+                    **sampler_kw,                # SamplerSettings fields on top: mode, method, steps, shift, ...
                     ) -> torch.Tensor:           # (B, C, H, W) in model space ([-1, 1] for pixel models)
-    "Generate one sample per snippet with per-sample seeded noise."
-    from gmem.samplers import sample, seeded_noise, seeded_generators
+    "Generate one sample per snippet with per-sample seeded noise: `gmem.samplers.sample_seeded`, like every entry point."
+    from gmem.samplers import sample_seeded, sampler_settings
     net, _ = _unwrap_model(model)
     seeds = [int(s) for s in seeds]
     if len(seeds) != snippets.shape[0]: raise ValueError(f"got {len(seeds)} seeds for {snippets.shape[0]} snippets")
-    dev = next(net.parameters()).device
-    noise = seeded_noise(seeds, shape or _model_shape(model), device=dev)
-    sampler_kw.setdefault("generator", seeded_generators(seeds))
-    return sample(net, noise, snippets.to(dev, torch.float32), **sampler_kw)
+    settings = sampler_settings(sampler, **sampler_kw)
+    return torch.cat(list(sample_seeded(net, seeds, shape or _model_shape(model), snippets, sampler=settings,
+                                        cfg_scale=cfg_scale, device=next(net.parameters()).device,
+                                        batch_size=max(1, len(seeds)))))
 
 def sample_from_bank(model, bank,
                      idx,                        # (B,) bank rows
@@ -332,7 +335,7 @@ def novel_image_figure(ref_image,                 # (3, H, W) or (R, 3, H, W), [
     return save_figure(fig, path, dpi=dpi)
 
 # %% ../nbs/13_manipulate.ipynb #a2c1ec6f
-def trained_run(cfg,                              # a gmem.train.TrainConfig (e.g. get_preset("smoke"))
+def trained_run(cfg,                              # a gmem.config.TrainConfig (e.g. get_preset("smoke"))
                 cache_dir: str | os.PathLike,     # root of the cached runs (one sub-folder per config hash)
                 *,
                 device=None,                      # where to load the model (default: CUDA when available)
@@ -340,7 +343,9 @@ def trained_run(cfg,                              # a gmem.train.TrainConfig (e.
                 ):
     "Train `cfg` once into `cache_dir/<config hash>` (resuming an interrupted run) and load it: `(TrainedRun, run_dir)`."
     from gmem.report import cached_arm, config_hash
-    from gmem.train import train, load_run, latest_checkpoint
+    from gmem.train import train
+    from gmem.checkpoint import latest_checkpoint
+    from gmem.inference import load_run
     conf = cfg.to_dict(); conf.pop("tensorboard", None)   # logging does not change the run (nor its cache key)
     def fn(d: Path) -> dict:
         res = train(cfg, d, resume=latest_checkpoint(d) is not None, progress=progress)
@@ -353,7 +358,8 @@ def trained_run(cfg,                              # a gmem.train.TrainConfig (e.
 
 def run_encoder(run_dir: str | os.PathLike, device=None) -> torch.nn.Module:
     "The bank encoder of a training run (its saved PCA fit, or the named pretrained encoder)."
-    from gmem.train import TrainConfig, build_encoder
+    from gmem.factory import build_encoder
+    from gmem.config import TrainConfig
     run_dir = Path(run_dir)
     cfg = TrainConfig.from_yaml(run_dir / "config.yaml")
     return build_encoder(cfg, None, run_dir, device=device).eval()
@@ -373,7 +379,7 @@ def report_config(preset: str = "smoke",   # a key of REPORT_RUNS
                   train_steps: int = 0,     # override the number of optimizer steps (0 = the preset's)
                   ):
     "The TrainConfig behind the manipulation / transfer / t2i reports."
-    from gmem.train import get_preset
+    from gmem.config import get_preset
     if preset not in REPORT_RUNS: raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(REPORT_RUNS)}")
     name, over = REPORT_RUNS[preset]
     over = dict(over)

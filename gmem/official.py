@@ -233,8 +233,9 @@ def import_official(network: str | os.PathLike,             # GMem_XL_160Epoch_i
                     bank_dtype: torch.dtype = torch.float32, # storage of the bank: float32 or float16
                     overwrite: bool = False,                 # replace an existing import in `out`
                     ) -> Path:
-    "Write a gmem run directory from the released files; returns its path (use `gmem.train.load_run(out)`)."
-    from gmem.train import get_preset, save_checkpoint, latest_checkpoint, CKPT_DIR
+    "Write a gmem run directory from the released files; returns its path (use `gmem.inference.load_run(out)`)."
+    from gmem.config import get_preset
+    from gmem.checkpoint import save_checkpoint, latest_checkpoint, CKPT_DIR
     out, network, bank = Path(out).expanduser(), Path(network).expanduser(), Path(bank).expanduser()
     if latest_checkpoint(out) is not None:
         if not overwrite: raise FileExistsError(f"{out} already holds a run; pass overwrite=True (--overwrite) or use a new OUT")

@@ -19,6 +19,7 @@ from diffusers import AutoencoderKL, ConfigMixin, DiffusionPipeline, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
+from .samplers import SamplerSettings, bank_rows_for_seeds, sample_seeded, sampler_settings, seed_conditions
 
 # %% ../nbs/17_pipeline.ipynb #ce94ab3b
 class GMemNetwork(ModelMixin, ConfigMixin):
@@ -220,7 +221,7 @@ class GMemPipeline(DiffusionPipeline):
 
     # ---- from / to a gmem run -------------------------------------------------------------------------------
     @classmethod
-    def from_run(cls, run,                          # run directory, checkpoint file, or a gmem.train.TrainedRun
+    def from_run(cls, run,                          # run directory, checkpoint file, or a gmem.inference.TrainedRun
                  *,
                  encoder: Any = "auto",             # "auto": the run's bank encoder if it can be built; None; or an Encoder
                  bank: str | os.PathLike | None = None,   # bank file instead of the run's (paths only)
@@ -229,7 +230,7 @@ class GMemPipeline(DiffusionPipeline):
                  run_dir: str | os.PathLike | None = None,            # the run directory of a TrainedRun (finds its encoder)
                  ) -> "GMemPipeline":
         "A pipeline from a trained run (or an imported official run: same directory layout)."
-        from gmem.train import load_run, TrainedRun
+        from gmem.inference import load_run, TrainedRun
         import gmem
         source = None
         if not isinstance(run, TrainedRun):
@@ -289,10 +290,11 @@ class GMemPipeline(DiffusionPipeline):
         return LatentDecoder(tok, t(lat["mean"]), t(lat["std"]))
 
     def as_run(self, device=None):
-        """The pipeline as a `gmem.train.TrainedRun` (the GMemDiT itself, the bank, the latent decoder) for
-        `gmem.train.generate` / `decode_samples`, `gmem.manipulate` and `gmem.eval`. It calls the network directly,
+        """The pipeline as a `gmem.inference.TrainedRun` (the GMemDiT itself, the bank, the latent decoder) for
+        `gmem.inference.generate` / `decode_samples`, `gmem.manipulate` and `gmem.eval`. It calls the network directly,
         past any offloading hooks: move the pipeline to one device first."""
-        from gmem.train import TrainConfig, TrainedRun
+        from gmem.config import TrainConfig
+        from gmem.inference import TrainedRun
         ri = self.run_info
         dev = torch.device(device) if device is not None else self.network.device
         return TrainedRun(self.network.net, TrainConfig.from_dict(ri["train_config"]),
@@ -322,26 +324,25 @@ class GMemPipeline(DiffusionPipeline):
         f = self.encode_images(images).to(b.device)
         return normalize_rows(f) if b.rank is None else reconstruct(b.project(f), b.B, b.mu)   # Eq. 10, eq. 9
 
-    def conditions(self, snippets, num_images: int | None, seeds_fn, space: str = "coef"):
-        "(conditions (n, ...) or None, bank rows (n,) or None, seeds (n,)) for `snippets=` (see the notebook)."
-        from gmem.train import derive_seed
+    def conditions(self, snippets, num_images: int | None, seeds_fn, space: str = "coef", n_seeds: int | None = None):
+        """(conditions (n, ...) or None, bank rows (n,) or None, seeds (n,)) for `snippets=` (see the notebook). Without
+        conditions the number of images is `num_images`, else the number of seeds given (`n_seeds`), else 1."""
         ri, cond = self.run_info, self.run_info.get("cond", "snippet")
+        n_free = int(num_images) if num_images is not None else n_seeds or 1
         if cond != "snippet":
             if snippets is not None:
                 raise ValueError(f"this run is conditioned on {cond!r}, not on memory snippets: pass snippets=None")
-            n = 1 if num_images is None else int(num_images)
-            seeds = seeds_fn(n)
-            c = torch.tensor([s % int(ri["num_classes"]) for s in seeds]) if cond == "class" else None
-            return c, None, seeds
+            seeds = seeds_fn(n_free)
+            fn = seed_conditions(cond, num_classes=ri.get("num_classes"))
+            return (None if fn is None else fn(seeds)), None, seeds
         if self.bank is None and not (isinstance(snippets, torch.Tensor) and snippets.is_floating_point()
                                       and snippets.ndim == 2):
             raise ValueError("this pipeline has no memory bank: pass snippets as a float (k, d) tensor")
         b = self.bank.bank if self.bank is not None else None
         idx = None
         if snippets is None:
-            n = 1 if num_images is None else int(num_images)
-            seeds = seeds_fn(n)
-            idx = b.sample_indices(n, seeds=[derive_seed("bank", s) for s in seeds])   # as gmem.train.generate
+            seeds = seeds_fn(n_free)
+            idx = bank_rows_for_seeds(b, seeds)   # the rows gmem.inference.generate draws for these seeds
             return b.snippets(idx), idx, seeds
         if _is_interpolation(snippets):
             i, j, a = snippets
@@ -370,7 +371,7 @@ class GMemPipeline(DiffusionPipeline):
                  num_images: int | None = None,    # images to draw (default: one per condition, or 1)
                  snippets=None,                    # None | bank indices | images | (i, j, alpha) | float (k, d) snippets
                  *,
-                 sampler: str | dict = "official-sde",  # a gmem.samplers.SAMPLER_PRESETS name or gmem.samplers.sample kwargs
+                 sampler: str | dict | SamplerSettings = "official-sde",  # a SAMPLER_PRESETS name, SamplerSettings or a dict of them
                  num_inference_steps: int | None = None,  # override the sampler's steps
                  guidance_scale: float = 1.0,      # classifier-free guidance (1 = none, the paper's headline)
                  generator=None,                   # torch.Generator (or a list, one per image) for the per-image seeds
@@ -381,32 +382,19 @@ class GMemPipeline(DiffusionPipeline):
                  return_dict: bool = True,
                  ):
         "Generate images; returns `GMemPipelineOutput(images=..., seeds=..., bank_indices=...)` (or a tuple)."
-        from gmem.samplers import SAMPLER_PRESETS, sample, seeded_generators, seeded_noise
-        from gmem.train import decode_samples
+        from gmem.inference import decode_samples
         if num_images is not None and (not isinstance(num_images, (int, np.integer)) or num_images < 1):
             raise ValueError(f"num_images must be a positive int, got {num_images!r} (conditions go in snippets=)")
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"output_type={output_type!r}; valid: pil, np, pt, latent")
-        if isinstance(sampler, str):
-            if sampler not in SAMPLER_PRESETS:
-                raise ValueError(f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLER_PRESETS)} or a dict of "
-                                 "gmem.samplers.sample options")
-            sampler = SAMPLER_PRESETS[sampler]
-        skw = dict(sampler)
-        if num_inference_steps is not None: skw["steps"] = int(num_inference_steps)
+        settings = sampler_settings(sampler, steps=num_inference_steps)
+        n_seeds = len(seeds) if seeds is not None else len(generator) if isinstance(generator, (list, tuple)) else None
         c, idx, seeds = self.conditions(snippets, num_images, lambda n: per_sample_seeds(n, generator, seeds),
-                                        interpolation_space)
-        dev, shape, n = self._execution_device, tuple(self.run_info["sample_shape"]), len(seeds)
+                                        interpolation_space, n_seeds=n_seeds)
+        dev, shape = self._execution_device, tuple(self.run_info["sample_shape"])
         progress = not getattr(self, "_progress_bar_config", {}).get("disable", False)
-        outs = []
-        for lo in range(0, n, batch_size):
-            sd = seeds[lo:lo + batch_size]
-            cb = None if c is None else c[lo:lo + batch_size].to(dev)
-            if cb is not None and cb.is_floating_point(): cb = cb.float()
-            kw = dict(cfg_scale=guidance_scale, uncond=self.network.null_cond(len(sd), dev)) if guidance_scale != 1 else {}
-            outs.append(sample(self.network, seeded_noise(sd, shape, dev), cb, generator=seeded_generators(sd),
-                               progress=progress, **skw, **kw))
-        x = torch.cat(outs)
+        x = torch.cat(list(sample_seeded(self.network, seeds, shape, c, sampler=settings, cfg_scale=guidance_scale,
+                                         device=dev, batch_size=batch_size, progress=progress)))
         if output_type == "latent": images = x
         else:
             run = self.as_run(dev) if self.run_info.get("latents") else None

@@ -47,7 +47,7 @@ ARMS = {"gmem": "snippet", "class": "class", "uncond": "none"}  # arm -> model c
 # %% ../nbs/15_quickstart.ipynb #3f043544
 def arm_config(arm: str, qc: QuickstartConfig):
     "The `tiny` training preset with this arm's conditioning; everything else identical across arms."
-    from gmem.train import get_preset
+    from gmem.config import get_preset
     cfg = get_preset("tiny")
     cfg.model.cond = ARMS[arm]
     cfg.steps, cfg.batch_size, cfg.seed = qc.steps, qc.batch_size, qc.seed
@@ -59,7 +59,8 @@ def arm_config(arm: str, qc: QuickstartConfig):
 
 def train_arm(arm: str, qc: QuickstartConfig) -> dict:
     "Train one arm into OUT/runs/ARM, or reuse a finished run with the same config; return timing info."
-    from gmem.train import train, latest_checkpoint
+    from gmem.train import train
+    from gmem.checkpoint import latest_checkpoint
     cfg, run_dir = arm_config(arm, qc), Path(qc.out) / "runs" / arm
     done = run_dir / "done.json"
     if done.exists():
@@ -88,7 +89,7 @@ def real_images(n: int, offset: int = 0, seed: int = 0, image_size: int = 16) ->
 
 def sample_arm(arm: str, qc: QuickstartConfig) -> tuple[torch.Tensor, float, object]:
     "Generate `n_fid` samples of an arm (uint8), with the seconds it took and the loaded run."
-    from gmem.train import load_run, generate
+    from gmem.inference import load_run, generate
     run = load_run(Path(qc.out) / "runs" / arm, device=get_device(qc.device))
     t0 = time.time()
     x = torch.cat([_uint8(b) for b in generate(run, qc.n_fid, seed=qc.seed, steps=qc.sample_steps,
@@ -178,7 +179,7 @@ def run_quickstart(qc: QuickstartConfig | None = None, **kw) -> dict:
     nn_note = None
     if "gmem" in samples:
         x, run = samples["gmem"]
-        from gmem.train import build_encoder
+        from gmem.factory import build_encoder
         enc = build_encoder(run.cfg, None, out / "runs" / "gmem", device=run.device)
         with torch.no_grad():
             q = enc(x[:8].float() / 127.5 - 1)[0]

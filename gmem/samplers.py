@@ -4,16 +4,17 @@
 
 # %% ../nbs/04_samplers.ipynb #73014664
 from __future__ import annotations
-import hashlib, math, warnings
+import dataclasses, hashlib, math, warnings
 from typing import Callable, Literal, Sequence
 import torch
 from tqdm.auto import tqdm
+from .utils import derive_seed
 
 # %% auto #0
 __all__ = ['MODES', 'METHODS', 'SDE_T_END', 'OFFICIAL_CFG_INTERVAL', 'SAMPLER_PRESETS', 'DEFAULT_SAMPLER', 'velocity_to_x1',
            'velocity_to_noise', 'velocity_to_score', 'score_to_velocity', 'diffusion_coef', 'sde_drift', 'shift_time',
-           'time_grid', 'nfe_formula', 'seeded_noise', 'seeded_generators', 'NFE', 'sample', 'sample_with_bank',
-           'sampler_settings']
+           'time_grid', 'nfe_formula', 'seeded_noise', 'seeded_generators', 'NFE', 'sample', 'SamplerSettings',
+           'sampler_settings', 'bank_rows_for_seeds', 'seed_conditions', 'sample_seeded']
 
 # %% ../nbs/04_samplers.ipynb #0fabb486
 def _bt(t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor | float:
@@ -223,46 +224,102 @@ def sample(model: Callable,                       # model(x (B,...), t (B,), con
                 x = x + 0.5 * dt * (f0 + f1)
     return (x, NFE(calls, n_guided)) if return_nfe else x
 
-# %% ../nbs/04_samplers.ipynb #8febd8ea
-def sample_with_bank(model: Callable,                # model(x, t, snippets) -> velocity
-                     bank,                           # has .sample_indices(n, seeds=...) and .snippets(idx)
-                     seeds: Sequence[int],           # one seed per sample
-                     shape: Sequence[int],           # per-sample shape of x, e.g. (32, 16, 16)
-                     *,
-                     device: str | torch.device | None = None,  # where to sample (default: CPU)
-                     dtype: torch.dtype = torch.float32,
-                     **kwargs,                       # passed to `sample` (mode, method, steps, cfg_scale, ...)
-                     ):
-    "Per-sample-seeded generation with bank snippets: returns (x, idx) or (x, idx, nfe) with return_nfe=True."
-    seeds = [int(s) for s in seeds]
-    idx = bank.sample_indices(len(seeds), seeds=seeds)                     # (B,) uniform bank indices
-    snippets = bank.snippets(idx).to(device=device, dtype=dtype)          # (B, d)
-    noise = seeded_noise(seeds, shape, device=device, dtype=dtype)        # (B, *shape)
-    kwargs.setdefault("generator", seeded_generators(seeds))
-    out = sample(model, noise, snippets, **kwargs)
-    return (out[0], idx, out[1]) if kwargs.get("return_nfe") else (out, idx)
-
-# %% ../nbs/04_samplers.ipynb #4e55febf
+# %% ../nbs/04_samplers.ipynb #361feb29
 OFFICIAL_CFG_INTERVAL = (0.89, 1.0)   # official: guidance only for t >= 0.89 (CFG is off in the headline results)
 
-SAMPLER_PRESETS = {
-    "official-sde": dict(mode="sde", method="heun", steps=50, t_end=SDE_T_END,  # FID 1.53 setting; 99 NFE
-                         cfg_interval=OFFICIAL_CFG_INTERVAL),
-    "official-ode": dict(mode="ode", method="euler", steps=49, shift=0.3,       # linspace(0,1,50), shift 0.3; 49 NFE
-                         cfg_interval=OFFICIAL_CFG_INTERVAL),
-}
-DEFAULT_SAMPLER = dict(mode="ode", method="euler", steps=50)   # without a preset name
+@dataclasses.dataclass(frozen=True)
+class SamplerSettings:
+    """Every solver option of `sample`, resolved once (as a diffusers scheduler owns its configuration). It unpacks
+    like a dict: `sample(model, noise, c, **settings)`."""
+    mode: str = "ode"                       # "ode" | "sde"
+    method: str = "euler"                   # "euler" | "heun"
+    steps: int = 50                         # updates; NFE = steps (euler), 2*steps-1 (heun)
+    shift: float = 1.0                      # timestep shift (official ODE: 0.3)
+    t_end: float | None = None              # last grid point before the Mean step (None: ode 1.0, sde 0.996)
+    cfg_interval: tuple = OFFICIAL_CFG_INTERVAL  # guided t-range when cfg_scale != 1
+    def __post_init__(self):
+        if self.mode not in MODES: raise ValueError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
+        if self.method not in METHODS: raise ValueError(f"unknown method {self.method!r}; valid: {', '.join(METHODS)}")
+        if int(self.steps) < 1: raise ValueError(f"steps must be >= 1, got {self.steps}")
+        object.__setattr__(self, "cfg_interval", tuple(float(v) for v in self.cfg_interval))
+    def keys(self): return [f.name for f in dataclasses.fields(self)]
+    def __getitem__(self, k): return getattr(self, k)
+    @property
+    def nfe(self) -> int:
+        "Network calls of one sample (without guidance)."
+        return nfe_formula(self.method, self.steps)
+    def to_dict(self) -> dict:
+        "JSON-able record of the settings, with the NFE they spend."
+        return dict(dataclasses.asdict(self), cfg_interval=list(self.cfg_interval), nfe=self.nfe)
 
-def sampler_settings(sampler: str | None = None,  # a key of SAMPLER_PRESETS, or None for DEFAULT_SAMPLER
-                     **explicit,                   # sample() options; None = not given (the preset's value stays)
-                     ) -> dict:
-    """`sample` options of a named preset (or the plain defaults) with the explicitly given ones on top. CFG acts only in
-    the official interval t >= 0.89 unless `cfg_interval` is given."""
-    if sampler is None: base = dict(DEFAULT_SAMPLER)
-    elif sampler in SAMPLER_PRESETS: base = dict(SAMPLER_PRESETS[sampler])
+SAMPLER_PRESETS = {
+    "official-sde": SamplerSettings(mode="sde", method="heun", steps=50, t_end=SDE_T_END),  # FID 1.53 setting; 99 NFE
+    "official-ode": SamplerSettings(mode="ode", method="euler", steps=49, shift=0.3),       # linspace(0,1,50), shift 0.3; 49 NFE
+}
+DEFAULT_SAMPLER = SamplerSettings()   # without a preset name: Euler ODE, 50 steps
+
+def sampler_settings(sampler: str | dict | SamplerSettings | None = None,  # a SAMPLER_PRESETS name, settings, a dict of them, or None
+                     **explicit,   # SamplerSettings fields; None = not given (the preset's value stays)
+                     ) -> SamplerSettings:
+    """The one place sampler options are resolved: a named preset (or the plain defaults, or given settings) with the
+    explicitly given options on top. CFG acts only in the official interval t >= 0.89 unless `cfg_interval` is given."""
+    if sampler is None: base = DEFAULT_SAMPLER
+    elif isinstance(sampler, SamplerSettings): base = sampler
+    elif isinstance(sampler, dict): base = SamplerSettings(**sampler)
+    elif sampler in SAMPLER_PRESETS: base = SAMPLER_PRESETS[sampler]
     else: raise ValueError(f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLER_PRESETS)}")
-    base.setdefault("cfg_interval", OFFICIAL_CFG_INTERVAL)
-    base.update({k: v for k, v in explicit.items() if v is not None})
-    return base
+    unknown = set(explicit) - set(base.keys())
+    if unknown: raise TypeError(f"unknown sampler option(s) {sorted(unknown)}; valid: {base.keys()}")
+    return dataclasses.replace(base, **{k: v for k, v in explicit.items() if v is not None})
 
 from .utils import to_uint8   # images in [-1, 1] -> uint8 as the official sampler saves them (re-exported here)
+
+
+# %% ../nbs/04_samplers.ipynb #45f1ef21
+def bank_rows_for_seeds(bank,                   # has .sample_indices(n, seeds=...)
+                        seeds: Sequence[int],   # one seed per sample
+                        ) -> torch.Tensor:      # (n,) bank rows
+    "The bank row each seed draws at generation time (uniform; from `derive_seed('bank', seed)`, not the seed itself)."
+    return bank.sample_indices(len(seeds), seeds=[derive_seed("bank", int(s)) for s in seeds])
+
+def seed_conditions(cond: str,                  # the run's conditioning: "snippet" | "class" | "none"
+                    *,
+                    bank=None,                  # cond="snippet": the bank the rows come from
+                    num_classes: int | None = None,  # cond="class": the label count
+                    ) -> Callable | None:
+    "What each seed is conditioned on at generation time, as `fn(seeds) -> (b, ...)`: its bank row's snippet, the label `seed % num_classes`, or None."
+    if cond == "snippet":
+        if bank is None: raise ValueError("cond='snippet' needs the memory bank")
+        return lambda sd: bank.snippets(bank_rows_for_seeds(bank, sd))
+    if cond == "class":
+        if not num_classes: raise ValueError("cond='class' needs num_classes")
+        return lambda sd: torch.tensor([int(s) % int(num_classes) for s in sd])
+    if cond in ("none", None): return None
+    raise ValueError(f"unknown conditioning {cond!r}; valid: snippet, class, none")
+
+def sample_seeded(model: Callable,              # model(x, t, cond) -> velocity (eval mode)
+                  seeds: Sequence[int],         # one seed per sample: its starting noise and its SDE noise
+                  shape: Sequence[int],         # per-sample shape of x, e.g. (4, 32, 32)
+                  conditions=None,              # None | (n, ...) tensor aligned with seeds | fn(seeds of a batch) -> (b, ...)
+                  *,
+                  sampler: str | dict | SamplerSettings | None = None,  # resolved by sampler_settings (once)
+                  cfg_scale: float = 1.0,       # classifier-free guidance (1 = none)
+                  device=None,                  # where to sample (default: CPU)
+                  dtype: torch.dtype = torch.float32,
+                  batch_size: int = 64,         # samples per network batch (the samples do not depend on it)
+                  progress: bool = False,       # tqdm over the steps of each batch
+                  ):
+    """The sampling loop every entry point uses (`generate`, `GMemPipeline`, manipulation, text-to-image, the live
+    demo): seeds + conditions -> samples. Sample i depends only on `seeds[i]` and its condition. Yields batches
+    `(b, *shape)`."""
+    settings = sampler_settings(sampler)
+    seeds = [int(s) for s in seeds]
+    if isinstance(conditions, torch.Tensor) and len(conditions) != len(seeds):
+        raise ValueError(f"got {len(seeds)} seeds for {len(conditions)} conditions")
+    for lo in range(0, len(seeds), batch_size):
+        sd = seeds[lo:lo + batch_size]
+        c = conditions(sd) if callable(conditions) else None if conditions is None else conditions[lo:lo + batch_size]
+        if isinstance(c, torch.Tensor): c = c.to(device, dtype) if c.is_floating_point() else c.to(device)
+        yield sample(model, seeded_noise(sd, shape, device=device, dtype=dtype), c, generator=seeded_generators(sd),
+                     cfg_scale=cfg_scale, progress=progress, **settings)
+

@@ -261,7 +261,7 @@ def prompt_snippets(prompts: str | Sequence[str], mapper: TextToSnippet, text_en
 
 @torch.no_grad()
 def generate(prompts: str | Sequence[str],     # "a photo of a seven" or a list of prompts
-             model,                            # a GMemDiT or gmem.train.TrainedRun (eval mode)
+             model,                            # a GMemDiT or gmem.inference.TrainedRun (eval mode)
              mapper: TextToSnippet,            # trained psi
              text_encoder,                     # the encoder psi was trained on: list[str] -> (P, text_dim)
              *,

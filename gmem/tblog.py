@@ -55,7 +55,7 @@ class TensorBoardLog:
                    x: int,                     # images seen
                    nrow: int | None = None,    # images per grid row (default sqrt(B))
                    ):
-        "A grid of images (as `gmem.train.save_sample_grid` saves them) at x = images seen."
+        "A grid of images (as `gmem.inference.save_sample_grid` saves them) at x = images seen."
         if self.writer is None: return
         from torchvision.utils import make_grid
         imgs = (images.detach().float().cpu().clamp(-1, 1) + 1) / 2

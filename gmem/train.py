@@ -20,29 +20,16 @@ from .utils import atomic_write, atomic_path, get_device, autocast, git_commit, 
 
 # %% auto #0
 __all__ = ['step_generator', 'data_position', 'epoch_permutation', 'StepBatches', 'ema_decay_at', 'ema_update', 'MetricsCSV',
-           'read_metrics', 'DistInfo', 'init_distributed', 'IndexedDataset', 'collate', 'build_dataset',
-           'num_classes_of', 'build_encoder', 'build_bank', 'check_bank_data', 'build_bank_file', 'build_model',
-           'model_snippet_dim', 'NonFiniteLossError', 'train', 'derive_seed', 'DATASETS', 'COND_MODES',
-           'MASK_STRATEGIES', 'T_DISTS', 'PRECISIONS', 'SAMPLE_MODES', 'SAMPLE_METHODS', 'OPTIM_RECIPES', 'PRESETS',
-           'DataConfig', 'BankConfig', 'ModelConfig', 'MaskConfig', 'OptimConfig', 'LossSettings', 'SampleConfig',
-           'TrainConfig', 'get_preset', 'CKPT_DIR', 'RESUME_FREE_KEYS', 'capture_rng', 'restore_rng', 'save_checkpoint',
-           'latest_checkpoint', 'load_checkpoint', 'config_diff', 'TrainedRun', 'load_run', 'generate',
-           'decode_samples', 'save_sample_grid']
+           'read_metrics', 'NonFiniteLossError', 'train']
 
 # %% ../nbs/09_train.ipynb #07d3d26c
-# Split out of this notebook; imported back so that every name keeps its old path (`from gmem.train import ...`).
 from .utils import derive_seed
-from .config import (
-    DATASETS, COND_MODES, MASK_STRATEGIES, T_DISTS, PRECISIONS, SAMPLE_MODES, SAMPLE_METHODS,
-    OPTIM_RECIPES, PRESETS, DataConfig, BankConfig, ModelConfig, MaskConfig, OptimConfig,
-    LossSettings, SampleConfig, TrainConfig, get_preset)
-from .checkpoint import (
-    CKPT_DIR, RESUME_FREE_KEYS, capture_rng, restore_rng, save_checkpoint, latest_checkpoint,
-    load_checkpoint, config_diff)
-from .inference import (
-    TrainedRun, load_run, generate, decode_samples, save_sample_grid)
-from .config import _check_choice, _check_positive
-_all_ = ['derive_seed', 'DATASETS', 'COND_MODES', 'MASK_STRATEGIES', 'T_DISTS', 'PRECISIONS', 'SAMPLE_MODES', 'SAMPLE_METHODS', 'OPTIM_RECIPES', 'PRESETS', 'DataConfig', 'BankConfig', 'ModelConfig', 'MaskConfig', 'OptimConfig', 'LossSettings', 'SampleConfig', 'TrainConfig', 'get_preset', 'CKPT_DIR', 'RESUME_FREE_KEYS', 'capture_rng', 'restore_rng', 'save_checkpoint', 'latest_checkpoint', 'load_checkpoint', 'config_diff', 'TrainedRun', 'load_run', 'generate', 'decode_samples', 'save_sample_grid']
+from .config import DataConfig, TrainConfig
+from .checkpoint import (CKPT_DIR, capture_rng, restore_rng, save_checkpoint, latest_checkpoint, load_checkpoint,
+                             config_diff)
+from .inference import TrainedRun, save_sample_grid
+from .factory import (DistInfo, init_distributed, _barrier, IndexedDataset, collate, build_dataset, num_classes_of,
+                           build_encoder, run_bank, build_model, model_snippet_dim, _loss_config)
 
 # %% ../nbs/09_train.ipynb #33f9bbb7
 def step_generator(seed: int, step: int, rank: int = 0, device="cpu") -> torch.Generator:
@@ -130,177 +117,6 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
             except ValueError: return v
     with open(path, newline="") as f: return [{k: num(v) for k, v in r.items()} for r in csv.DictReader(f)]
 
-# %% ../nbs/09_train.ipynb #2c3bd168
-@dataclass
-class DistInfo:
-    rank: int = 0                      # global rank
-    world_size: int = 1                # number of processes
-    local_rank: int = 0                # rank on this node (selects the GPU)
-    device: torch.device = torch.device("cpu")  # this rank's device
-    owns_group: bool = False           # True when init_distributed created the process group (and must destroy it)
-    @property
-    def main(self) -> bool: return self.rank == 0
-
-def init_distributed(device: str | None = None) -> DistInfo:
-    "Join the torchrun process group when WORLD_SIZE > 1; return this process's rank, world size and device."
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    dev = get_device(device)
-    if world <= 1: return DistInfo(device=dev)
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", os.environ["RANK"]))
-    if dev.type == "cuda":
-        dev = torch.device("cuda", local); torch.cuda.set_device(dev)
-    owns = not dist.is_initialized()
-    if owns: dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    return DistInfo(rank, world, local, dev, owns)
-
-def _barrier(info: DistInfo):
-    if info.world_size > 1: dist.barrier()
-
-# %% ../nbs/09_train.ipynb #8a968610
-class IndexedDataset(torch.utils.data.Dataset):
-    "Training items as dicts: x, label, index, and (latent stores) the item's own snippet and REPA patch tokens."
-    def __init__(self, ds): self.ds = ds
-    def __len__(self): return len(self.ds)
-    def __getitem__(self, key):
-        i, epoch = key if isinstance(key, tuple) else (key, None)    # StepBatches yields (index, epoch)
-        base = self.ds.dataset if isinstance(self.ds, torch.utils.data.Subset) else self.ds
-        if epoch is not None and hasattr(base, "set_epoch"): base.set_epoch(epoch)   # per-epoch flip coins
-        item = self.ds[i]
-        if not isinstance(item, (tuple, list)): item = (item,)
-        x, y = torch.as_tensor(item[0]), item[1] if len(item) > 1 and item[1] is not None else -1
-        out = dict(x=x, label=int(y), index=int(i))
-        if len(item) > 2 and item[2] is not None: out["snippet"] = torch.as_tensor(item[2]).float()
-        if len(item) > 3 and item[3] is not None: out["patch"] = torch.as_tensor(item[3]).float()
-        return out
-
-def collate(items: list[dict]) -> dict:
-    "Stack the fields of `IndexedDataset` items."
-    out = dict(x=torch.stack([it["x"] for it in items]), label=torch.tensor([it["label"] for it in items]),
-               index=torch.tensor([it["index"] for it in items]))
-    for k in ("snippet", "patch"):
-        if k in items[0]: out[k] = torch.stack([it[k] for it in items])
-    return out
-
-def build_dataset(cfg: DataConfig, *, seed: int = 0, load_patch: bool = False):
-    "The training dataset named by `cfg` (items `(x, label[, snippet, patch])`, pixels in [-1, 1])."
-    import gmem.data as gd
-    if cfg.dataset == "mnist5k": ds = gd.Mnist5kDataset(image_size=cfg.image_size)
-    elif cfg.dataset == "cifar10": ds = gd.Cifar10Dataset(cfg.root, image_size=cfg.image_size)
-    elif cfg.dataset == "folder": ds = gd.ImageFolderDataset(cfg.root, cfg.image_size)
-    else:
-        from gmem.tokenizers import LatentDataset
-        ds = LatentDataset(cfg.root, flip_prob=cfg.flip_prob, seed=seed, load_patch=load_patch)
-    from gmem.data import limit_dataset
-    ds = limit_dataset(ds, cfg.limit)   # spread over all classes, not the first `limit` (sorted) items
-    return ds
-
-def num_classes_of(ds, cfg: DataConfig) -> int:
-    "Label count: the config's, else the dataset's `num_classes`/`classes`, else max label + 1."
-    if cfg.num_classes: return cfg.num_classes
-    base = ds.dataset if isinstance(ds, torch.utils.data.Subset) else ds
-    if getattr(base, "num_classes", None): return int(base.num_classes)
-    if getattr(base, "classes", None): return len(base.classes)
-    labels = getattr(base, "labels", None)
-    if labels is not None: return 1 + int(max(labels))
-    return 1 + max(IndexedDataset(ds)[i]["label"] for i in range(len(ds)))
-
-def build_encoder(cfg: TrainConfig, ds=None, out_dir: Path | None = None, device=None):
-    "The bank encoder of `cfg.bank`; a 'pca' encoder without weights is fitted on `ds` (and saved in `out_dir`)."
-    from gmem.encoders import create_encoder, PCAEncoder
-    b = cfg.bank
-    if b.encoder == "pca" and b.encoder_weights is None:
-        saved = Path(out_dir) / "pca-encoder.safetensors" if out_dir is not None else None
-        if saved is None or not saved.exists():
-            if ds is None: raise ValueError("a 'pca' encoder needs bank.encoder_weights or data to fit on")
-            enc = PCAEncoder.fit(ds, dim=b.pca_dim)
-            if saved is not None: enc.save(saved)
-        return create_encoder("pca", weights=saved, device=device) if saved is not None else enc.to(get_device(device))
-    return create_encoder(b.encoder, weights=b.encoder_weights, device=device)
-
-def build_bank(cfg: TrainConfig, ds, out_dir: Path, info: DistInfo = DistInfo()):
-    "The memory bank for `ds`: loaded from `bank.path`, or from OUT/bank.safetensors, or built there (rank 0) first."
-    from gmem.bank import MemoryBank
-    path = Path(cfg.bank.path) if cfg.bank.path else Path(out_dir) / "bank.safetensors"
-    if cfg.bank.path is None:          # every rank takes the barrier, whether or not rank 0 had to build
-        if info.main and not path.exists(): build_bank_file(cfg, ds, path, device=info.device)
-        _barrier(info)
-    elif not path.exists():
-        raise FileNotFoundError(f"bank.path {path} does not exist: build the bank of the training images first")
-    bank = MemoryBank.load(path)
-    if cfg.bank.path is not None and cfg.bank.rank is not None and bank.rank != cfg.bank.rank:
-        have = "full" if bank.rank is None else f"rank {bank.rank}"
-        raise ValueError(f"bank.rank={cfg.bank.rank} but the bank file {path} is {have}; a given bank file is used as it is: "
-                         f"write a rank-{cfg.bank.rank} copy (MemoryBank.load(path).with_rank({cfg.bank.rank}).save(...)) "
-                         f"or set bank.rank=null")
-    check_bank_data(bank, ds, path, cfg.data)
-    return bank
-
-def check_bank_data(bank, ds, path, data: DataConfig | None = None, k: int = 16):
-    """Refuse a bank that was not built from `ds` (row i must be item i's snippet): its recorded data identity, its row
-    count, and for a latent store with encoder features whether the stored snippets find their own rows. A bank file
-    without a recorded identity (written before gmem recorded it) is accepted with a warning when the counts agree."""
-    from gmem.data import dataset_identity, identity_mismatch, describe_identity
-    data = data or DataConfig()
-    here = dataset_identity(ds, name=data.dataset, root=data.root, limit=data.limit)
-    there = bank.meta.get("data")
-    fix = ("rebuild the bank from the images the store was extracted from, in store order (gmem bank build)"
-           if data.dataset == "latents" else
-           "rebuild it from this run's data (gmem bank build --data SPEC --limit N --out FILE: the same items in the same "
-           "order), or leave bank.path unset so that the run builds OUT/bank.safetensors")
-    if len(bank) != len(ds) or (there and identity_mismatch(there, here)):
-        what = describe_identity(there) if there else f"{len(bank)} rows, data not recorded"
-        why = "; ".join(identity_mismatch(there, here)) if there else f"{len(bank)} rows for {len(ds)} items"
-        raise ValueError(f"the bank {path} was built from other data than this run's: {what} there, "
-                         f"{describe_identity(here)} here ({why}). Row i of the bank must be item i's snippet: {fix}")
-    if not there:
-        warnings.warn(f"the bank {path} does not record the data it was built from (written before gmem recorded it): its "
-                      f"{len(bank)} rows are taken to be this run's {len(ds)} items in order, unchecked; {fix} to have "
-                      "this checked")
-    base = ds.dataset if isinstance(ds, torch.utils.data.Subset) else ds
-    if getattr(base, "has_encoder", False) and hasattr(base, "stored_snippets"):   # latent store: its own snippets
-        idx = torch.linspace(0, len(ds) - 1, min(k, len(ds))).round().long().unique()
-        items = [ds.indices[i] for i in idx.tolist()] if isinstance(ds, torch.utils.data.Subset) else idx.tolist()
-        s = F.normalize(base.stored_snippets(items), dim=-1)                          # (k, d)
-        if s.shape[1] != bank.dim: return
-        cos = s @ bank.snippets(idx.to(bank.device)).float().cpu().T                  # (k, k): item x bank row
-        own = (cos.argmax(1) == torch.arange(len(idx))).float().mean().item()
-        if own < 0.5:
-            raise ValueError(f"the bank {path} does not hold this latent store's snippets in store order: only {own:.0%} "
-                             f"of {len(idx)} sampled items find their own row nearest (mean cosine with it "
-                             f"{cos.diagonal().mean().item():.2f}); {fix}")
-
-def build_bank_file(cfg: TrainConfig, ds, path: str | os.PathLike, device=None, progress: bool = False):
-    "Encode `ds` in order with the bank encoder (CLS features) and save a MemoryBank (row i = item i) at `path`."
-    from gmem.bankbuild import build_bank as build_bank_from_images   # sharded, resumable (work folder PATH.shards/)
-    path = Path(path)
-    enc = build_encoder(cfg, ds, path.parent, device)
-    return build_bank_from_images(ds, enc, path, batch_size=cfg.bank.batch_size, rank=cfg.bank.rank, progress=progress,
-                                  dataset_name=cfg.data.dataset, meta=dict(source="gmem.train.build_bank_file"))
-
-def build_model(cfg: TrainConfig, *, input_size: int, in_channels: int, snippet_dim: int, num_classes: int = 1000,
-                repa_dim: int = 768):
-    "The network of `cfg.model` (snippet dropout = mask.ratio when mask.strategy is 'zero', else 0)."
-    from gmem.model import create_model
-    m = cfg.model
-    return create_model(m.name, input_size=input_size, in_channels=in_channels, snippet_dim=snippet_dim, cond=m.cond,
-                        num_classes=num_classes, class_dropout=m.class_dropout,
-                        snippet_dropout=cfg.mask.ratio if cfg.mask.strategy == "zero" else 0.0,
-                        snippet_mlp_depth=m.snippet_mlp_depth, repa_depth=m.repa_depth,
-                        repa_dim=repa_dim if m.repa_depth else None, snippet_dropout_at=m.snippet_dropout_at,
-                        zero_init_adaln=m.zero_init_adaln,
-                        **({"patch_size": m.patch_size} if m.patch_size else {}))
-
-def model_snippet_dim(model: nn.Module) -> int | None:
-    "The snippet width a model expects (from `model.config.snippet_dim`), or None when it does not say."
-    return getattr(getattr(model, "config", None), "snippet_dim", None)
-
-def _loss_config(cfg: TrainConfig):
-    from gmem.loss import LossConfig
-    names = {f.name for f in dataclasses.fields(LossConfig)}
-    want = dict(t_dist=cfg.loss.t_dist, t_mean=cfg.loss.t_mean, t_std=cfg.loss.t_std, cos_weight=cfg.loss.cos_weight,
-                repa_weight=cfg.loss.repa_weight if cfg.model.repa_depth else 0.0)
-    return LossConfig(**{k: v for k, v in want.items() if k in names})
-
 # %% ../nbs/09_train.ipynb #399bf2ee
 class NonFiniteLossError(FloatingPointError):
     "Raised when the loss or gradient norm of a step is NaN or infinite."
@@ -352,7 +168,7 @@ def _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn):
             if getattr(repa_enc, "num_patches", 1) == 0:
                 raise ValueError(f"REPA needs patch tokens but encoder {cfg.bank.encoder!r} has none; set "
                                  f"model.repa_depth=null or use a ViT encoder (dinov2-b)")
-    if cond == "snippet" and bank is None: bank = build_bank(cfg, ds, out, info)
+    if cond == "snippet" and bank is None: bank = run_bank(cfg, ds, out, info)
     fingerprint = bank.fingerprint() if (cond == "snippet" and bank is not None) else None
     if ckpt is not None and ckpt.get("bank_fingerprint") != fingerprint:
         raise ValueError(f"checkpoint {ckpt_path} was trained with bank {ckpt.get('bank_fingerprint')} but the bank now "

@@ -72,7 +72,7 @@ def test_store_and_bank_describe_the_same_images(paper_inputs):
 
 def test_paper_experiment_on_a_latent_store(paper_inputs, tmp_path):
     from gmem.experiments import start
-    from gmem.train import load_run, generate, decode_samples
+    from gmem.inference import load_run, generate, decode_samples
     p = paper_inputs
     params = dict(preset="paper", paper_preset="imagenet256-lightningdit-b", out_dir=str(tmp_path / "out"),
                   cache_dir=str(tmp_path / "cache"), data_root=str(p["store"]), bank_path=str(p["bank"]),
@@ -103,7 +103,8 @@ def test_paper_experiment_on_a_latent_store(paper_inputs, tmp_path):
 
 
 def test_cli_sample_decodes_a_latent_run(paper_inputs, tmp_path):
-    from gmem.train import get_preset, train
+    from gmem.train import train
+    from gmem.config import get_preset
     p = paper_inputs
     cfg = get_preset("imagenet256-lightningdit-b").override({
         "data.root": str(p["store"]), "bank.path": str(p["bank"]), "model.name": "LightningDiT-T/1", "steps": 1,
@@ -155,7 +156,8 @@ def test_bank_bound_to_its_latent_store(paper_inputs):
     "the stored snippets (each item must find its own row), and a bank of other images by the recorded identity."
     from gmem.bank import MemoryBank
     from gmem.tokenizers import LatentDataset
-    from gmem.train import DataConfig, check_bank_data
+    from gmem.factory import check_bank_data
+    from gmem.config import DataConfig
     p = paper_inputs
     ld, bank = LatentDataset(p["store"], flip_prob=0.0), MemoryBank.load(p["bank"])
     assert ld.meta["source"]["order_sha256"] == bank.meta["data"]["order_sha256"]

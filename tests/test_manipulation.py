@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from gmem.bank import MemoryBank
 from gmem.encoders import PCAEncoder
-from gmem.manipulate import (IncompatibleBankError, ImageRangeError, PAPER_ALPHAS, add_images, build_bank,
+from gmem.manipulate import (IncompatibleBankError, ImageRangeError, PAPER_ALPHAS, add_images, bank_from_images,
                              check_compatible, interpolation_snippets, interpolation_strip, sample_from_bank,
                              sample_snippets, snippets_from_images)
 from gmem.model import create_model
@@ -39,7 +39,7 @@ def _net(dim):
 @pytest.mark.parametrize("rank", [3, 8])
 def test_projection_of_stored_snippet_reproduces_it(enc, rank):
     x = _images(80, 0)
-    bank = build_bank(x, enc, rank=rank)
+    bank = bank_from_images(x, enc, rank=rank)
     f = snippets_from_images(x[:10], enc)
     torch.testing.assert_close(bank.project(f), bank.coefficients(range(10)), atol=1e-5, rtol=1e-5)   # eq. 10
     new = add_images(bank, x[:10], enc)
@@ -47,7 +47,7 @@ def test_projection_of_stored_snippet_reproduces_it(enc, rank):
 
 
 def test_full_bank_appends_exactly(enc):
-    bank = build_bank(_images(80, 0), enc)
+    bank = bank_from_images(_images(80, 0), enc)
     x = _images(4, 1)
     idx = add_images(bank, x, enc)
     assert idx.tolist() == [80, 81, 82, 83]
@@ -55,7 +55,7 @@ def test_full_bank_appends_exactly(enc):
 
 
 def test_zero_one_images_are_refused(enc):
-    bank = build_bank(_images(80, 0), enc)
+    bank = bank_from_images(_images(80, 0), enc)
     x01 = (_images(2, 1) + 1) / 2
     with pytest.raises(ImageRangeError, match=r"look like \[0, 1\]"):
         add_images(bank, x01, enc)
@@ -67,7 +67,7 @@ def test_zero_one_images_are_refused(enc):
 @pytest.mark.parametrize("rank", [None, 4])
 @pytest.mark.parametrize("space", ["coef", "linear", "slerp"])
 def test_interpolation_endpoints_reproduce_parents(enc, rank, space):
-    bank = build_bank(_images(80, 0), enc, rank=rank)
+    bank = bank_from_images(_images(80, 0), enc, rank=rank)
     S = interpolation_snippets(bank, 3, 11, alphas=(0.0, *PAPER_ALPHAS, 1.0), space=space)
     torch.testing.assert_close(S[1], bank.snippets([3])[0], atol=1e-5, rtol=0)
     torch.testing.assert_close(S[-2], bank.snippets([11])[0], atol=1e-5, rtol=0)
@@ -75,7 +75,7 @@ def test_interpolation_endpoints_reproduce_parents(enc, rank, space):
 
 
 def test_interpolation_strip_columns(enc):
-    bank = build_bank(_images(80, 0), enc, rank=4)
+    bank = bank_from_images(_images(80, 0), enc, rank=4)
     net = _net(bank.dim)
     strip = interpolation_strip(net, bank, 3, 11, space="coef", seeds=[7, 8], steps=2)
     assert strip.shape == (2, 11, 3, 8, 8)
@@ -85,15 +85,15 @@ def test_interpolation_strip_columns(enc):
 
 def test_transfer_with_mismatched_dims_errors(enc):
     net = _net(enc.dim)
-    bank_b = build_bank(_images(30, 2), enc, dataset="B")                 # same encoder: accepted
+    bank_b = bank_from_images(_images(30, 2), enc, dataset="B")                 # same encoder: accepted
     assert check_compatible(net, bank_b, encoder=enc)["fingerprint_checked"]
     assert sample_from_bank(net, bank_b, [0, 1], [0, 1], steps=2).shape == (2, 3, 8, 8)
     enc5 = PCAEncoder.fit(_images(80, 0), dim=5, pool_size=4)
     with pytest.raises(IncompatibleBankError, match="5-d"):
-        sample_from_bank(net, build_bank(_images(30, 2), enc5), [0], [0], steps=2)
+        sample_from_bank(net, bank_from_images(_images(30, 2), enc5), [0], [0], steps=2)
     other = PCAEncoder.fit(_images(80, 3), dim=enc.dim, pool_size=4)     # same name, other fit
     with pytest.raises(IncompatibleBankError, match="other weights"):
-        check_compatible(net, build_bank(_images(30, 2), other), encoder=enc)
+        check_compatible(net, bank_from_images(_images(30, 2), other), encoder=enc)
 
 
 def test_t2i_mapping_retrieves_class_above_chance():

@@ -98,7 +98,7 @@ def random_vavae(monkeypatch):
 
 def test_import_load_generate_decode(tmp_path, ref, random_vavae):
     from gmem.tokenizers import denormalize_latents
-    from gmem.train import decode_samples, generate, load_run
+    from gmem.inference import decode_samples, generate, load_run
     tok, asked = random_vavae
     out = import_official(FIX / "network.pth", FIX / "bank_full.pth", tmp_path / "run", model=NAME,
                           latent_stats=FIX / "latents_stats.pt", tokenizer_weights=tmp_path / "vavae.pt")
@@ -119,7 +119,7 @@ def test_import_load_generate_decode(tmp_path, ref, random_vavae):
 
 def test_moved_run_and_memory_mapped_bank(tmp_path):
     "Paths in the run are relative to it: a moved run loads; the bank is memory-mapped, on the CPU when asked."
-    from gmem.train import load_run
+    from gmem.inference import load_run
     out = import_official(FIX / "network.pth", FIX / "bank_dmd.pth", tmp_path / "a", model=NAME,
                           latent_stats=FIX / "latents_stats.pt", bank_dtype=torch.float16)
     out.rename(tmp_path / "b")

@@ -1,6 +1,6 @@
 """Issue 13 across modules: a trained run exported with `gmem export-pipeline` and reloaded offline by diffusers
 (`GMemPipeline.from_pretrained`) draws bit-identical images; a latent run exports its autoencoder and decodes like
-`gmem.train.decode_samples`; `gmem train --tensorboard` writes the expected TensorBoard events, from rank 0 only.
+`gmem.inference.decode_samples`; `gmem train --tensorboard` writes the expected TensorBoard events, from rank 0 only.
 
 One tiny CPU run (the smoke preset, 3 steps, TensorBoard on, one sample grid) is trained in a real `gmem train`
 process and shared by the tests of this file.
@@ -68,7 +68,7 @@ def test_export_pipeline_reloads_offline_bit_identical(smoke_run, tmp_path):
 def test_pipeline_draws_what_gmem_sample_draws(smoke_run):
     "Given gmem sample's seeds (range(n)) and sampler, the pipeline's images are `generate` + `decode_samples`, bit for bit."
     from gmem.pipeline import GMemPipeline
-    from gmem.train import load_run, generate, decode_samples
+    from gmem.inference import load_run, generate, decode_samples
     pipe = GMemPipeline.from_run(smoke_run)
     pipe.set_progress_bar_config(disable=True)
     got = pipe(4, seeds=range(4), sampler=dict(mode="sde", method="euler", steps=3), output_type="pt").images
@@ -119,7 +119,8 @@ def latent_run(tmp_path_factory):
     from gmem.data import Mnist5kDataset, limit_dataset
     from gmem.encoders import PCAEncoder
     from gmem.tokenizers import SDVAETokenizer, extract_latents
-    from gmem.train import get_preset, train
+    from gmem.train import train
+    from gmem.config import get_preset
     d = tmp_path_factory.mktemp("latent-pipeline")
     torch.manual_seed(0)
     AutoencoderKL(block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
@@ -144,7 +145,7 @@ def test_latent_run_exports_its_autoencoder(latent_run, tmp_path):
     from diffusers import AutoencoderKL
     from gmem.cli import main
     from gmem.pipeline import GMemPipeline
-    from gmem.train import load_run, generate, decode_samples
+    from gmem.inference import load_run, generate, decode_samples
     d = tmp_path / "pipe"
     assert main(["export-pipeline", str(latent_run), str(d)]) == 0
     assert sorted(p.name for p in d.iterdir()) == ["autoencoder", "bank", "encoder", "model_index.json", "network"]
@@ -187,7 +188,8 @@ def test_train_tensorboard_events(smoke_run):
 
 DDP_SCRIPT = textwrap.dedent('''
     import sys, torch, torch.nn as nn
-    from gmem.train import TrainConfig, DataConfig, BankConfig, ModelConfig, train
+    from gmem.train import train
+    from gmem.config import TrainConfig, DataConfig, BankConfig, ModelConfig
     torch.set_num_threads(1)
     class Net(nn.Module):
         def __init__(self):

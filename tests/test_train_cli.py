@@ -11,7 +11,8 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TQDM_DISA
 SCRIPT = textwrap.dedent('''
     import hashlib, json, os, sys, time
     import torch, torch.nn as nn
-    from gmem.train import TrainConfig, DataConfig, BankConfig, ModelConfig, OptimConfig, train
+    from gmem.train import train
+    from gmem.config import TrainConfig, DataConfig, BankConfig, ModelConfig, OptimConfig
 
     out, steps, resume, slow, same = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", float(sys.argv[4]), sys.argv[5] == "1"
     torch.set_num_threads(1)
@@ -135,7 +136,8 @@ def test_cli_rejects_bad_inputs_in_one_line(tmp_path):
 BANK_SCRIPT = textwrap.dedent('''
     import functools, sys, time, torch, torch.nn as nn
     import gmem.bankbuild
-    from gmem.train import TrainConfig, DataConfig, BankConfig, ModelConfig, OptimConfig, train
+    from gmem.train import train
+    from gmem.config import TrainConfig, DataConfig, BankConfig, ModelConfig, OptimConfig
     from gmem.data import Mnist5kDataset, limit_dataset
     gmem.bankbuild.build_bank = functools.partial(gmem.bankbuild.build_bank, shard_size=32)   # 8 shards: the unit of resume
     out, slow = sys.argv[1], float(sys.argv[2])
