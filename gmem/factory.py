@@ -171,22 +171,17 @@ def build_model(cfg: TrainConfig, *, input_size: int, in_channels: int, snippet_
                 repa_dim: int = 768):
     "The network of `cfg.model` (snippet dropout = mask.ratio when mask.strategy is 'zero', else 0)."
     from gmem.model import create_model
-    m = cfg.model
-    return create_model(m.name, input_size=input_size, in_channels=in_channels, snippet_dim=snippet_dim, cond=m.cond,
-                        num_classes=num_classes, class_dropout=m.class_dropout,
-                        snippet_dropout=cfg.mask.ratio if cfg.mask.strategy == "zero" else 0.0,
-                        snippet_mlp_depth=m.snippet_mlp_depth, repa_depth=m.repa_depth,
-                        repa_dim=repa_dim if m.repa_depth else None, snippet_dropout_at=m.snippet_dropout_at,
-                        zero_init_adaln=m.zero_init_adaln,
-                        **({"patch_size": m.patch_size} if m.patch_size else {}))
+    m = dataclasses.asdict(cfg.model)            # gmem.model.ModelConfig field names: passed through as they are
+    name, patch_size = m.pop("name"), m.pop("patch_size")
+    return create_model(name, input_size=input_size, in_channels=in_channels, snippet_dim=snippet_dim,
+                        num_classes=num_classes, snippet_dropout=cfg.mask.ratio if cfg.mask.strategy == "zero" else 0.0,
+                        repa_dim=repa_dim if m["repa_depth"] else None, **m,
+                        **({"patch_size": patch_size} if patch_size else {}))
 
 def model_snippet_dim(model: nn.Module) -> int | None:
     "The snippet width a model expects (from `model.config.snippet_dim`), or None when it does not say."
     return getattr(getattr(model, "config", None), "snippet_dim", None)
 
 def _loss_config(cfg: TrainConfig):
-    from gmem.loss import LossConfig
-    names = {f.name for f in dataclasses.fields(LossConfig)}
-    want = dict(t_dist=cfg.loss.t_dist, t_mean=cfg.loss.t_mean, t_std=cfg.loss.t_std, cos_weight=cfg.loss.cos_weight,
-                repa_weight=cfg.loss.repa_weight if cfg.model.repa_depth else 0.0)
-    return LossConfig(**{k: v for k, v in want.items() if k in names})
+    "The objective of `cfg`: its `loss` section, without the REPA term when the model has no REPA projector."
+    return dataclasses.replace(cfg.loss, repa_weight=cfg.loss.repa_weight if cfg.model.repa_depth else 0.0)

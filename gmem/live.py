@@ -74,7 +74,7 @@ class LiveManipulation:
                  scale: int = 3,                   # pixel zoom of the displayed grids
                  **sampler_kw,                     # gmem.samplers.sample options (steps, mode, method, ...)
                  ):
-        from gmem.manipulate import check_compatible
+        from gmem.conditioning import check_compatible
         check_compatible(model, bank, encoder=encoder if bank.meta.get("encoder") else None)
         self.model, self.bank, self.encoder = model, bank, encoder
         self.train_images = train_images
@@ -88,7 +88,7 @@ class LiveManipulation:
     # ---- logic (no widgets) -------------------------------------------------------------------------------------
     def sample(self, snippets: torch.Tensor) -> torch.Tensor:
         "Images (n_snippets * n_seeds, 3, H, W) in [-1, 1]: every snippet with every seed (snippet-major); latents decoded."
-        from gmem.manipulate import sample_snippets
+        from gmem.conditioning import sample_snippets
         S = snippets.reshape(-1, snippets.shape[-1])
         x = sample_snippets(self.model, S.repeat_interleave(len(self.seeds), 0), self.seeds * S.shape[0],
                             **self.sampler_kw)
@@ -110,7 +110,7 @@ class LiveManipulation:
 
     def set_pair_images(self, a, b):
         "Parents = two new images (PIL / paths / arrays), put into the bank's space by eq. 10 (low-rank) or exactly (full)."
-        from gmem.manipulate import check_encoder, load_images, snippets_from_images
+        from gmem.conditioning import check_encoder, load_images, snippets_from_images
         if self.bank.meta.get("encoder"): check_encoder(self.bank, self.encoder)
         x = load_images([a, b], self.image_size, grayscale=self.grayscale)   # (2, 3, S, S) in [-1, 1]
         self.rows = None
@@ -134,7 +134,7 @@ class LiveManipulation:
     def novel(self, image) -> dict:
         "A new image (PIL / path / array): its eq. 10 projection, samples conditioned on it, nearest training images."
         from gmem.bank import normalize_rows
-        from gmem.manipulate import check_encoder, load_images, projection_error, snippets_from_images
+        from gmem.conditioning import check_encoder, load_images, projection_error, snippets_from_images
         t0 = time.perf_counter()
         if self.bank.meta.get("encoder"): check_encoder(self.bank, self.encoder)
         x = load_images([image], self.image_size, grayscale=self.grayscale)     # (1, 3, S, S)
@@ -152,7 +152,7 @@ class LiveManipulation:
 
     def _train_features(self) -> torch.Tensor:
         if not hasattr(self, "_tf"):
-            from gmem.manipulate import snippets_from_images
+            from gmem.conditioning import snippets_from_images
             self._tf = snippets_from_images(self.train_images[:512], self.encoder)
         return self._tf
 

@@ -10,247 +10,12 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from .conditioning import check_compatible, sample_snippets, snippets_from_images
 
 # %% auto #0
-__all__ = ['PAPER_ALPHAS', 'REPORT_RUNS', 'ImageRangeError', 'check_pm1', 'to_pm1', 'load_images', 'IncompatibleBankError',
-           'encoder_fingerprint', 'encoder_meta', 'check_encoder', 'snippets_from_images', 'bank_from_images',
-           'add_images', 'projection_error', 'check_compatible', 'sample_snippets', 'sample_from_bank',
-           'interpolation_snippets', 'interpolation_strip', 'nearest_training_images', 'novel_image_figure',
-           'trained_run', 'run_encoder', 'report_config', 'drawn_glyphs', 'digit_classifier', 'agreement_test',
+__all__ = ['PAPER_ALPHAS', 'REPORT_RUNS', 'interpolation_snippets', 'interpolation_strip', 'nearest_training_images',
+           'novel_image_figure', 'run_encoder', 'report_config', 'drawn_glyphs', 'digit_classifier', 'agreement_test',
            'agreement_check']
-
-# %% ../nbs/13_manipulate.ipynb #9ace588e
-class ImageRangeError(ValueError):
-    "Images handed to an encoder are not in [-1, 1] (e.g. [0, 1] or [0, 255] pixels)."
-
-def check_pm1(images: torch.Tensor,            # (B, C, H, W) float images
-              *,
-              allow_nonnegative: bool = False,  # accept a batch without negative values (really-[-1,1] bright images)
-              tol: float = 1e-3,                # slack on the bounds
-              name: str = "images",
-              ) -> torch.Tensor:
-    "Return `images` if they look like [-1, 1] pixels; ImageRangeError for [0, 255] or [0, 1]-looking input."
-    if not images.is_floating_point():
-        raise ImageRangeError(f"{name}: expected float images in [-1, 1], got dtype {images.dtype} "
-                              "(uint8? convert with x.float() / 127.5 - 1, or call snippets_from_images on the uint8 tensor)")
-    if images.numel() == 0: return images
-    lo, hi = float(images.min()), float(images.max())
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise ImageRangeError(f"{name}: contain NaN or inf")
-    if lo < -1 - tol or hi > 1 + tol:
-        raise ImageRangeError(f"{name}: values in [{lo:.3g}, {hi:.3g}] are outside [-1, 1] "
-                              "(pixels in [0, 255]? use x / 127.5 - 1)")
-    if lo >= 0 and not allow_nonnegative:
-        raise ImageRangeError(
-            f"{name}: values in [{lo:.3g}, {hi:.3g}] look like [0, 1] pixels, but the encoder expects [-1, 1] "
-            "(the official manipulation script made this mistake and got washed-out features). Convert with 2 * x - 1; "
-            "if these really are [-1, 1] images without any dark pixel, pass allow_nonnegative=True")
-    return images
-
-def to_pm1(x) -> torch.Tensor:
-    "uint8 tensor/array (B, C, H, W) in [0, 255] -> float in [-1, 1]; float tensors are checked and passed through."
-    x = torch.as_tensor(x)
-    if x.dtype == torch.uint8: return x.float() / 127.5 - 1
-    return check_pm1(x)
-
-# %% ../nbs/13_manipulate.ipynb #abe559e9
-def load_images(images,                     # paths, PIL images or HxW / HxWxC arrays (uint8, or float in [0, 1])
-                image_size: int,             # side after the ADM centre crop (the bank's training resolution)
-                *,
-                grayscale: bool = False,     # convert to grey (repeated to 3 channels), e.g. for an MNIST model
-                ) -> torch.Tensor:           # (B, 3, S, S) in [-1, 1]
-    "Load arbitrary images like a training image: RGB, ADM centre crop to `image_size`, pixels in [-1, 1]."
-    from PIL import Image
-    from gmem.data import center_crop_arr, load_rgb
-    out = []
-    for im in images:
-        if isinstance(im, (str, os.PathLike)): im = load_rgb(im)
-        elif not isinstance(im, Image.Image):
-            a = np.asarray(im)
-            if a.dtype != np.uint8:   # float arrays from skimage are in [0, 1]: this is where [0,1] is legitimate
-                if a.min() < 0 or a.max() > 1:
-                    raise ImageRangeError(f"float image arrays must be in [0, 1] (skimage convention), got "
-                                          f"[{a.min():.3g}, {a.max():.3g}]")
-                a = np.round(a * 255).astype(np.uint8)
-            im = Image.fromarray(a)
-        im = im.convert("L").convert("RGB") if grayscale else im.convert("RGB")
-        a = np.asarray(center_crop_arr(im, image_size))                  # (S, S, 3) uint8
-        out.append(torch.from_numpy(a.copy()).permute(2, 0, 1))
-    return torch.stack(out).float() / 127.5 - 1
-
-# %% ../nbs/13_manipulate.ipynb #b6ed1a5d
-class IncompatibleBankError(ValueError):
-    "A memory bank whose encoder or snippet width does not match the model / encoder it is used with."
-
-def encoder_fingerprint(encoder: torch.nn.Module) -> str:
-    "sha256 over an encoder's name and its parameters and buffers (identifies fitted encoders like PCA)."
-    h = hashlib.sha256(str(getattr(encoder, "name", type(encoder).__name__)).encode())
-    for k, v in sorted(encoder.state_dict().items()):
-        h.update(k.encode()); h.update(str(tuple(v.shape)).encode())
-        h.update(v.detach().cpu().contiguous().float().numpy().tobytes())
-    return h.hexdigest()
-
-def encoder_meta(encoder: torch.nn.Module, **extra) -> dict:
-    "Bank metadata describing `encoder`: name, width and fingerprint (plus `extra`, e.g. dataset=...)."
-    return dict(encoder=getattr(encoder, "name", None), encoder_dim=int(getattr(encoder, "dim", 0)) or None,
-                encoder_fingerprint=encoder_fingerprint(encoder), **extra)
-
-def check_encoder(bank, encoder: torch.nn.Module) -> None:
-    "IncompatibleBankError unless `encoder` is the encoder `bank` was built with (width, name, fingerprint)."
-    meta, name, dim = bank.meta, getattr(encoder, "name", None), getattr(encoder, "dim", None)
-    if dim is not None and dim != bank.dim:
-        raise IncompatibleBankError(f"encoder {name!r} gives {dim}-d features but the bank holds {bank.dim}-d snippets "
-                                    f"(bank encoder {meta.get('encoder')!r}): encode with the bank's encoder")
-    if meta.get("encoder") is None:
-        raise IncompatibleBankError("the bank does not record its encoder (meta['encoder'] is None), so new images "
-                                    "cannot be checked against it; rebuild it with gmem.manipulate.bank_from_images or pass "
-                                    "meta=encoder_meta(encoder) to MemoryBank.from_features")
-    if meta["encoder"] != name:
-        raise IncompatibleBankError(f"the bank was built with encoder {meta['encoder']!r}, not {name!r}: snippets of "
-                                    "different encoders live in different spaces")
-    fp = meta.get("encoder_fingerprint")
-    if fp is not None and fp != encoder_fingerprint(encoder):
-        raise IncompatibleBankError(f"encoder {name!r} has the bank's name but other weights (fingerprint "
-                                    f"{encoder_fingerprint(encoder)[:12]} != {fp[:12]}), e.g. a PCA fitted on other data")
-
-# %% ../nbs/13_manipulate.ipynb #0fa2de9a
-@torch.no_grad()
-def snippets_from_images(images,                   # (B, 3, H, W) float in [-1, 1] or uint8; or a list for load_images
-                         encoder: torch.nn.Module,  # a gmem.encoders encoder: images in [-1,1] -> (cls, patches)
-                         *,
-                         image_size: int | None = None,   # needed for a list of photos: ADM-crop side
-                         grayscale: bool = False,         # list input only: convert to grey first
-                         allow_nonnegative: bool = False, # see check_pm1
-                         batch_size: int = 256,
-                         ) -> torch.Tensor:               # (B, encoder.dim) raw features (the bank normalises)
-    "Encode images with the bank's encoder and preprocessing: the raw CLS features `(B, d)` (float32, CPU)."
-    if isinstance(images, (list, tuple)):
-        if image_size is None: raise ValueError("a list of images needs image_size (the bank's training resolution)")
-        images = load_images(images, image_size, grayscale=grayscale)
-    elif image_size is not None or grayscale:
-        raise ValueError("image_size/grayscale apply to a list of photos; preprocess tensors like the training data")
-    x = torch.as_tensor(images)
-    x = x.float() / 127.5 - 1 if x.dtype == torch.uint8 else check_pm1(x, allow_nonnegative=allow_nonnegative)
-    if x.ndim != 4: raise ValueError(f"images must be (B, 3, H, W), got {tuple(x.shape)}")
-    feats = [encoder(x[a:a + batch_size])[0].float().cpu() for a in range(0, x.shape[0], batch_size)]
-    return torch.cat(feats) if feats else torch.zeros(0, getattr(encoder, "dim", 0))
-
-def bank_from_images(images,                          # (N, 3, H, W) in [-1, 1] / uint8, or a dataset of (image, label)
-               encoder: torch.nn.Module,
-               rank: int | None = None,         # None: full bank; r: low-rank bank (eq. 8)
-               *,
-               labels=None,                     # (N,) ints (taken from a dataset when None)
-               dataset: str | None = None,      # recorded in meta
-               batch_size: int = 256,
-               ) -> "MemoryBank":
-    "A MemoryBank of `images` encoded like `snippets_from_images`, with the encoder's name and fingerprint in meta."
-    from gmem.bank import MemoryBank
-    if not isinstance(images, torch.Tensor):   # a dataset of (image, label)
-        items = [images[i] for i in range(len(images))]
-        images = torch.stack([torch.as_tensor(it[0]) for it in items])
-        if labels is None: labels = torch.tensor([int(it[1]) for it in items])
-    f = snippets_from_images(images, encoder, batch_size=batch_size)
-    return MemoryBank.from_features(f, rank, labels=labels, meta=encoder_meta(encoder, dataset=dataset))
-
-def add_images(bank,                            # a MemoryBank (grown in place)
-               images,                          # as for snippets_from_images
-               encoder: torch.nn.Module,        # must be the bank's encoder (checked)
-               *,
-               labels=None,                     # labels for the new rows (banks with labels; default -1)
-               **kw,                            # image_size, grayscale, allow_nonnegative, batch_size
-               ) -> torch.Tensor:               # (n,) indices of the new snippets
-    "Append images to a bank: exact rows (full bank) or eq. 10 projections (low-rank bank); returns their indices."
-    check_encoder(bank, encoder)
-    return bank.add(snippets_from_images(images, encoder, **kw), labels=labels)
-
-def projection_error(bank, features: torch.Tensor) -> torch.Tensor:  # (n,) L2 error of the unit snippet
-    "`|| f/|f| - reconstruct(project(f)) ||` per row: what a low-rank bank loses on `features` (zeros for a full bank)."
-    from gmem.bank import normalize_rows, reconstruct
-    s = normalize_rows(features.float().to(bank.device))
-    if bank.rank is None: return torch.zeros(s.shape[0], device=s.device)
-    s_hat = reconstruct(bank.project(features), bank.B, bank.mu)   # Eq. 10, then eq. 9
-    return torch.linalg.vector_norm(s - s_hat, dim=1)
-
-# %% ../nbs/13_manipulate.ipynb #4fed9df0
-def _unwrap_model(model):
-    "(network, training bank or None) from a GMemDiT or a gmem.inference.TrainedRun-like object."
-    if hasattr(model, "model") and hasattr(model, "cfg"): return model.model, getattr(model, "bank", None)
-    return model, None
-
-def check_compatible(model,                     # a GMemDiT or a gmem.inference.TrainedRun
-                     bank,                      # the MemoryBank to sample with
-                     *,
-                     encoder=None,              # the model's encoder: name, Encoder, or its training bank (optional)
-                     ) -> dict:
-    "Refuse (IncompatibleBankError) a bank whose snippet width or encoder differs from the model's; return what was checked."
-    net, train_bank = _unwrap_model(model)
-    cfg = getattr(net, "config", None)
-    if cfg is None: raise TypeError(f"expected a GMemDiT or a TrainedRun, got {type(model).__name__}")
-    if cfg.cond != "snippet":
-        raise IncompatibleBankError(f"the model is conditioned on {cfg.cond!r}, not on memory snippets: it has no use for a bank")
-    bmeta = bank.meta
-    if bank.dim != cfg.snippet_dim:
-        raise IncompatibleBankError(f"bank snippets are {bank.dim}-d (encoder {bmeta.get('encoder')!r}) but the model "
-                                    f"expects {cfg.snippet_dim}-d snippets: build the bank with the model's encoder")
-    ref_name = ref_fp = None
-    if isinstance(encoder, str): ref_name = encoder
-    elif encoder is not None and hasattr(encoder, "meta"): ref_name, ref_fp = encoder.meta.get("encoder"), encoder.meta.get("encoder_fingerprint")
-    elif encoder is not None: ref_name, ref_fp = getattr(encoder, "name", None), encoder_fingerprint(encoder)
-    elif train_bank is not None: ref_name, ref_fp = train_bank.meta.get("encoder"), train_bank.meta.get("encoder_fingerprint")
-    report = dict(dim=cfg.snippet_dim, bank_encoder=bmeta.get("encoder"), model_encoder=ref_name,
-                  encoder_checked=False, fingerprint_checked=False)
-    if ref_name is not None:
-        if bmeta.get("encoder") is None:
-            raise IncompatibleBankError(f"the bank does not record its encoder; the model was trained with {ref_name!r}: "
-                                        "rebuild the bank with gmem.manipulate.bank_from_images")
-        if bmeta["encoder"] != ref_name:
-            raise IncompatibleBankError(f"the bank was built with encoder {bmeta['encoder']!r} but the model was trained "
-                                        f"on snippets of {ref_name!r}: snippets of different encoders are not interchangeable")
-        report["encoder_checked"] = True
-        fp = bmeta.get("encoder_fingerprint")
-        if ref_fp is not None and fp is not None:
-            if fp != ref_fp:
-                raise IncompatibleBankError(f"the bank's encoder {ref_name!r} has other weights than the model's "
-                                            f"(fingerprint {fp[:12]} != {ref_fp[:12]}), e.g. a PCA fitted on other data")
-            report["fingerprint_checked"] = True
-    return report
-
-# %% ../nbs/13_manipulate.ipynb #d88d1557
-def _model_shape(model) -> tuple:
-    net, _ = _unwrap_model(model)
-    shape = getattr(model, "shape", None)
-    if shape: return tuple(shape)
-    c = net.config
-    return (c.in_channels, c.input_size, c.input_size)
-
-@torch.no_grad()
-def sample_snippets(model,                       # a GMemDiT or TrainedRun (eval mode)
-                    snippets: torch.Tensor,      # (B, d) snippets (normalised by the model)
-                    seeds: Sequence[int],        # one seed per sample: its noise and SDE noise
-                    *,
-                    shape: Sequence[int] | None = None,  # per-sample shape (default: the model's)
-                    sampler=None,                # a SAMPLER_PRESETS name or SamplerSettings (None: the plain defaults)
-                    cfg_scale: float = 1.0,      # classifier-free guidance (in the official t-interval unless told)
-                    **sampler_kw,                # SamplerSettings fields on top: mode, method, steps, shift, ...
-                    ) -> torch.Tensor:           # (B, C, H, W) in model space ([-1, 1] for pixel models)
-    "Generate one sample per snippet with per-sample seeded noise: `gmem.samplers.sample_seeded`, like every entry point."
-    from gmem.samplers import sample_seeded, sampler_settings
-    net, _ = _unwrap_model(model)
-    seeds = [int(s) for s in seeds]
-    if len(seeds) != snippets.shape[0]: raise ValueError(f"got {len(seeds)} seeds for {snippets.shape[0]} snippets")
-    settings = sampler_settings(sampler, **sampler_kw)
-    return torch.cat(list(sample_seeded(net, seeds, shape or _model_shape(model), snippets, sampler=settings,
-                                        cfg_scale=cfg_scale, device=next(net.parameters()).device,
-                                        batch_size=max(1, len(seeds)))))
-
-def sample_from_bank(model, bank,
-                     idx,                        # (B,) bank rows
-                     seeds: Sequence[int],       # (B,) seeds
-                     *, encoder=None,            # see check_compatible
-                     **sampler_kw) -> torch.Tensor:
-    "Check that `bank` fits `model` (check_compatible), then sample one image per bank row `idx`."
-    check_compatible(model, bank, encoder=encoder)
-    return sample_snippets(model, bank.snippets(idx), seeds, **sampler_kw)
 
 # %% ../nbs/13_manipulate.ipynb #e3c758b7
 PAPER_ALPHAS = tuple(round(0.1 * i, 1) for i in range(1, 10))   # App. C.2: 0.1, 0.2, ..., 0.9
@@ -335,27 +100,6 @@ def novel_image_figure(ref_image,                 # (3, H, W) or (R, 3, H, W), [
     return save_figure(fig, path, dpi=dpi)
 
 # %% ../nbs/13_manipulate.ipynb #a2c1ec6f
-def trained_run(cfg,                              # a gmem.config.TrainConfig (e.g. get_preset("smoke"))
-                cache_dir: str | os.PathLike,     # root of the cached runs (one sub-folder per config hash)
-                *,
-                device=None,                      # where to load the model (default: CUDA when available)
-                progress: bool = False,
-                ):
-    "Train `cfg` once into `cache_dir/<config hash>` (resuming an interrupted run) and load it: `(TrainedRun, run_dir)`."
-    from gmem.report import cached_arm, config_hash
-    from gmem.train import train
-    from gmem.checkpoint import latest_checkpoint
-    from gmem.inference import load_run
-    conf = cfg.to_dict(); conf.pop("tensorboard", None)   # logging does not change the run (nor its cache key)
-    def fn(d: Path) -> dict:
-        res = train(cfg, d, resume=latest_checkpoint(d) is not None, progress=progress)
-        return {k: v for k, v in res.items() if isinstance(v, (int, float, str))}
-    summary = cached_arm(cache_dir, conf, fn)
-    run_dir = Path(cache_dir) / config_hash(conf)
-    run = load_run(run_dir, device=device)
-    run.summary = summary
-    return run, run_dir
-
 def run_encoder(run_dir: str | os.PathLike, device=None) -> torch.nn.Module:
     "The bank encoder of a training run (its saved PCA fit, or the named pretrained encoder)."
     from gmem.factory import build_encoder
@@ -366,12 +110,12 @@ def run_encoder(run_dir: str | os.PathLike, device=None) -> torch.nn.Module:
 
 # %% ../nbs/13_manipulate.ipynb #a6a79ef0
 REPORT_RUNS = {   # report preset -> (gmem.train preset, overrides)
-    "smoke": ("smoke", {"data.limit": None, "steps": 400, "batch_size": 16, "ckpt_every": 400}),
-    "tiny": ("tiny", {}),
+    "smoke": ("mnist-smoke", {"data.limit": None, "steps": 400, "batch_size": 16, "ckpt_every": 400}),
+    "tiny": ("mnist-tiny", {}),
     # the better-trained model: the table arms' data, network and budget at `-p preset cpu` (16 px, patch 4: 16 tokens
     # of 4x4 pixels; 2,500 steps x 32 images, ~5 min on 2 cores). At 32 px with 8x8 patches the same budget gave no
     # readable digits.
-    "cpu": ("smoke", {"data.limit": None, "data.image_size": 16, "model.patch_size": 4, "bank.batch_size": 500,
+    "cpu": ("mnist-smoke", {"data.limit": None, "data.image_size": 16, "model.patch_size": 4, "bank.batch_size": 500,
                       "steps": 2500, "batch_size": 32, "ckpt_every": 2500}),
 }
 

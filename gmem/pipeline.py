@@ -304,7 +304,7 @@ class GMemPipeline(DiffusionPipeline):
     # ---- conditions -------------------------------------------------------------------------------------------
     def encode_images(self, images) -> torch.Tensor:
         "Raw encoder features (B, d) of images (PIL / paths / arrays / a (B,3,H,W) tensor), preprocessed like the bank's."
-        from gmem.manipulate import snippets_from_images, check_encoder
+        from gmem.conditioning import snippets_from_images, check_encoder
         if self.encoder is None:
             raise ValueError("this pipeline has no encoder, so images cannot be used as conditions: export it with the "
                              "run's encoder (`gmem export-pipeline` finds it in the run directory; a DINOv2 encoder needs "

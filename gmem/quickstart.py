@@ -13,7 +13,7 @@ from .report import markdown_table, plot_bars, plot_lines, save_image_grid, writ
 from .utils import atomic_write, get_device
 
 # %% auto #0
-__all__ = ['ARMS', 'QuickstartConfig', 'arm_config', 'train_arm', 'real_images', 'sample_arm', 'run_quickstart',
+__all__ = ['ARMS', 'QuickstartConfig', 'quickstart_config', 'quickstart_arm', 'real_images', 'sample_arm', 'run_quickstart',
            'write_quickstart_readme']
 
 # %% ../nbs/15_quickstart.ipynb #d706a2ba
@@ -45,10 +45,10 @@ ARMS = {"gmem": "snippet", "class": "class", "uncond": "none"}  # arm -> model c
 
 
 # %% ../nbs/15_quickstart.ipynb #3f043544
-def arm_config(arm: str, qc: QuickstartConfig):
-    "The `tiny` training preset with this arm's conditioning; everything else identical across arms."
+def quickstart_config(arm: str, qc: QuickstartConfig):
+    "The `mnist-tiny` trainer preset with this arm's conditioning; everything else identical across arms."
     from gmem.config import get_preset
-    cfg = get_preset("tiny")
+    cfg = get_preset("mnist-tiny")
     cfg.model.cond = ARMS[arm]
     cfg.steps, cfg.batch_size, cfg.seed = qc.steps, qc.batch_size, qc.seed
     cfg.data.image_size = qc.image_size
@@ -57,21 +57,10 @@ def arm_config(arm: str, qc: QuickstartConfig):
     cfg.device = qc.device
     return cfg
 
-def train_arm(arm: str, qc: QuickstartConfig) -> dict:
-    "Train one arm into OUT/runs/ARM, or reuse a finished run with the same config; return timing info."
-    from gmem.train import train
-    from gmem.checkpoint import latest_checkpoint
-    cfg, run_dir = arm_config(arm, qc), Path(qc.out) / "runs" / arm
-    done = run_dir / "done.json"
-    if done.exists():
-        info = json.loads(done.read_text())
-        if info.get("config") == json.loads(json.dumps(cfg.to_dict())): return info   # as stored (tuples -> lists)
-    t0 = time.time()
-    summary = train(cfg, run_dir, resume=latest_checkpoint(run_dir) is not None, progress=qc.progress)
-    info = dict(config=cfg.to_dict(), train_seconds=time.time() - t0, steps=summary["step"],
-                images=summary["images"])
-    with atomic_write(done, "w") as f: json.dump(info, f)
-    return info
+def quickstart_arm(arm: str, qc: QuickstartConfig) -> tuple[Path, dict]:
+    "Train one arm with `gmem.arms.train_arm` (the runner every report uses) in the cache OUT/runs, or reuse it: (run folder, summary)."
+    from gmem.arms import train_arm
+    return train_arm(quickstart_config(arm, qc), Path(qc.out) / "runs", progress=qc.progress)
 
 # %% ../nbs/15_quickstart.ipynb #f762c5da
 def _uint8(x: torch.Tensor) -> torch.Tensor:
@@ -87,24 +76,24 @@ def real_images(n: int, offset: int = 0, seed: int = 0, image_size: int = 16) ->
     if len(perm) < n: raise ValueError(f"asked for {n} real images from offset {offset}; MNIST-5k has {len(ds)}")
     return torch.stack([_uint8(ds[int(i)][0]) for i in perm])
 
-def sample_arm(arm: str, qc: QuickstartConfig) -> tuple[torch.Tensor, float, object]:
-    "Generate `n_fid` samples of an arm (uint8), with the seconds it took and the loaded run."
+def sample_arm(run_dir: Path, qc: QuickstartConfig) -> tuple[torch.Tensor, float, object]:
+    "Generate `n_fid` samples of a trained arm (uint8), with the seconds it took and the loaded run."
     from gmem.inference import load_run, generate
-    run = load_run(Path(qc.out) / "runs" / arm, device=get_device(qc.device))
+    run = load_run(run_dir, device=get_device(qc.device))
     t0 = time.time()
     x = torch.cat([_uint8(b) for b in generate(run, qc.n_fid, seed=qc.seed, steps=qc.sample_steps,
                                                mode="sde", method="heun", batch_size=256)])
     return x, time.time() - t0, run
 
 # %% ../nbs/15_quickstart.ipynb #6f010cdb
-def _loss_plot(out: Path, arms) -> Path:
-    "Training loss of every arm: 50-step running mean on a log scale, plain lines."
+def _loss_plot(out: Path, runs: dict) -> Path:
+    "Training loss of every arm (name -> run folder): 50-step running mean on a log scale, plain lines."
     import matplotlib; matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     from gmem.report import save_figure
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for i, arm in enumerate(arms):
-        m = pd.read_csv(out / "runs" / arm / "metrics.csv")
+    for i, (arm, run_dir) in enumerate(runs.items()):
+        m = pd.read_csv(run_dir / "metrics.csv")
         ax.plot(m["step"], m["loss"], color=f"C{i}", alpha=.15, lw=.6)
         ax.plot(m["step"], m["loss"].rolling(50, min_periods=1).mean(), color=f"C{i}", lw=2, label=arm)
     ax.set_yscale("log"); ax.set_xlabel("step"); ax.set_ylabel("training loss (50-step mean)")
@@ -134,13 +123,13 @@ def run_quickstart(qc: QuickstartConfig | None = None, **kw) -> dict:
     qc = qc or QuickstartConfig(**kw)
     out = Path(qc.out); out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
-    timings, rows, samples = {}, [], {}
+    timings, rows, samples, runs = {}, [], {}, {}
 
     for arm in qc.arms:
         print(f"[quickstart] training arm '{arm}' ({qc.steps} steps x {qc.batch_size} images)")
-        timings[arm] = train_arm(arm, qc)
+        runs[arm], timings[arm] = quickstart_arm(arm, qc)
     for arm in qc.arms:
-        x, secs, run = sample_arm(arm, qc)
+        x, secs, run = sample_arm(runs[arm], qc)
         samples[arm] = (x, run)
         timings[arm]["sample_seconds"] = secs
         save_image_grid(x[:64], out / f"samples_{arm}.png", nrow=8, scale=max(1, 64 // qc.image_size))
@@ -171,7 +160,7 @@ def run_quickstart(qc: QuickstartConfig | None = None, **kw) -> dict:
     plot_snippet_usage(usage, path=out / "snippet_usage.png",
                        title="velocity error per timestep: own vs shuffled vs null condition")
 
-    _loss_plot(out, qc.arms)
+    _loss_plot(out, runs)
     df = pd.DataFrame(rows)
     _fid_plot(out, df, floor, qc.n_fid)
 
@@ -180,7 +169,7 @@ def run_quickstart(qc: QuickstartConfig | None = None, **kw) -> dict:
     if "gmem" in samples:
         x, run = samples["gmem"]
         from gmem.factory import build_encoder
-        enc = build_encoder(run.cfg, None, out / "runs" / "gmem", device=run.device)
+        enc = build_encoder(run.cfg, None, runs["gmem"], device=run.device)
         with torch.no_grad():
             q = enc(x[:8].float() / 127.5 - 1)[0]
         bank_feats = run.bank.snippets(torch.arange(len(run.bank)))
@@ -199,7 +188,7 @@ def run_quickstart(qc: QuickstartConfig | None = None, **kw) -> dict:
                    snippet_usage=usage, nearest_neighbours=nn_note, encoder="pca (fitted on the training digits; "
                    "not the FID network)",
                    timings=dict(fid_seconds=fid_seconds, total_seconds=total,
-                                per_arm={a: {k: v for k, v in t.items() if k != "config"} for a, t in timings.items()}))
+                                per_arm=timings, runs={a: str(r.relative_to(out)) for a, r in runs.items()}))
     write_metrics(out / "metrics.json", metrics, config=qc, command="make quickstart",
                   sampler=dict(mode="sde", method="heun", steps=qc.sample_steps, nfe=2 * qc.sample_steps - 1),
                   fid_weights=extractor.info)

@@ -271,8 +271,8 @@ def generate(prompts: str | Sequence[str],     # "a photo of a seven" or a list 
              **sampler_kw,                     # gmem.samplers.sample options (mode, method, steps, cfg_scale, ...)
              ) -> torch.Tensor:                # (P * n_per_prompt, C, H, W)
     "Text-to-image with a trained GMem model: samples for each prompt, grouped by prompt."
-    from gmem.manipulate import _unwrap_model, sample_snippets
-    net, _ = _unwrap_model(model)
+    from gmem.conditioning import unwrap_model, sample_snippets
+    net, _ = unwrap_model(model)
     if mapper.config.snippet_dim != net.config.snippet_dim:
         raise ValueError(f"the mapper outputs {mapper.config.snippet_dim}-d snippets but the model takes "
                          f"{net.config.snippet_dim}-d ones: train the mapper on this model's bank")

@@ -11,9 +11,8 @@ import torch.nn.functional as F
 
 from gmem.bank import MemoryBank
 from gmem.encoders import PCAEncoder
-from gmem.manipulate import (IncompatibleBankError, ImageRangeError, PAPER_ALPHAS, add_images, bank_from_images,
-                             check_compatible, interpolation_snippets, interpolation_strip, sample_from_bank,
-                             sample_snippets, snippets_from_images)
+from gmem.manipulate import PAPER_ALPHAS, interpolation_snippets, interpolation_strip
+from gmem.conditioning import IncompatibleBankError, ImageRangeError, add_images, bank_from_images, check_compatible, sample_from_bank, sample_snippets, snippets_from_images
 from gmem.model import create_model
 from gmem.t2i import MapperConfig, MapperTrainConfig, retrieval_accuracy, train_text_to_snippet
 
@@ -138,7 +137,7 @@ def test_report_notebook_smoke(name, tmp_path, run_cache):
     pm = pytest.importorskip("papermill")
     out = tmp_path / name
     pm.execute_notebook(str(ROOT / "nbs" / f"{name}.ipynb"), str(tmp_path / f"{name}.out.ipynb"), cwd=str(ROOT),
-                        parameters=dict(preset="smoke", out_dir=str(out), run_cache=str(run_cache)),
+                        parameters=dict(preset="smoke", out_dir=str(out), cache_dir=str(run_cache)),
                         kernel_name="python3", progress_bar=False)
     doc = json.loads((out / "metrics.json").read_text())
     m = doc["metrics"]

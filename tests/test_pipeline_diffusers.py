@@ -2,7 +2,7 @@
 (`GMemPipeline.from_pretrained`) draws bit-identical images; a latent run exports its autoencoder and decodes like
 `gmem.inference.decode_samples`; `gmem train --tensorboard` writes the expected TensorBoard events, from rank 0 only.
 
-One tiny CPU run (the smoke preset, 3 steps, TensorBoard on, one sample grid) is trained in a real `gmem train`
+One tiny CPU run (the mnist-smoke trainer preset, 3 steps, TensorBoard on, one sample grid) is trained in a real `gmem train`
 process and shared by the tests of this file.
 """
 import json, os, subprocess, sys, textwrap
@@ -26,9 +26,9 @@ def _gmem(*args, timeout=600):
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    "A trained run directory: `gmem train --preset smoke --steps 3 --tensorboard` with a sample grid at step 3."
+    "A trained run directory: `gmem train --preset mnist-smoke --steps 3 --tensorboard` with a sample grid at step 3."
     out = tmp_path_factory.mktemp("pipeline") / "run"
-    _gmem("train", "--preset", "smoke", "--out", out, "--steps", 3, "--device", "cpu", "--no-progress", "--tensorboard",
+    _gmem("train", "--preset", "mnist-smoke", "--out", out, "--steps", 3, "--device", "cpu", "--no-progress", "--tensorboard",
           "--set", "sample.every=3", "--set", "sample.steps=2")
     return out
 
@@ -189,7 +189,7 @@ def test_train_tensorboard_events(smoke_run):
 DDP_SCRIPT = textwrap.dedent('''
     import sys, torch, torch.nn as nn
     from gmem.train import train
-    from gmem.config import TrainConfig, DataConfig, BankConfig, ModelConfig
+    from gmem.config import TrainConfig, DataConfig, BankConfig, ModelSettings
     torch.set_num_threads(1)
     class Net(nn.Module):
         def __init__(self):
@@ -197,7 +197,7 @@ DDP_SCRIPT = textwrap.dedent('''
         def forward(self, x, t, s): return self.net(torch.cat([x.flatten(1), t[:, None]], 1)).view_as(x)
     x = torch.rand(32, 1, 4, 4, generator=torch.Generator().manual_seed(1)) * 2 - 1
     ds = torch.utils.data.TensorDataset(x, torch.zeros(32, dtype=torch.long))
-    cfg = TrainConfig(data=DataConfig(), bank=BankConfig(encoder="stand-in"), model=ModelConfig(name="stand-in", cond="none"),
+    cfg = TrainConfig(data=DataConfig(), bank=BankConfig(encoder="stand-in"), model=ModelSettings(name="stand-in", cond="none"),
                       batch_size=8, steps=3, ckpt_every=3, precision="fp32", device="cpu", tensorboard=True)
     torch.manual_seed(0)
     train(cfg, sys.argv[1], progress=False, model=Net(), dataset=ds)

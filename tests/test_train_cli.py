@@ -12,7 +12,7 @@ SCRIPT = textwrap.dedent('''
     import hashlib, json, os, sys, time
     import torch, torch.nn as nn
     from gmem.train import train
-    from gmem.config import TrainConfig, DataConfig, BankConfig, ModelConfig, OptimConfig
+    from gmem.config import TrainConfig, DataConfig, BankConfig, ModelSettings, OptimConfig
 
     out, steps, resume, slow, same = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", float(sys.argv[4]), sys.argv[5] == "1"
     torch.set_num_threads(1)
@@ -42,7 +42,7 @@ SCRIPT = textwrap.dedent('''
     x = torch.rand(64, 1, 4, 4, generator=g) * 2 - 1
     if same: x = x[:1].expand(64, -1, -1, -1).clone()   # identical items: only the noise can differ between ranks
     ds = torch.utils.data.TensorDataset(x, torch.zeros(64, dtype=torch.long))
-    cfg = TrainConfig(data=DataConfig(), bank=BankConfig(encoder="stand-in"), model=ModelConfig(name="stand-in"),
+    cfg = TrainConfig(data=DataConfig(), bank=BankConfig(encoder="stand-in"), model=ModelSettings(name="stand-in"),
                       optim=OptimConfig(lr=3e-3, ema_warmup=True), batch_size=8, steps=steps, ckpt_every=5,
                       precision="fp32", device="cpu")
     torch.manual_seed(0)
@@ -99,23 +99,23 @@ def _gmem(*args, timeout=300):
                           timeout=timeout)
 
 def test_cli_train_smoke_and_resume(tmp_path, capsys):
-    "`gmem train --preset smoke --out DIR --steps 5` writes 5 metric rows; `--resume --steps 8` continues to 8."
+    "`gmem train --preset mnist-smoke --out DIR --steps 5` writes 5 metric rows; `--resume --steps 8` continues to 8."
     pytest.importorskip("gmem.model"); pytest.importorskip("gmem.samplers"); pytest.importorskip("gmem.encoders")
     out = tmp_path / "run"
-    r = _gmem("train", "--preset", "smoke", "--out", out, "--steps", 5, "--device", "cpu", "--no-progress")
+    r = _gmem("train", "--preset", "mnist-smoke", "--out", out, "--steps", 5, "--device", "cpu", "--no-progress")
     assert r.returncode == 0, r.stderr[-3000:]
     assert [int(s) for s, _ in _losses(out)] == [1, 2, 3, 4, 5]
     # a second fresh process with the same seed trains the same model: the initial weights come from the seed
-    r = _gmem("train", "--preset", "smoke", "--out", tmp_path / "again", "--steps", 5, "--device", "cpu", "--no-progress")
+    r = _gmem("train", "--preset", "mnist-smoke", "--out", tmp_path / "again", "--steps", 5, "--device", "cpu", "--no-progress")
     assert r.returncode == 0, r.stderr[-3000:]
     assert _losses(tmp_path / "again") == _losses(out)
-    r = _gmem("train", "--preset", "smoke", "--out", out, "--steps", 8, "--resume", "--device", "cpu", "--no-progress")
+    r = _gmem("train", "--preset", "mnist-smoke", "--out", out, "--steps", 8, "--resume", "--device", "cpu", "--no-progress")
     assert r.returncode == 0, r.stderr[-3000:]
     losses = _losses(out)
     assert [int(s) for s, _ in losses] == list(range(1, 9))
     assert sum(float(l) for _, l in losses[-3:]) < sum(float(l) for _, l in losses[:3])   # the loss falls
     from gmem.cli import main                            # the rest in-process (saves interpreter start-ups)
-    assert main(["train", "--preset", "smoke", "--out", str(out), "--steps", "9", "--resume", "--set", "optim.lr=0.1"]) == 2
+    assert main(["train", "--preset", "mnist-smoke", "--out", str(out), "--steps", "9", "--resume", "--set", "optim.lr=0.1"]) == 2
     assert "optim.lr" in capsys.readouterr().err
     assert main(["sample", "--ckpt", str(out), "--out", str(tmp_path / "grid.png"), "--n", "4", "--steps", "3",
                  "--device", "cpu"]) == 0
@@ -124,7 +124,7 @@ def test_cli_train_smoke_and_resume(tmp_path, capsys):
 def test_cli_rejects_bad_inputs_in_one_line(tmp_path):
     "`gmem sample --n -3` and friends: exit code 2, one line naming the option, no traceback (a real process)."
     for args, opt in [(("sample", "--ckpt", tmp_path, "--out", tmp_path / "g.png", "--n", -3), "--n"),
-                      (("train", "--preset", "smoke", "--out", tmp_path / "r", "--steps", 0), "--steps"),
+                      (("train", "--preset", "mnist-smoke", "--out", tmp_path / "r", "--steps", 0), "--steps"),
                       (("sample", "--ckpt", tmp_path / "missing", "--out", tmp_path / "g.png"), "--ckpt")]:
         r = _gmem(*args, timeout=120)
         assert r.returncode == 2, (args, r.stderr)
@@ -137,7 +137,7 @@ BANK_SCRIPT = textwrap.dedent('''
     import functools, sys, time, torch, torch.nn as nn
     import gmem.bankbuild
     from gmem.train import train
-    from gmem.config import TrainConfig, DataConfig, BankConfig, ModelConfig, OptimConfig
+    from gmem.config import TrainConfig, DataConfig, BankConfig, ModelSettings, OptimConfig
     from gmem.data import Mnist5kDataset, limit_dataset
     gmem.bankbuild.build_bank = functools.partial(gmem.bankbuild.build_bank, shard_size=32)   # 8 shards: the unit of resume
     out, slow = sys.argv[1], float(sys.argv[2])
@@ -156,7 +156,7 @@ BANK_SCRIPT = textwrap.dedent('''
         def forward(self, x, t, s): return self.net(torch.cat([x.flatten(1), t[:, None], s], 1)).view_as(x)
 
     cfg = TrainConfig(data=DataConfig(dataset="mnist5k", limit=256),
-                      bank=BankConfig(encoder="pca", pca_dim=8, batch_size=16), model=ModelConfig(name="stand-in"),
+                      bank=BankConfig(encoder="pca", pca_dim=8, batch_size=16), model=ModelSettings(name="stand-in"),
                       optim=OptimConfig(lr=3e-3), batch_size=8, steps=4, ckpt_every=2, precision="fp32", device="cpu")
     torch.manual_seed(0)
     train(cfg, out, resume=True, progress=False, model=Net(), dataset=Slow())
