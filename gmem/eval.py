@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_eval.ipynb #3c9f26af
 from __future__ import annotations
-import collections, copy, hashlib, json, os, warnings
+import collections, copy, hashlib, json, math, os, warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable
@@ -20,7 +20,8 @@ __all__ = ['CLEANFID_INCEPTION', 'INCEPTION_WEIGHTS', 'FID_MODES', 'PIPELINES', 
            'fid_helper_inception_path', 'InceptionPool3', 'load_inception', 'tf_resize_bilinear', 'gmem_cache_dir',
            'file_sha256', 'onnxruntime_available', 'inception_onnx', 'ort_session', 'FIDFeatures', 'RunningStats',
            'feature_stats', 'fid_from_stats', 'fid_from_features', 'save_stats', 'load_stats', 'stats_mode',
-           'default_cache_dir', 'reference_stats', 'fid', 'nearest_neighbors', 'neighbor_grid']
+           'default_cache_dir', 'reference_stats', 'fid', 'mnist_reference', 'cifar_reference', 'fid_against_stats',
+           'bootstrap_indices', 'fid_interval', 'nearest_neighbors', 'neighbor_grid']
 
 # %% ../nbs/08_eval.ipynb #e912be46
 CLEANFID_INCEPTION = Path("/tmp") / "inception-2015-12-05.pt"  # where clean-fid keeps its download
@@ -499,6 +500,96 @@ def fid(real,                       # uint8 (N,3,H,W) tensor, iterable of batche
         return value, dict(fid=value, n_real=n1, n_fake=n2, mode=mode, pipeline=info.get("pipeline", PIPELINES[mode]),
                            features=info)
     return value
+
+# %% ../nbs/08_eval.ipynb #a3400332
+def mnist_reference(image_size: int, n_ref: int, progress: bool = False):
+    "(mu, sigma, meta) of the first `n_ref` MNIST-5k digits at `image_size`, cached."
+    from gmem.data import Mnist5kDataset
+    from gmem.eval import reference_stats
+    from gmem.utils import to_uint8
+    def batches():
+        ds = Mnist5kDataset(image_size=image_size)
+        for lo in range(0, min(n_ref, len(ds)), 50):
+            yield to_uint8(torch.stack([ds[i][0] for i in range(lo, min(n_ref, len(ds), lo + 50))]))
+    return reference_stats("mnist5k", "train", image_size, count=n_ref, batches_fn=batches, progress=progress)
+
+#| export
+def cifar_reference(root: str, n_ref: int, progress: bool = False):
+    "(mu, sigma, meta) of the first `n_ref` CIFAR-10 training images (the paper's CIFAR-10 reference), cached."
+    from gmem.data import Cifar10Dataset
+    from gmem.eval import reference_stats
+    from gmem.utils import to_uint8
+    def batches():
+        ds = Cifar10Dataset(root, image_size=32)
+        for lo in range(0, min(n_ref, len(ds)), 100):
+            yield to_uint8(torch.stack([ds[i][0] for i in range(lo, min(n_ref, len(ds), lo + 100))]))
+    return reference_stats("cifar10", "train", 32, count=n_ref, batches_fn=batches, progress=progress)
+
+# %% ../nbs/08_eval.ipynb #55c25a82
+def fid_against_stats(mu_r: np.ndarray,     # (d,) reference mean
+                      sigma_r: np.ndarray,  # (d, d) reference covariance
+                      feats: np.ndarray,    # (n, d) features of the generated images
+                      ) -> float:
+    "Frechet distance between N(mu_r, sigma_r) and the Gaussian fitted to `feats` (exact; fast when n < d)."
+    feats = np.asarray(feats, np.float64)
+    n, d = feats.shape
+    if n < 2: raise ValueError(f"FID needs at least 2 samples, got {n}")
+    mu = feats.mean(0)
+    if n > d:
+        from gmem.eval import fid_from_stats
+        return fid_from_stats(mu_r, sigma_r, mu, np.cov(feats, rowvar=False))
+    A = (feats - mu).T / math.sqrt(n - 1)                       # (d, n): sigma = A A^T
+    M = A.T @ np.asarray(sigma_r, np.float64) @ A              # (n, n) symmetric PSD
+    ev = np.clip(np.linalg.eigvalsh((M + M.T) / 2), 0, None)
+    return float(((mu_r - mu) ** 2).sum() + np.trace(sigma_r) + (A * A).sum() - 2 * np.sqrt(ev).sum())
+
+# %% ../nbs/08_eval.ipynb #0d0bf207
+def bootstrap_indices(n: int,          # generated images per arm
+                      n_boot: int,     # replicates
+                      seed: int = 0,   # the same seed for every arm = paired replicates
+                      ) -> np.ndarray:  # (n_boot, n) row indices, with replacement
+    "Bootstrap draws shared by every arm of an experiment (paired comparisons)."
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+def _fid_replicates(mu_r, sigma_r, feats: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    "FID of feats[idx[b]] for every replicate b (exact; n <= d via the Gram matrix, else via d x d covariances)."
+    F = np.asarray(feats, np.float64)
+    n, d = F.shape
+    mu_r, sigma_r = np.asarray(mu_r, np.float64), np.asarray(sigma_r, np.float64)
+    out = np.empty(len(idx))
+    if n <= d:
+        K = F @ sigma_r @ F.T                                             # (n, n) Gram matrix in the metric sigma_r
+        sq = (F * F).sum(1)                                               # (n,) squared norms
+        tr_r = np.trace(sigma_r)
+        for b, ii in enumerate(idx):
+            Kb = K[np.ix_(ii, ii)]                                        # (n, n)
+            r = Kb.mean(1, keepdims=True)
+            M = (Kb - r - r.T + Kb.mean()) / (n - 1)                      # centred: A^T sigma_r A
+            ev = np.clip(np.linalg.eigvalsh((M + M.T) / 2), 0, None)
+            mu = F[ii].mean(0)
+            tr_b = (sq[ii].sum() - n * (mu * mu).sum()) / (n - 1)         # trace of the replicate's covariance
+            out[b] = ((mu_r - mu) ** 2).sum() + tr_r + tr_b - 2 * np.sqrt(ev).sum()
+    else:
+        for b, ii in enumerate(idx):
+            out[b] = fid_against_stats(mu_r, sigma_r, F[ii])
+    return out
+
+def fid_interval(mu_r: np.ndarray,       # (d,) reference mean
+                 sigma_r: np.ndarray,    # (d, d) reference covariance
+                 feats: np.ndarray,      # (n, d) features of the generated images
+                 n_boot: int = 200,      # bootstrap replicates (0: no interval)
+                 seed: int = 0,          # bootstrap seed (the same for all arms: paired)
+                 level: float = 0.95,    # interval coverage
+                 ) -> dict:
+    "FID with a bootstrap interval over the generated samples: {fid, lo, hi, n, boot (centred replicates)}."
+    fid = fid_against_stats(mu_r, sigma_r, feats)
+    if n_boot <= 0: return dict(fid=fid, lo=None, hi=None, n=len(feats), boot=[])
+    reps = _fid_replicates(mu_r, sigma_r, feats, bootstrap_indices(len(feats), n_boot, seed))
+    boot = reps - reps.mean() + fid                                       # centred on the point estimate
+    a = (1 - level) / 2
+    return dict(fid=fid, lo=float(np.quantile(boot, a)), hi=float(np.quantile(boot, 1 - a)), n=len(feats),
+                boot=[float(v) for v in boot])
+
 
 # %% ../nbs/08_eval.ipynb #b6a1a24f
 @torch.no_grad()

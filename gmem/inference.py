@@ -18,7 +18,7 @@ from .checkpoint import CKPT_DIR, latest_checkpoint, load_checkpoint
 from .samplers import sample_seeded, sampler_settings, seed_conditions
 
 # %% auto #0
-__all__ = ['TrainedRun', 'load_run', 'generate', 'run_conditions', 'decode_samples', 'save_sample_grid']
+__all__ = ['TrainedRun', 'load_run', 'generate', 'run_conditions', 'decode_samples', 'save_sample_grid', 'snippet_usage']
 
 # %% ../nbs/09d_inference.ipynb #c8d60295
 @dataclass
@@ -118,3 +118,51 @@ def save_sample_grid(run: TrainedRun, path: str | os.PathLike, n: int = 16, **kw
         with atomic_path(path) as tmp:
             save_image((x.clamp(-1, 1) + 1) / 2, tmp, nrow=max(1, int(math.sqrt(n))), format="png")
     return x
+
+# %% ../nbs/09d_inference.ipynb #86f7f9ca
+@torch.no_grad()
+def snippet_usage(run,                   # a `gmem.inference.TrainedRun` (load_run)
+                  n: int = 512,          # training images
+                  buckets: int = 10,     # bands of t in [0, 1]
+                  seed: int = 0,         # images, noise, t and the shuffle
+                  batch_size: int = 256,
+                  ) -> list[dict]:
+    "Velocity MSE per t-band with the image's own, a shuffled and the null condition: [{t, own, shuffled, null}]."
+    from gmem.factory import build_dataset, IndexedDataset
+    cond = run.cfg.model.cond
+    ds = IndexedDataset(build_dataset(run.cfg.data, seed=run.cfg.seed))
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(ds), generator=g)[: min(n, len(ds))]
+    n = len(idx)
+    shuffled = idx[(torch.arange(n) + 1 + torch.randint(0, n - 1, (n,), generator=g)) % n] if n > 1 else idx
+    items = [ds[int(i)] for i in idx]
+    x1 = torch.stack([it["x"] for it in items]).float()                       # (n, C, H, W) data (t = 1)
+    def conds(which: str):
+        if cond == "none": return None
+        if cond == "class":
+            lab = torch.tensor([ds[int(i)]["label"] for i in shuffled]) if which == "shuffled" else \
+                  torch.tensor([it["label"] for it in items])
+            return run.model.null_cond(n, "cpu") if which == "null" else lab
+        if which == "null": return torch.zeros(n, run.bank.dim)
+        rows = shuffled if which == "shuffled" else idx
+        return run.bank.snippets(rows.to(getattr(run.bank, "device", "cpu"))).float().cpu()
+    cs = {w: conds(w) for w in ("own", "shuffled", "null")}
+    edges = torch.linspace(0, 1, buckets + 1)
+    out = []
+    for b in range(buckets):
+        t = edges[b] + (edges[b + 1] - edges[b]) * torch.rand(n, generator=g)  # (n,) uniform in the band
+        x0 = torch.randn(x1.shape, generator=g)                                # (n, C, H, W) noise (t = 0)
+        tt = t.view(-1, 1, 1, 1)
+        xt, u = tt * x1 + (1 - tt) * x0, x1 - x0                               # eq. 7 path and target
+        row = dict(t=float((edges[b] + edges[b + 1]) / 2))
+        for w, c in cs.items():
+            err = []
+            for lo in range(0, n, batch_size):
+                sl = slice(lo, lo + batch_size)
+                cc = None if c is None else c[sl].to(run.device)
+                v = run.model(xt[sl].to(run.device), t[sl].to(run.device), cc).float().cpu()
+                err.append((v - u[sl]).pow(2).flatten(1).mean(1))
+            row[w] = float(torch.cat(err).mean())
+        out.append(row)
+    return out
+

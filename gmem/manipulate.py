@@ -176,7 +176,7 @@ def agreement_check(claim: str,   # what the paper says, e.g. "a transferred ban
                     a: dict,      # from `agreement_test`
                     ) -> dict:
     """A claim "agreement is above chance" as a checked claim for the reports' verdict tables (the format of
-    `gmem.experiments.direction`): gap and interval are agreement minus chance."""
+    `gmem.stats.direction`): gap and interval are agreement minus chance."""
     verdict = "holds" if a["lo"] > a["chance"] else "contradicted" if a["hi"] < a["chance"] else "unresolved"
     detail = (f"agreement {a['agreement']:.2f} over {a['n']} samples vs chance {a['chance']:.2f}; 95% Wilson interval "
               f"[{a['lo']:.2f}, {a['hi']:.2f}], one-sided binomial p = {a['p_value']:.2g}")

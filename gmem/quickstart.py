@@ -119,7 +119,10 @@ def _fid_plot(out: Path, df: pd.DataFrame, floor: float, n: int) -> Path:
 def run_quickstart(qc: QuickstartConfig | None = None, **kw) -> dict:
     "Train, sample and score the quickstart arms; write the report into `qc.out`; return the metrics."
     from gmem.eval import FIDFeatures, nearest_neighbors, neighbor_grid
-    from gmem.experiments import fid_interval, direction, snippet_usage, plot_snippet_usage
+    from gmem.inference import snippet_usage
+    from gmem.report import plot_snippet_usage
+    from gmem.eval import fid_interval
+    from gmem.stats import direction
     qc = qc or QuickstartConfig(**kw)
     out = Path(qc.out); out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
@@ -210,7 +213,7 @@ def _usage_sentence(usage: dict) -> str:
 def write_quickstart_readme(out: Path, df: pd.DataFrame, floor_iv: dict, qc: QuickstartConfig, nn_note, total: float,
                             checks: list | None = None, usage: dict | None = None):
     "The human-readable report: what ran, the numbers with intervals, the verdicts, what they do and do not show."
-    from gmem.experiments import check_line
+    from gmem.stats import check_line
     floor = floor_iv["fid"]
     has_iv = floor_iv.get("lo") is not None
     fmt = lambda f, lo, hi: f"{f:.1f} [{lo:.1f}, {hi:.1f}]" if lo is not None else f"{f:.1f}"

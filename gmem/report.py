@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Any, Callable
 import numpy as np
 import torch
-from .utils import atomic_path, atomic_write, git_commit
+from .utils import atomic_path, atomic_write, git_commit, repo_root
+from .paper import PAPER, REPORTS
+from .stats import check_line, _verdict
 
 # %% auto #0
 __all__ = ['provenance', 'write_metrics', 'to_uint8_images', 'image_grid', 'save_image_grid', 'save_figure', 'plot_lines',
-           'plot_bars', 'check_parameters', 'config_hash', 'cached_arm', 'render_html', 'markdown_table']
+           'plot_bars', 'check_parameters', 'config_hash', 'cached_arm', 'render_html', 'markdown_table', 'bar_plot',
+           'plot_snippet_usage', 'index_markdown', 'build_index']
 
 # %% ../nbs/11_report.ipynb #c70bf1c3
 def _jsonable(x):
@@ -205,3 +208,170 @@ def markdown_table(rows: list[dict], cols: list[str] | None = None, floatfmt: st
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
+
+# %% ../nbs/11_report.ipynb #d22b4063
+def bar_plot(df, x: str, y: str, paper: dict | None = None, path=None, title: str = "", ylabel: str = "FID (ours)"):
+    "Seaborn bars of our `y` per `x`, the paper's value per bar as a star on a right-hand axis; saved to `path`."
+    import matplotlib; matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt, seaborn as sns
+    from gmem.report import save_figure
+    fig, ax = plt.subplots(figsize=(max(5.5, 0.8 * df[x].nunique() + 2), 3.8))
+    sns.barplot(data=df, x=x, y=y, ax=ax, color="C0")
+    ax.set_ylabel(ylabel); ax.set_xlabel(""); ax.set_title(title); ax.grid(alpha=.3, axis="y")
+    ax.tick_params(axis="x", rotation=30)
+    for lab in ax.get_xticklabels(): lab.set_horizontalalignment("right")
+    if paper:
+        order = [t.get_text() for t in ax.get_xticklabels()]
+        pts = [(order.index(str(k)), v) for k, v in paper.items() if str(k) in order and v is not None]
+        if pts:
+            ax2 = ax.twinx()
+            ax2.scatter([p[0] for p in pts], [p[1] for p in pts], marker="*", s=160, color="k", zorder=5,
+                        label="paper (right axis)")
+            ax2.set_ylabel("FID (paper)"); ax2.set_ylim(0, max(p[1] for p in pts) * 1.15)
+            ax2.legend(fontsize=8, loc="upper right")
+    return save_figure(fig, path) if path else fig
+
+# %% ../nbs/11_report.ipynb #477d6918
+def plot_snippet_usage(curves: dict,       # arm name -> snippet_usage(...) rows
+                       path=None, title: str = "velocity error per timestep"):
+    "One panel per arm: own / shuffled / null condition error against t (log scale); saved to `path`."
+    import matplotlib; matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from gmem.report import save_figure
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), sharey=True, squeeze=False)
+    for ax, (arm, rows) in zip(axes[0], curves.items()):
+        t = [r["t"] for r in rows]
+        for w, style in (("own", "-"), ("shuffled", "--"), ("null", ":")):
+            ax.plot(t, [r[w] for r in rows], style, label=f"{w} condition", lw=2)
+        ax.set_yscale("log"); ax.set_xlabel("t (0 = noise, 1 = data)"); ax.set_title(arm); ax.grid(alpha=.3)
+    axes[0][0].set_ylabel("velocity MSE"); axes[0][0].legend(fontsize=8)
+    fig.suptitle(title)
+    return save_figure(fig, path) if path else fig
+
+
+# %% ../nbs/11_report.ipynb #af3bbb3a
+def _load(p: Path) -> dict | None:
+    try: return json.loads(p.read_text()) if p.is_file() else None
+    except (OSError, json.JSONDecodeError): return None
+
+def _num(v, fmt=".2f") -> str:
+    return format(v, fmt) if isinstance(v, (int, float)) and not isinstance(v, bool) else ("" if v is None else str(v))
+
+def _fid_cell(r: dict) -> str:
+    "A row's value with its 95% interval when it has one (fid_lo/fid_hi, or lo/hi for speed-ups)."
+    lo, hi = r.get("fid_lo", r.get("lo")), r.get("fid_hi", r.get("hi"))
+    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi))
+    return _num(r.get("fid")) + (f" [{lo:.2f}, {hi:.2f}]" if ok else "")
+
+def _scalars(d: dict, prefix="") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict): out.update(_scalars(v, f"{prefix}{k}."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool): out[f"{prefix}{k}"] = v
+    return out
+
+def _at_a_glance(root: Path) -> list[str]:
+    "reports/README.md's first section: every checked claim's verdict, gap and interval, and the measured speed-up."
+    table, speed = [], []
+    for name in REPORTS:
+        d = _load(root / name / "metrics.json")
+        if d is None: continue
+        m = d.get("metrics", {})
+        preset = m.get("preset", "smoke")
+        for c in m.get("checks", []) or []:
+            lo, hi = c.get("lo"), c.get("hi")
+            iv = f" [{lo:+.2f}, {hi:+.2f}]" if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) else ""
+            if c.get("kind") == "no_worse" and isinstance(c.get("margin"), (int, float)):
+                iv += f"; threshold {-c['margin']:+.2f}"
+            table.append({"report": f"`{name}`", "preset": preset, "claim": c.get("claim", ""),
+                          "verdict": f"**{_verdict(c)}**",
+                          "ours: gap [95% interval]": (_num(c.get("gap"), "+.2f") + iv) if c.get("gap") is not None else "",
+                          "paper gap": _num(c.get("paper_gap"), "+.2f"),
+                          "smallest detectable": _num(c.get("detectable"))})
+        imgs = [r.get("images") for r in m.get("curve", []) or [] if isinstance(r.get("images"), (int, float))]
+        for base, s in (m.get("speedup") or {}).items():
+            iv = (f" [{s['lo']:.2f}, {s['hi']:.2f}]" if s.get("lo") is not None else " (one seed, no interval)")
+            bounds = f"; some seeds are bounds only: {'; '.join(s['bounds'])}" if s.get("censored") else ""
+            reach = (f"; this curve ({min(imgs):,.0f} to {max(imgs):,.0f} images) can show at most "
+                     f"{max(imgs) / min(imgs):.0f}x") if imgs else ""
+            per = ", ".join(f"{v:.2f}x" for v in s.get("per_seed", []))
+            speed.append(f"- `{name}` ({preset}): GMem vs {base}: **{s['speedup']:.2f}x**{iv}"
+                         + (f" over {s['seeds']} training seed(s), per seed {per}" if s.get("seeds") else "") + bounds
+                         + f"{reach}. Paper: 50x vs SiT-XL, 25x vs REPA (ImageNet 256).")
+    if not table and not speed: return []
+    out = ["## At a glance: the paper's claims as measured here", "",
+           "Verdicts: **holds** (the 95% interval of the gap excludes zero in the paper's direction), **contradicted** "
+           "(excludes zero the other way), **unresolved** (the interval contains zero; the last column is the smallest "
+           "gap this budget could detect). A positive gap is in the direction the paper claims. For a \"costs little\" "
+           "claim the gap is minus the cost and the threshold is minus the allowed margin (shown), not zero. Results "
+           "of the `smoke` preset decide nothing.", ""]
+    if speed: out += ["Training speed-up (Table 2's reading of the FID-vs-images curves):", ""] + speed + [""]
+    if table: out += [markdown_table(table), ""]
+    return out
+
+def index_markdown(reports_dir: str | os.PathLike) -> str:
+    "The text of reports/README.md for the metrics found under `reports_dir`."
+    root = Path(reports_dir)
+    out = ["# Reports", "",
+           "Every number here was measured by the notebooks in `nbs/` (generated by "
+           "`python tools/run_report.py --index`; do not edit by hand). *smoke*: the CI preset (tiny models on "
+           "the 5,000 offline MNIST digits, minutes; FID from a few dozen samples: proves the code runs, decides "
+           "nothing). *cpu*: the preset sized to decide claims on a 2-core CPU (thousands of steps, 1,000 samples "
+           "per FID against the training set, 95% bootstrap intervals, 3 training seeds for the headline). Numbers "
+           "in brackets are 95% intervals. *full*: the `paper` preset (CIFAR-10 at the Table 6 settings, GPU). "
+           "*paper*: the value printed in the paper (FID-50K on CIFAR-10 / ImageNet), for the row that our row "
+           "stands in for - different data and scale, so compare directions, not values.", ""]
+    out += _at_a_glance(root)
+    for name, info in REPORTS.items():
+        smoke, full = _load(root / name / "metrics.json"), _load(root / name / "paper" / "metrics.json")
+        out += [f"## {info['table']}: {info['title']} (`{name}`)", ""]
+        if name in PAPER: out += [f"Paper setting: {PAPER[name]['setting']}.", ""]
+        if smoke is None and full is None:
+            out += ["not run yet" + ("" if (Path(repo_root()) / "nbs" / f"{name}.ipynb").exists()
+                                     else f" (`nbs/{name}.ipynb` does not exist yet)"), ""]
+            continue
+        doc = smoke or full
+        m = doc.get("metrics", {})
+        rows = m.get("rows")
+        if isinstance(rows, list) and rows and isinstance(rows[0], dict) and "label" in rows[0]:
+            full_rows = {r.get("label"): r for r in ((full or {}).get("metrics", {}).get("rows") or [])}
+            table = []
+            lp = (smoke or {}).get("metrics", {}).get("preset", "smoke")
+            for r in (smoke or {}).get("metrics", {}).get("rows", []) or list(full_rows.values()):
+                f = full_rows.get(r.get("label"), {})
+                table.append({"row": r.get("label"), "metric": r.get("metric", "FID"),
+                              f"ours, {lp}": _fid_cell(r) if smoke else "not run",
+                              "ours, full": _num(f.get("fid")) if f else "not run",
+                              "paper": _num(r.get("paper_fid")), "paper row": r.get("paper_row", "")})
+            out += [markdown_table(table), ""]
+        else:
+            sc = _scalars(m)
+            out += [markdown_table([{"metric": k, "ours, smoke": _num(v, ".4g") if smoke else "not run",
+                                     "ours, full": _num(_scalars((full or {}).get("metrics", {})).get(k), ".4g")
+                                     if full else "not run"} for k, v in list(sc.items())[:30]]) if sc
+                    else "(no numeric metrics)", ""]
+        for c in m.get("checks", []) or []:
+            out.append(check_line(c).replace("- **", "- here: **", 1))
+        if m.get("checks"): out.append("")
+        for label, d in ((m.get("preset", "smoke") if smoke else "smoke", smoke), ("full", full)):
+            if d is None: continue
+            prov = d.get("provenance", {})
+            commit = str(prov.get("commit"))
+            commit = commit[:12] + ("+dirty" if commit.endswith("+dirty") else "")
+            dm = d.get("metrics", {})
+            cost = (f"; compute {dm['compute_seconds'] / 60:.0f} min: the recorded times of the arms and evaluations "
+                    f"behind it, this run's wall time {dm.get('seconds', 0) / 60:.1f} min"
+                    if isinstance(dm.get("compute_seconds"), (int, float)) else "")
+            out.append(f"- {label}: `{d.get('command') or 'n/a'}` (commit {commit}, "
+                       f"{prov.get('time', '?')}, {prov.get('device', '?')}{cost})")
+        links = [f"[{p.name}]({name}/{p.name})" for p in sorted((root / name).glob("*.html"))]
+        if links: out.append(f"- rendered: {', '.join(links)}")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+def build_index(reports_dir: str | os.PathLike | None = None) -> Path:
+    "Write reports/README.md (atomically) from the metrics.json files; returns its path."
+    from gmem.utils import atomic_write
+    root = Path(reports_dir) if reports_dir else repo_root() / "reports"
+    with atomic_write(root / "README.md", "w") as f: f.write(index_markdown(root))
+    return root / "README.md"

@@ -11,7 +11,7 @@ import torch
 
 # %% auto #0
 __all__ = ['atomic_path', 'atomic_write', 'remove_atomic_leftovers', 'get_device', 'autocast', 'to_uint8', 'single_thread',
-           'seed_everything', 'git_commit', 'sha256_tensors', 'derive_seed']
+           'seed_everything', 'git_commit', 'sha256_tensors', 'derive_seed', 'repo_root']
 
 # %% ../nbs/00_utils.ipynb #73131045
 def _default_mode() -> int:
@@ -122,3 +122,10 @@ def derive_seed(*parts) -> int:
     "A 63-bit seed from any JSON-able parts (stable across processes and Python versions)."
     h = hashlib.sha256(json.dumps(parts, default=str).encode()).digest()
     return int.from_bytes(h[:8], "little") >> 1
+
+# %% ../nbs/00_utils.ipynb #7725863c
+def repo_root() -> Path:
+    "The repository root: the folder that holds the `gmem` package (and `nbs/`, `reports/`)."
+    import gmem
+    return Path(gmem.__file__).resolve().parent.parent
+

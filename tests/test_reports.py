@@ -96,7 +96,8 @@ def test_paper_preset_without_data_fails_early(tmp_path):
 def test_runner_and_index(tmp_path, monkeypatch):
     "tools/run_report.py --index rebuilds reports/README.md from whatever metrics exist (here: a copy)."
     import importlib.util, shutil
-    from gmem.experiments import index_markdown, REPORTS
+    from gmem.report import index_markdown
+    from gmem.paper import REPORTS
     reports = tmp_path / "reports"
     for name in REPORTS:
         src = ROOT / "reports" / name / "metrics.json"

@@ -23,7 +23,9 @@ def parse_value(v: str):
 
 
 def main(argv=None) -> int:
-    from gmem.experiments import REPORTS, build_index, resolve_out_dir
+    from gmem.experiments import resolve_out_dir
+    from gmem.report import build_index
+    from gmem.paper import REPORTS
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", nargs="?", choices=list(REPORTS), help="report notebook (nbs/NAME.ipynb)")
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
