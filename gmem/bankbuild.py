@@ -11,7 +11,9 @@ import numpy as np
 import torch
 
 from .bank import MemoryBank, check_features, normalize_rows, _chunks
-from .utils import atomic_path, sha256_tensors
+from .utils import atomic_path, sha256_tensors, atomic_write
+from .data import dataset_identity
+from .tokenizers import _shard_done, _shard_files
 
 # %% auto #0
 __all__ = ['BUILD_FORMAT', 'patch_store_path', 'build_bank', 'build_progress']
@@ -60,8 +62,6 @@ def build_bank(dataset,                                  # map-style dataset of 
                ) -> MemoryBank:
     "Encode `dataset` in order into a MemoryBank saved at `out` (row i = item i); sharded and resumable."
     from tqdm.auto import tqdm
-    from gmem.utils import atomic_write
-    from gmem.tokenizers import _shard_files, _shard_done
     import contextlib, shutil
     if dtype not in (torch.float16, torch.float32):
         raise ValueError(f"dtype must be torch.float16 or torch.float32, got {dtype}")
@@ -81,7 +81,6 @@ def build_bank(dataset,                                  # map-style dataset of 
     if patch_tokens and n_patch == 0:
         raise ValueError(f"patch_tokens=True but the encoder {getattr(encoder, 'name', encoder)!r} has no patch tokens; "
                          "use a ViT encoder (dinov2-*) or patch_tokens=False")
-    from gmem.data import dataset_identity
     dataset_name = dataset_name or type(dataset).__name__
     data = dataset_identity(dataset, name=dataset_name)        # what the bank is bound to (checked by the trainer)
     arrays = {"cls": ((d,), "float32"), "labels": ((), "int64")}

@@ -10,6 +10,9 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from .bank import MemoryBank, normalize_rows, reconstruct
+from .data import center_crop_arr, load_rgb
+from .samplers import sample_seeded, sampler_settings
 
 # %% auto #0
 __all__ = ['ImageRangeError', 'check_pm1', 'to_pm1', 'load_images', 'IncompatibleBankError', 'encoder_fingerprint',
@@ -58,7 +61,6 @@ def load_images(images,                     # paths, PIL images or HxW / HxWxC a
                 ) -> torch.Tensor:           # (B, 3, S, S) in [-1, 1]
     "Load arbitrary images like a training image: RGB, ADM centre crop to `image_size`, pixels in [-1, 1]."
     from PIL import Image
-    from gmem.data import center_crop_arr, load_rgb
     out = []
     for im in images:
         if isinstance(im, (str, os.PathLike)): im = load_rgb(im)
@@ -141,7 +143,6 @@ def bank_from_images(images,                          # (N, 3, H, W) in [-1, 1] 
                batch_size: int = 256,
                ) -> "MemoryBank":
     "A MemoryBank of `images` encoded like `snippets_from_images`, with the encoder's name and fingerprint in meta."
-    from gmem.bank import MemoryBank
     if not isinstance(images, torch.Tensor):   # a dataset of (image, label)
         items = [images[i] for i in range(len(images))]
         images = torch.stack([torch.as_tensor(it[0]) for it in items])
@@ -162,7 +163,6 @@ def add_images(bank,                            # a MemoryBank (grown in place)
 
 def projection_error(bank, features: torch.Tensor) -> torch.Tensor:  # (n,) L2 error of the unit snippet
     "`|| f/|f| - reconstruct(project(f)) ||` per row: what a low-rank bank loses on `features` (zeros for a full bank)."
-    from gmem.bank import normalize_rows, reconstruct
     s = normalize_rows(features.float().to(bank.device))
     if bank.rank is None: return torch.zeros(s.shape[0], device=s.device)
     s_hat = reconstruct(bank.project(features), bank.B, bank.mu)   # Eq. 10, then eq. 9
@@ -231,7 +231,6 @@ def sample_snippets(model,                       # a GMemDiT or TrainedRun (eval
                     **sampler_kw,                # SamplerSettings fields on top: mode, method, steps, shift, ...
                     ) -> torch.Tensor:           # (B, C, H, W) in model space ([-1, 1] for pixel models)
     "Generate one sample per snippet with per-sample seeded noise: `gmem.samplers.sample_seeded`, like every entry point."
-    from gmem.samplers import sample_seeded, sampler_settings
     net, _ = unwrap_model(model)
     seeds = [int(s) for s in seeds]
     if len(seeds) != snippets.shape[0]: raise ValueError(f"got {len(seeds)} seeds for {snippets.shape[0]} snippets")

@@ -10,6 +10,7 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from .utils import sha256_tensors
 
 # %% auto #0
 __all__ = ['tensor_pm1_to_uint8', 'IMG_EXTENSIONS', 'CIFAR10_URL', 'DATASETS', 'center_crop_arr', 'pil_to_tensor_pm1',
@@ -310,7 +311,6 @@ def _order_digest(ds) -> str | None:
         X, y = _mnist5k_arrays()
         return _sha("mnist5k", X.tobytes(), y.tobytes())
     if isinstance(ds, torch.utils.data.TensorDataset):
-        from gmem.utils import sha256_tensors
         return sha256_tensors({str(k): t for k, t in enumerate(ds.tensors)})
     f = getattr(ds, "order_digest", None)
     return f() if callable(f) else None

@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .utils import get_device, atomic_path
+from .bank import top_eigvecs
+from .eval import load_inception
 
 # %% auto #0
 __all__ = ['DINOV2', 'IMAGENET_MEAN', 'IMAGENET_STD', 'ENCODERS', 'Encoder', 'DINOv2Encoder', 'InceptionEncoder', 'PCAEncoder',
@@ -150,7 +152,6 @@ class InceptionEncoder(Encoder):
     supervised = True
     def __init__(self, weights: str = "auto"):  # "auto" | "cleanfid" | "fid-helper" (gmem.eval.load_inception)
         super().__init__()
-        from gmem.eval import load_inception
         net, info = load_inception("fid-helper" if weights in (None, "fid-helper") else weights, "cpu")
         self.net, self.weights_info = copy.deepcopy(net), info   # own copy: .to(device) must not move gmem.eval's cached net
         self.name, self.pretrained = "inception", True
@@ -210,7 +211,6 @@ class PCAEncoder(Encoder):
         if dim > min(X.shape):
             raise ValueError(f"dim={dim} exceeds min(N, D)={min(X.shape)}")
         mean = X.mean(0)
-        from gmem.bank import top_eigvecs                        # eigh of the (D, D) scatter: one thread, fixed signs
         Xc = X - mean
         S, V = top_eigvecs(Xc.T @ Xc, dim)                       # columns of V: principal directions
         if S[-1] <= 1e-6 * S[0]:

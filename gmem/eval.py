@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from .utils import atomic_path, atomic_write, get_device, git_commit
 import gmem
+from .data import Cifar10Dataset, Mnist5kDataset
 
 # %% auto #0
 __all__ = ['CLEANFID_INCEPTION', 'INCEPTION_WEIGHTS', 'FID_MODES', 'PIPELINES', 'FEATURE_BACKENDS', 'ONNX_EXPORT_VERSION',
@@ -504,9 +505,6 @@ def fid(real,                       # uint8 (N,3,H,W) tensor, iterable of batche
 # %% ../nbs/08_eval.ipynb #a3400332
 def mnist_reference(image_size: int, n_ref: int, progress: bool = False):
     "(mu, sigma, meta) of the first `n_ref` MNIST-5k digits at `image_size`, cached."
-    from gmem.data import Mnist5kDataset
-    from gmem.eval import reference_stats
-    from gmem.utils import to_uint8
     def batches():
         ds = Mnist5kDataset(image_size=image_size)
         for lo in range(0, min(n_ref, len(ds)), 50):
@@ -516,9 +514,6 @@ def mnist_reference(image_size: int, n_ref: int, progress: bool = False):
 #| export
 def cifar_reference(root: str, n_ref: int, progress: bool = False):
     "(mu, sigma, meta) of the first `n_ref` CIFAR-10 training images (the paper's CIFAR-10 reference), cached."
-    from gmem.data import Cifar10Dataset
-    from gmem.eval import reference_stats
-    from gmem.utils import to_uint8
     def batches():
         ds = Cifar10Dataset(root, image_size=32)
         for lo in range(0, min(n_ref, len(ds)), 100):
@@ -536,7 +531,6 @@ def fid_against_stats(mu_r: np.ndarray,     # (d,) reference mean
     if n < 2: raise ValueError(f"FID needs at least 2 samples, got {n}")
     mu = feats.mean(0)
     if n > d:
-        from gmem.eval import fid_from_stats
         return fid_from_stats(mu_r, sigma_r, mu, np.cov(feats, rowvar=False))
     A = (feats - mu).T / math.sqrt(n - 1)                       # (d, n): sigma = A A^T
     M = A.T @ np.asarray(sigma_r, np.float64) @ A              # (n, n) symmetric PSD

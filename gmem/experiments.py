@@ -12,11 +12,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from .report import cached_arm, config_hash, markdown_table
+from .report import cached_arm, config_hash, markdown_table, save_image_grid
 from .arms import arm_cache, train_arm
 from .paper import PAPER, REPORTS
-from .eval import mnist_reference, cifar_reference, fid_interval
-from .utils import repo_root
+from .eval import mnist_reference, cifar_reference, fid_interval, FIDFeatures, load_stats, stats_mode
+from .utils import repo_root, get_device, to_uint8
+from .bank import MemoryBank, per_class_subset
+from .checkpoint import latest_checkpoint
+from .config import TrainConfig, get_preset
+from .data import Cifar10Dataset, Mnist5kDataset
+from .factory import build_bank_file, build_dataset
+from .inference import decode_samples, generate, load_run
+from .samplers import sampler_settings
+from .tokenizers import LatentDataset, LatentDecoder
+from .train import read_metrics
 
 # %% auto #0
 __all__ = ['PRESET_NAMES', 'LOCAL_PRESETS', 'SCALES', 'IMAGENET_TRAIN_IMAGES', 'PAPER_RUNS', 'PAPER_INPUTS', 'resolve_out_dir',
@@ -87,7 +96,6 @@ SCALES = {
 def paper_scale(trainer_preset: str = "cifar10-sit-b",  # a key of gmem.config.PRESETS
                 ) -> Scale:
     "The `paper` Scale of one trainer preset: its steps, batch, checkpoint interval and backbone (latents: Heun)."
-    from gmem.config import get_preset
     cfg = get_preset(trainer_preset)
     latents = cfg.data.dataset == "latents"
     return dataclasses.replace(SCALES["paper"], train_steps=cfg.steps, batch_size=cfg.batch_size,
@@ -141,7 +149,6 @@ PAPER_INPUTS = {
 
 def paper_run_inputs(trainer_preset: str) -> dict[str, str]:
     "What a `paper` run on `trainer_preset` needs (`PAPER_INPUTS` of its dataset)."
-    from gmem.config import get_preset
     ds = get_preset(trainer_preset).data.dataset
     if ds not in PAPER_INPUTS:
         raise ValueError(f"trainer preset {trainer_preset!r} trains on {ds!r}; the report notebooks run the CIFAR-10 "
@@ -188,7 +195,6 @@ def arm_config(scale: Scale,                 # from `scale_for`
                bank_path: str | None = None, # paper, latent presets: the bank file of the store's images
                ):
     "The `gmem.config.TrainConfig` of one arm."
-    from gmem.config import get_preset
     if preset in LOCAL_PRESETS:
         cfg = get_preset("mnist-smoke")
         ov = {"data.limit": None, "data.image_size": scale.image_size, "bank.pca_dim": scale.pca_dim,
@@ -242,7 +248,6 @@ class Experiment:
                  progress: bool = False,      # tqdm bars
                  force: bool = False,         # recompute cached arms
                  ):
-        from gmem.utils import get_device
         if name not in REPORTS: raise ValueError(f"unknown report {name!r}; valid: {', '.join(REPORTS)}")
         self.name, self.preset, self.scale, self.seed, self.sample_seed = name, preset, scale, seed, sample_seed
         self.out = resolve_out_dir(out_dir, preset)
@@ -280,7 +285,6 @@ class Experiment:
     # ---- training
     def bank_file(self, cfg) -> Path:
         "Build (once, cached by data and bank settings) the memory bank file of `cfg`'s data; returns its path."
-        from gmem.factory import build_dataset, build_bank_file
         full, dflt = cfg.to_dict(), type(cfg)().to_dict()
         b = _non_default(full["bank"], dflt["bank"]); b.pop("path", None); b.pop("batch_size", None)
         key = dict(kind="bank", key_format=2, data=_non_default(full["data"], dflt["data"]), bank=b)
@@ -294,7 +298,6 @@ class Experiment:
 
     def ranked_bank(self, path: str | os.PathLike, rank: int) -> Path:
         "A rank-`rank` copy (eq. 8) of a given bank file (the latent presets' full bank), cached by file and rank."
-        from gmem.bank import MemoryBank
         src = Path(path).expanduser().resolve()
         if not src.exists(): raise FileNotFoundError(f"bank file {src} does not exist (-p bank_path)")
         st = src.stat()
@@ -325,7 +328,6 @@ class Experiment:
 
     def _half_bank(self, cfg, run: Path, fraction: float):
         "Write RUN/bank-full, bank-sample (kept rows) and bank-train (row i = kept row nearest to row i) files."
-        from gmem.bank import MemoryBank, per_class_subset
         run.mkdir(parents=True, exist_ok=True)
         train_path, sample_path = run / "bank-train.safetensors", run / "bank-sample.safetensors"
         if not (train_path.exists() and sample_path.exists()):
@@ -346,7 +348,6 @@ class Experiment:
         if self._ref is None:
             if self.preset in LOCAL_PRESETS: self._ref = mnist_reference(self.scale.image_size, self.scale.n_ref, self.progress)
             elif self.fid_stats:
-                from gmem.eval import load_stats
                 self._ref = load_stats(self.fid_stats)
             elif self.dataset == "latents":
                 raise FileNotFoundError("a latent run needs reference statistics: -p fid_stats PATH (ImageNet 256: "
@@ -366,10 +367,7 @@ class Experiment:
                  sampler: str | None = None,  # official settings ("official-ode": Euler, 49 steps, shift 0.3); others override
                  ) -> dict:
         "FID (and NFE, timings, sample grid path) of a checkpoint under one sampler; cached."
-        from gmem.train import read_metrics
-        from gmem.checkpoint import latest_checkpoint
         sc = self.scale
-        from gmem.samplers import sampler_settings
         settings = sampler_settings(sampler if sampler is not None else dict(mode=sc.mode, method=sc.method,
                                     steps=sc.sample_steps), steps=steps, mode=mode, method=method)   # resolved once
         steps, mode, method, n = settings.steps, settings.mode, settings.method, n or sc.n_samples
@@ -393,12 +391,9 @@ class Experiment:
 
     @torch.no_grad()
     def _evaluate(self, ckpt: Path, d: Path, *, settings, n, seed) -> dict:
-        from gmem.inference import load_run, generate
-        from gmem.report import save_image_grid
         run = load_run(ckpt, device=self.device)
         sample_bank = ckpt.parent.parent / "bank-sample.safetensors"
         if run.bank is not None and sample_bank.exists():       # half bank: sample from the kept rows only
-            from gmem.bank import MemoryBank
             run.bank = MemoryBank.load(sample_bank).to(run.device)
         t = time.perf_counter()
         xs = [self._to_images(run, x) for x in generate(run, n, seed=seed, sampler=settings,
@@ -415,8 +410,6 @@ class Experiment:
     def fid_interval_of(self, images: torch.Tensor, n_boot: int | None = None) -> tuple[dict, str | None]:
         """FID of images in [-1, 1] against this experiment's reference with its bootstrap interval (`fid_interval`,
         paired across arms: same bootstrap seed), and the Inception 'weights (mode, backend)' used."""
-        from gmem.eval import FIDFeatures, stats_mode
-        from gmem.utils import to_uint8
         mu_r, sig_r, meta_r = self.reference()
         ext = FIDFeatures(device=self.device, mode=stats_mode(meta_r))   # the reference's pipeline (ADM's npz: TF resize)
         u8 = to_uint8(images)
@@ -432,14 +425,12 @@ class Experiment:
 
     def _to_images(self, run, x: torch.Tensor) -> torch.Tensor:
         "Model space -> images in [-1, 1] (pixels pass through; latents are decoded with their store's tokenizer)."
-        from gmem.inference import decode_samples
         return decode_samples(run, x, tokenizer_weights=self.tokenizer_weights or None)
 
     @property
     def dataset(self) -> str:
         "What the arms train on: 'mnist5k' (smoke), else the paper preset's dataset ('cifar10' or 'latents')."
         if self.preset in LOCAL_PRESETS: return "mnist5k"
-        from gmem.config import get_preset
         return get_preset(self.paper_preset).data.dataset
 
     @property
@@ -472,17 +463,14 @@ class Experiment:
                               "held-out" if a >= self.scale.n_ref else "training")
             return a
         if self.dataset == "latents":
-            from gmem.tokenizers import LatentDataset, LatentDecoder
             ds = LatentDataset(self.data_root, flip_prob=0.0, load_patch=False)
             dec = LatentDecoder.for_store(self.data_root, weights=self.tokenizer_weights or None, device=self.device)
             a = first(len(ds)); idx = range(a, min(a + n, len(ds)))
             return torch.cat([dec(torch.stack([ds[i][0] for i in idx[j:j + 64]]).to(self.device)).cpu()
                               for j in range(0, len(idx), 64)])
         if self.dataset == "cifar10":
-            from gmem.data import Cifar10Dataset
             ds = Cifar10Dataset(self.data_root, image_size=32)
         else:
-            from gmem.data import Mnist5kDataset
             ds = Mnist5kDataset(image_size=self.scale.image_size)
         a = first(len(ds))
         return torch.stack([ds[i][0] for i in range(a, min(a + n, len(ds)))])
@@ -496,7 +484,6 @@ class Experiment:
 
     # ---- bookkeeping
     def images_seen(self, run: Path, step: int) -> int:
-        from gmem.config import TrainConfig
         return step * TrainConfig.from_yaml(run / "config.yaml").batch_size
 
     def keep_grid(self, result: dict, name: str) -> Path:

@@ -15,6 +15,13 @@ import torch.distributed as dist
 
 from .utils import get_device
 from .config import DataConfig, TrainConfig
+from .bank import MemoryBank
+from .bankbuild import build_bank as build_bank_from_images
+from .data import dataset_identity, describe_identity, identity_mismatch, limit_dataset
+from .encoders import PCAEncoder, create_encoder
+from .model import create_model
+from .tokenizers import LatentDataset
+import gmem.data as gd
 
 # %% auto #0
 __all__ = ['DistInfo', 'init_distributed', 'IndexedDataset', 'collate', 'build_dataset', 'num_classes_of', 'build_encoder',
@@ -73,14 +80,11 @@ def collate(items: list[dict]) -> dict:
 
 def build_dataset(cfg: DataConfig, *, seed: int = 0, load_patch: bool = False):
     "The training dataset named by `cfg` (items `(x, label[, snippet, patch])`, pixels in [-1, 1])."
-    import gmem.data as gd
     if cfg.dataset == "mnist5k": ds = gd.Mnist5kDataset(image_size=cfg.image_size)
     elif cfg.dataset == "cifar10": ds = gd.Cifar10Dataset(cfg.root, image_size=cfg.image_size)
     elif cfg.dataset == "folder": ds = gd.ImageFolderDataset(cfg.root, cfg.image_size)
     else:
-        from gmem.tokenizers import LatentDataset
         ds = LatentDataset(cfg.root, flip_prob=cfg.flip_prob, seed=seed, load_patch=load_patch)
-    from gmem.data import limit_dataset
     ds = limit_dataset(ds, cfg.limit)   # spread over all classes, not the first `limit` (sorted) items
     return ds
 
@@ -96,7 +100,6 @@ def num_classes_of(ds, cfg: DataConfig) -> int:
 
 def build_encoder(cfg: TrainConfig, ds=None, out_dir: Path | None = None, device=None):
     "The bank encoder of `cfg.bank`; a 'pca' encoder without weights is fitted on `ds` (and saved in `out_dir`)."
-    from gmem.encoders import create_encoder, PCAEncoder
     b = cfg.bank
     if b.encoder == "pca" and b.encoder_weights is None:
         saved = Path(out_dir) / "pca-encoder.safetensors" if out_dir is not None else None
@@ -109,7 +112,6 @@ def build_encoder(cfg: TrainConfig, ds=None, out_dir: Path | None = None, device
 
 def run_bank(cfg: TrainConfig, ds, out_dir: Path, info: DistInfo = DistInfo()):
     "The memory bank for `ds`: loaded from `bank.path`, or from OUT/bank.safetensors, or built there (rank 0) first."
-    from gmem.bank import MemoryBank
     path = Path(cfg.bank.path) if cfg.bank.path else Path(out_dir) / "bank.safetensors"
     if cfg.bank.path is None:          # every rank takes the barrier, whether or not rank 0 had to build
         if info.main and not path.exists(): build_bank_file(cfg, ds, path, device=info.device)
@@ -129,7 +131,6 @@ def check_bank_data(bank, ds, path, data: DataConfig | None = None, k: int = 16)
     """Refuse a bank that was not built from `ds` (row i must be item i's snippet): its recorded data identity, its row
     count, and for a latent store with encoder features whether the stored snippets find their own rows. A bank file
     without a recorded identity (written before gmem recorded it) is accepted with a warning when the counts agree."""
-    from gmem.data import dataset_identity, identity_mismatch, describe_identity
     data = data or DataConfig()
     here = dataset_identity(ds, name=data.dataset, root=data.root, limit=data.limit)
     there = bank.meta.get("data")
@@ -161,7 +162,6 @@ def check_bank_data(bank, ds, path, data: DataConfig | None = None, k: int = 16)
 
 def build_bank_file(cfg: TrainConfig, ds, path: str | os.PathLike, device=None, progress: bool = False):
     "Encode `ds` in order with the bank encoder (CLS features) and save a MemoryBank (row i = item i) at `path`."
-    from gmem.bankbuild import build_bank as build_bank_from_images   # sharded, resumable (work folder PATH.shards/)
     path = Path(path)
     enc = build_encoder(cfg, ds, path.parent, device)
     return build_bank_from_images(ds, enc, path, batch_size=cfg.bank.batch_size, rank=cfg.bank.rank, progress=progress,
@@ -170,7 +170,6 @@ def build_bank_file(cfg: TrainConfig, ds, path: str | os.PathLike, device=None, 
 def build_model(cfg: TrainConfig, *, input_size: int, in_channels: int, snippet_dim: int, num_classes: int = 1000,
                 repa_dim: int = 768):
     "The network of `cfg.model` (snippet dropout = mask.ratio when mask.strategy is 'zero', else 0)."
-    from gmem.model import create_model
     m = dataclasses.asdict(cfg.model)            # gmem.model.ModelConfig field names: passed through as they are
     name, patch_size = m.pop("name"), m.pop("patch_size")
     return create_model(name, input_size=input_size, in_channels=in_channels, snippet_dim=snippet_dim,

@@ -16,6 +16,10 @@ from .utils import atomic_path, get_device, derive_seed
 from .config import TrainConfig
 from .checkpoint import CKPT_DIR, latest_checkpoint, load_checkpoint
 from .samplers import sample_seeded, sampler_settings, seed_conditions
+from .bank import MemoryBank
+from .factory import IndexedDataset, build_dataset
+from .model import create_model_from_config
+from .tokenizers import LatentDecoder
 
 # %% auto #0
 __all__ = ['TrainedRun', 'load_run', 'generate', 'run_conditions', 'decode_samples', 'save_sample_grid', 'snippet_usage']
@@ -39,7 +43,6 @@ def load_run(ckpt: str | os.PathLike,  # a checkpoint file or a run directory (i
              bank_on_device: bool | None = None,  # None: banks over 1 GiB stay memory-mapped on the CPU (rows move per batch)
              ) -> TrainedRun:
     "Rebuild a trained model (and its bank) from a checkpoint for sampling or evaluation."
-    from gmem.model import create_model_from_config
     p = Path(ckpt)
     if p.is_dir():
         found = latest_checkpoint(p)
@@ -60,7 +63,6 @@ def load_run(ckpt: str | os.PathLike,  # a checkpoint file or a run directory (i
     model = model.to(dev).eval().requires_grad_(False)
     b = None
     if cfg.model.cond == "snippet":
-        from gmem.bank import MemoryBank
         bp = Path(bank) if bank else Path(cfg.bank.path) if cfg.bank.path else run_dir / "bank.safetensors"
         if not bp.exists(): raise FileNotFoundError(f"memory bank {bp} not found; pass the run's bank file (--bank)")
         b = MemoryBank.load(bp, mmap=True)   # mapped: a 1.28M x 768 bank is not read until rows are used
@@ -104,7 +106,6 @@ def decode_samples(run: TrainedRun,          # from `load_run`
     with the tokenizer of their store (`gmem.tokenizers.LatentDecoder`, built once per run)."""
     if run.cfg.data.dataset != "latents": return x.float().cpu()
     if run.decoder is None:
-        from gmem.tokenizers import LatentDecoder
         run.decoder = LatentDecoder.for_store(run.cfg.data.root, weights=tokenizer_weights, device=run.device)
     return run.decoder(x.to(run.device)).float().cpu()
 
@@ -128,7 +129,6 @@ def snippet_usage(run,                   # a `gmem.inference.TrainedRun` (load_r
                   batch_size: int = 256,
                   ) -> list[dict]:
     "Velocity MSE per t-band with the image's own, a shuffled and the null condition: [{t, own, shuffled, null}]."
-    from gmem.factory import build_dataset, IndexedDataset
     cond = run.cfg.model.cond
     ds = IndexedDataset(build_dataset(run.cfg.data, seed=run.cfg.seed))
     g = torch.Generator().manual_seed(seed)

@@ -10,6 +10,11 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from .bank import MemoryBank, normalize_rows
+from .conditioning import check_compatible, check_encoder, load_images, projection_error, sample_snippets, snippets_from_images
+from .inference import decode_samples
+from .manipulate import novel_image_figure
+from .report import save_figure
 
 # %% auto #0
 __all__ = ['widgets_available', 'pair_bank', 'LiveManipulation']
@@ -32,7 +37,6 @@ def pair_bank(bank,                          # a gmem.bank.MemoryBank
               features: torch.Tensor | None = None,  # ... or two raw encoder features (2, d) of new images
               ):
     "A two-row bank in `bank`'s space: the rows themselves, or new features as eq. 10 coefficients (low-rank) / exact rows (full)."
-    from gmem.bank import MemoryBank, normalize_rows
     if (rows is None) == (features is None): raise ValueError("give rows or features")
     if rows is not None:
         if len(rows) != 2: raise ValueError(f"need two rows, got {list(rows)}")
@@ -74,7 +78,6 @@ class LiveManipulation:
                  scale: int = 3,                   # pixel zoom of the displayed grids
                  **sampler_kw,                     # gmem.samplers.sample options (steps, mode, method, ...)
                  ):
-        from gmem.conditioning import check_compatible
         check_compatible(model, bank, encoder=encoder if bank.meta.get("encoder") else None)
         self.model, self.bank, self.encoder = model, bank, encoder
         self.train_images = train_images
@@ -88,13 +91,11 @@ class LiveManipulation:
     # ---- logic (no widgets) -------------------------------------------------------------------------------------
     def sample(self, snippets: torch.Tensor) -> torch.Tensor:
         "Images (n_snippets * n_seeds, 3, H, W) in [-1, 1]: every snippet with every seed (snippet-major); latents decoded."
-        from gmem.conditioning import sample_snippets
         S = snippets.reshape(-1, snippets.shape[-1])
         x = sample_snippets(self.model, S.repeat_interleave(len(self.seeds), 0), self.seeds * S.shape[0],
                             **self.sampler_kw)
         cfg = getattr(self.model, "cfg", None)
         if cfg is not None and cfg.data.dataset == "latents":                   # a latent TrainedRun: to pixels
-            from gmem.inference import decode_samples
             x = decode_samples(self.model, x)
         return x.float().cpu()
 
@@ -110,7 +111,6 @@ class LiveManipulation:
 
     def set_pair_images(self, a, b):
         "Parents = two new images (PIL / paths / arrays), put into the bank's space by eq. 10 (low-rank) or exactly (full)."
-        from gmem.conditioning import check_encoder, load_images, snippets_from_images
         if self.bank.meta.get("encoder"): check_encoder(self.bank, self.encoder)
         x = load_images([a, b], self.image_size, grayscale=self.grayscale)   # (2, 3, S, S) in [-1, 1]
         self.rows = None
@@ -133,8 +133,6 @@ class LiveManipulation:
 
     def novel(self, image) -> dict:
         "A new image (PIL / path / array): its eq. 10 projection, samples conditioned on it, nearest training images."
-        from gmem.bank import normalize_rows
-        from gmem.conditioning import check_encoder, load_images, projection_error, snippets_from_images
         t0 = time.perf_counter()
         if self.bank.meta.get("encoder"): check_encoder(self.bank, self.encoder)
         x = load_images([image], self.image_size, grayscale=self.grayscale)     # (1, 3, S, S)
@@ -152,13 +150,11 @@ class LiveManipulation:
 
     def _train_features(self) -> torch.Tensor:
         if not hasattr(self, "_tf"):
-            from gmem.conditioning import snippets_from_images
             self._tf = snippets_from_images(self.train_images[:512], self.encoder)
         return self._tf
 
     def novel_png(self, res: dict) -> bytes:
         "The Fig. 4 row (reference | samples | nearest training images) as PNG bytes."
-        from gmem.manipulate import novel_image_figure
         fig = novel_image_figure(res["image"], res["samples"], res["neighbours"], dpi=80)
         buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
         import matplotlib.pyplot as plt; plt.close(fig)
@@ -188,7 +184,6 @@ class LiveManipulation:
         fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3.2 * len(panels)), squeeze=False)
         for ax, (title, im) in zip(axes[:, 0], panels):
             ax.imshow(np.asarray(im)); ax.set_title(title, fontsize=8); ax.axis("off")
-        from gmem.report import save_figure
         return save_figure(fig, path, dpi=90)
 
     # ---- widgets ------------------------------------------------------------------------------------------------

@@ -11,6 +11,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from .conditioning import check_compatible, sample_snippets, snippets_from_images
+from .config import TrainConfig, get_preset
+from .eval import nearest_neighbors
+from .factory import build_encoder
+from .report import save_figure, to_uint8_images
 
 # %% auto #0
 __all__ = ['PAPER_ALPHAS', 'REPORT_RUNS', 'interpolation_snippets', 'interpolation_strip', 'nearest_training_images',
@@ -53,7 +57,6 @@ def nearest_training_images(images: torch.Tensor,        # (B, 3, H, W) in [-1, 
                             k: int = 5,
                             ) -> tuple[torch.Tensor, torch.Tensor]:
     "Cosine top-k training images in encoder space: (similarities (B, k), indices (B, k))."
-    from gmem.eval import nearest_neighbors
     q = snippets_from_images(images.clamp(-1, 1), encoder, allow_nonnegative=True)
     return nearest_neighbors(q, train_features, k=k)
 
@@ -62,7 +65,6 @@ def _rows(x, ndim):
     return x.unsqueeze(0) if x.ndim == ndim else x
 
 def _hwc(x) -> np.ndarray:
-    from gmem.report import to_uint8_images
     return to_uint8_images(x.unsqueeze(0))[0].permute(1, 2, 0).numpy()
 
 def novel_image_figure(ref_image,                 # (3, H, W) or (R, 3, H, W), [-1, 1] or uint8
@@ -96,14 +98,11 @@ def novel_image_figure(ref_image,                 # (3, H, W) or (R, 3, H, W), [
     top[2 + n // 2].set_title("generated", fontsize=8)
     top[3 + n + k // 2].set_title(f"{k} nearest training images", fontsize=8)
     if path is None: return fig
-    from gmem.report import save_figure
     return save_figure(fig, path, dpi=dpi)
 
 # %% ../nbs/13_manipulate.ipynb #a2c1ec6f
 def run_encoder(run_dir: str | os.PathLike, device=None) -> torch.nn.Module:
     "The bank encoder of a training run (its saved PCA fit, or the named pretrained encoder)."
-    from gmem.factory import build_encoder
-    from gmem.config import TrainConfig
     run_dir = Path(run_dir)
     cfg = TrainConfig.from_yaml(run_dir / "config.yaml")
     return build_encoder(cfg, None, run_dir, device=device).eval()
@@ -123,7 +122,6 @@ def report_config(preset: str = "smoke",   # a key of REPORT_RUNS
                   train_steps: int = 0,     # override the number of optimizer steps (0 = the preset's)
                   ):
     "The TrainConfig behind the manipulation / transfer / t2i reports."
-    from gmem.config import get_preset
     if preset not in REPORT_RUNS: raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(REPORT_RUNS)}")
     name, over = REPORT_RUNS[preset]
     over = dict(over)

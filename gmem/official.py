@@ -11,6 +11,10 @@ import torch
 import torch.nn.functional as F
 from .bank import MemoryBank, check_features
 from .utils import atomic_write
+from .checkpoint import CKPT_DIR, latest_checkpoint, save_checkpoint
+from .config import get_preset
+from .model import MODELS, create_model, rope_2d_angles
+from . import __version__
 
 # %% auto #0
 __all__ = ['OFFICIAL_HUB', 'OFFICIAL_FILES', 'RENAMES', 'ROPE_KEYS', 'describe', 'load_official', 'fixtures_dir', 'load_bank',
@@ -138,7 +142,6 @@ def official_model_kwargs(sd: dict,                    # official state dict (fr
                           path: str | os.PathLike = "network",
                           ) -> dict:
     "`create_model(name, **kwargs)` arguments that fit `sd`: sizes read from it, checked against the name's preset."
-    from gmem.model import MODELS
     if name not in MODELS: raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}")
     D, C, p, _ = _shape(sd, "x_embedder.proj.weight", path)
     _, N, _ = _shape(sd, "pos_embed", path)
@@ -161,7 +164,6 @@ def official_model_kwargs(sd: dict,                    # official state dict (fr
 
 def _target_shapes(name: str, kw: dict) -> tuple[dict, dict]:
     "Parameter shapes and config of `create_model(name, **kw)`, built on the meta device (no memory for XL weights)."
-    from gmem.model import create_model
     with torch.device("meta"): m = create_model(name, **kw)
     return {k: tuple(v.shape) for k, v in m.state_dict().items()}, asdict(m.config)
 
@@ -171,7 +173,6 @@ def convert_state_dict(sd: dict,                       # official LightningDiT s
                        rope_atol: float = 1e-5,        # tolerance of the RoPE-table check
                        ) -> dict[str, torch.Tensor]:
     "Rename an official state dict onto `create_model(name, **official_model_kwargs(sd, name))`: every key, or an error."
-    from gmem.model import rope_2d_angles
     sd = official_state_dict(sd, path)
     kw = official_model_kwargs(sd, name, path)
     shapes, cfg = _target_shapes(name, kw)
@@ -234,8 +235,6 @@ def import_official(network: str | os.PathLike,             # GMem_XL_160Epoch_i
                     overwrite: bool = False,                 # replace an existing import in `out`
                     ) -> Path:
     "Write a gmem run directory from the released files; returns its path (use `gmem.inference.load_run(out)`)."
-    from gmem.config import get_preset
-    from gmem.checkpoint import save_checkpoint, latest_checkpoint, CKPT_DIR
     out, network, bank = Path(out).expanduser(), Path(network).expanduser(), Path(bank).expanduser()
     if latest_checkpoint(out) is not None:
         if not overwrite: raise FileExistsError(f"{out} already holds a run; pass overwrite=True (--overwrite) or use a new OUT")
@@ -267,7 +266,6 @@ def import_official(network: str | os.PathLike,             # GMem_XL_160Epoch_i
     cfg.to_yaml(out / "config.yaml")
     source = dict(network=_file_id(network), bank=_file_id(bank), model=model, hub=OFFICIAL_HUB,
                   latent_stats=store["stats_source"], tokenizer_weights=tw, bank_dtype=str(bank_dtype).replace("torch.", ""))
-    from gmem import __version__
     state = dict(config=cfg.to_dict(), model_config=model_cfg, ema=new, step=0, images=0, elapsed=0.0,
                  bank_fingerprint=b.fingerprint(), data_shape=shape, num_classes=1000, imported_from=source,
                  gmem_version=__version__)

@@ -20,6 +20,15 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from .samplers import SamplerSettings, bank_rows_for_seeds, sample_seeded, sampler_settings, seed_conditions
+from .bank import MemoryBank, normalize_rows, reconstruct
+from .conditioning import check_encoder, snippets_from_images
+from .config import TrainConfig
+from .encoders import DINOV2, DINOv2Encoder, PCAEncoder
+from .inference import TrainedRun, decode_samples, load_run
+from .manipulate import run_encoder
+from .model import create_model_from_config
+from .tokenizers import LatentDecoder, PixelTokenizer, SDVAETokenizer
+import gmem
 
 # %% ../nbs/17_pipeline.ipynb #ce94ab3b
 class GMemNetwork(ModelMixin, ConfigMixin):
@@ -30,7 +39,6 @@ class GMemNetwork(ModelMixin, ConfigMixin):
                  sample_shape: Sequence[int] = (4, 32, 32),  # (C, H, W) of one sample in model space
                  ):
         super().__init__()
-        from gmem.model import create_model_from_config
         self.net = create_model_from_config(dict(model_config or {}))
 
     @classmethod
@@ -69,7 +77,6 @@ class GMemBank(ModelMixin, ConfigMixin):
     @property
     def bank(self):
         "The bank as a `gmem.bank.MemoryBank` over this component's tensors (no copy)."
-        from gmem.bank import MemoryBank
         return MemoryBank({k: getattr(self, k) for k in self._keys}, labels=self.labels, meta=self._meta,
                           _fingerprint=self._fp, _created_by=self._created_by)
 
@@ -89,7 +96,6 @@ class GMemBank(ModelMixin, ConfigMixin):
                         mmap: bool = True,       # map the file (False: read it into memory)
                         **kwargs) -> "GMemBank":  # diffusers' loading options (torch_dtype, device_map, ...) do not apply
         "Load `bank.safetensors` from a local folder, memory-mapped and validated."
-        from gmem.bank import MemoryBank
         d = Path(pretrained_model_name_or_path) / (subfolder or "")
         if not (d / BANK_FILE).exists():
             raise FileNotFoundError(f"no {BANK_FILE} in {d}: a GMemBank folder is written by GMemPipeline.save_pretrained "
@@ -109,7 +115,6 @@ class GMemEncoder(ModelMixin, ConfigMixin):
                  antialias: bool = False,         # dinov2: antialiased resize
                  ):
         super().__init__()
-        from gmem.encoders import DINOV2, DINOv2Encoder, PCAEncoder
         if kind == "pca":
             D = 3 * pool_size ** 2
             self.net = PCAEncoder(torch.zeros(D), torch.zeros(dim, D), pool_size)   # weights: loaded after construction
@@ -123,7 +128,6 @@ class GMemEncoder(ModelMixin, ConfigMixin):
     @classmethod
     def from_encoder(cls, encoder: torch.nn.Module) -> "GMemEncoder":
         "Wrap (a copy of) a `PCAEncoder` or `DINOv2Encoder`; ValueError for other encoders."
-        from gmem.encoders import DINOv2Encoder, PCAEncoder
         if isinstance(encoder, PCAEncoder):
             out = cls(kind="pca", encoder_name=encoder.name, dim=encoder.dim, pool_size=encoder.input_size)
         elif isinstance(encoder, DINOv2Encoder):
@@ -230,8 +234,6 @@ class GMemPipeline(DiffusionPipeline):
                  run_dir: str | os.PathLike | None = None,            # the run directory of a TrainedRun (finds its encoder)
                  ) -> "GMemPipeline":
         "A pipeline from a trained run (or an imported official run: same directory layout)."
-        from gmem.inference import load_run, TrainedRun
-        import gmem
         source = None
         if not isinstance(run, TrainedRun):
             p = Path(run)
@@ -245,7 +247,6 @@ class GMemPipeline(DiffusionPipeline):
         if cfg.data.dataset == "latents":
             dec = run.decoder
             if dec is None:
-                from gmem.tokenizers import LatentDecoder
                 dec = LatentDecoder.for_store(cfg.data.root, weights=tokenizer_weights, device="cpu")
             tok = dec.tokenizer
             vae = getattr(tok, "vae", None)
@@ -259,7 +260,6 @@ class GMemPipeline(DiffusionPipeline):
         if isinstance(encoder, str) and encoder == "auto":
             if cfg.model.cond == "snippet" and run_dir is not None:
                 try:
-                    from gmem.manipulate import run_encoder
                     enc_c = GMemEncoder.from_encoder(run_encoder(run_dir, device="cpu"))
                 except (FileNotFoundError, OSError, ValueError) as e:
                     warnings.warn(f"exporting without the bank's encoder ({e}); images cannot be used as conditions")
@@ -279,7 +279,6 @@ class GMemPipeline(DiffusionPipeline):
         "Latent runs: the `gmem.tokenizers.LatentDecoder` of the run (the autoencoder and the store's statistics)."
         lat = self.run_info.get("latents")
         if lat is None: return None
-        from gmem.tokenizers import LatentDecoder, PixelTokenizer, SDVAETokenizer
         if self.autoencoder is None:
             if lat["tokenizer"] != "pixel":
                 raise ValueError(f"this latent run needs its autoencoder ({lat['tokenizer']}) but the pipeline has none")
@@ -293,8 +292,6 @@ class GMemPipeline(DiffusionPipeline):
         """The pipeline as a `gmem.inference.TrainedRun` (the GMemDiT itself, the bank, the latent decoder) for
         `gmem.inference.generate` / `decode_samples`, `gmem.manipulate` and `gmem.eval`. It calls the network directly,
         past any offloading hooks: move the pipeline to one device first."""
-        from gmem.config import TrainConfig
-        from gmem.inference import TrainedRun
         ri = self.run_info
         dev = torch.device(device) if device is not None else self.network.device
         return TrainedRun(self.network.net, TrainConfig.from_dict(ri["train_config"]),
@@ -304,7 +301,6 @@ class GMemPipeline(DiffusionPipeline):
     # ---- conditions -------------------------------------------------------------------------------------------
     def encode_images(self, images) -> torch.Tensor:
         "Raw encoder features (B, d) of images (PIL / paths / arrays / a (B,3,H,W) tensor), preprocessed like the bank's."
-        from gmem.conditioning import snippets_from_images, check_encoder
         if self.encoder is None:
             raise ValueError("this pipeline has no encoder, so images cannot be used as conditions: export it with the "
                              "run's encoder (`gmem export-pipeline` finds it in the run directory; a DINOv2 encoder needs "
@@ -319,7 +315,6 @@ class GMemPipeline(DiffusionPipeline):
 
     def image_snippets(self, images) -> torch.Tensor:
         "Snippets (B, d) of images in the bank's space: normalised features (full bank) or eq. 10 then eq. 9 (low-rank)."
-        from gmem.bank import normalize_rows, reconstruct
         b = self.bank.bank
         f = self.encode_images(images).to(b.device)
         return normalize_rows(f) if b.rank is None else reconstruct(b.project(f), b.B, b.mu)   # Eq. 10, eq. 9
@@ -382,7 +377,6 @@ class GMemPipeline(DiffusionPipeline):
                  return_dict: bool = True,
                  ):
         "Generate images; returns `GMemPipelineOutput(images=..., seeds=..., bank_indices=...)` (or a tuple)."
-        from gmem.inference import decode_samples
         if num_images is not None and (not isinstance(num_images, (int, np.integer)) or num_images < 1):
             raise ValueError(f"num_images must be a positive int, got {num_images!r} (conditions go in snippets=)")
         if output_type not in ("pil", "np", "pt", "latent"):

@@ -9,8 +9,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from .report import markdown_table, plot_bars, plot_lines, save_image_grid, write_metrics
-from .utils import atomic_write, get_device
+from .report import markdown_table, plot_bars, plot_lines, save_image_grid, write_metrics, plot_snippet_usage, save_figure
+from .utils import atomic_write, get_device, to_uint8
+from .arms import train_arm
+from .config import get_preset
+from .data import Mnist5kDataset
+from .eval import FIDFeatures, fid_interval, nearest_neighbors, neighbor_grid
+from .factory import build_encoder
+from .inference import generate, load_run, snippet_usage
+from .stats import check_line, direction
 
 # %% auto #0
 __all__ = ['ARMS', 'QuickstartConfig', 'quickstart_config', 'quickstart_arm', 'real_images', 'sample_arm', 'run_quickstart',
@@ -47,7 +54,6 @@ ARMS = {"gmem": "snippet", "class": "class", "uncond": "none"}  # arm -> model c
 # %% ../nbs/15_quickstart.ipynb #3f043544
 def quickstart_config(arm: str, qc: QuickstartConfig):
     "The `mnist-tiny` trainer preset with this arm's conditioning; everything else identical across arms."
-    from gmem.config import get_preset
     cfg = get_preset("mnist-tiny")
     cfg.model.cond = ARMS[arm]
     cfg.steps, cfg.batch_size, cfg.seed = qc.steps, qc.batch_size, qc.seed
@@ -59,18 +65,15 @@ def quickstart_config(arm: str, qc: QuickstartConfig):
 
 def quickstart_arm(arm: str, qc: QuickstartConfig) -> tuple[Path, dict]:
     "Train one arm with `gmem.arms.train_arm` (the runner every report uses) in the cache OUT/runs, or reuse it: (run folder, summary)."
-    from gmem.arms import train_arm
     return train_arm(quickstart_config(arm, qc), Path(qc.out) / "runs", progress=qc.progress)
 
 # %% ../nbs/15_quickstart.ipynb #f762c5da
 def _uint8(x: torch.Tensor) -> torch.Tensor:
     "[-1, 1] model-space pixels -> uint8 on the CPU, with the official rounding of `gmem.utils.to_uint8`."
-    from gmem.utils import to_uint8
     return to_uint8(x.float()).cpu()
 
 def real_images(n: int, offset: int = 0, seed: int = 0, image_size: int = 16) -> torch.Tensor:
     "`n` MNIST-5k training digits (uint8, 3 x size x size) from a fixed random permutation, starting at `offset`."
-    from gmem.data import Mnist5kDataset
     ds = Mnist5kDataset(image_size=image_size)
     perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[offset:offset + n]
     if len(perm) < n: raise ValueError(f"asked for {n} real images from offset {offset}; MNIST-5k has {len(ds)}")
@@ -78,7 +81,6 @@ def real_images(n: int, offset: int = 0, seed: int = 0, image_size: int = 16) ->
 
 def sample_arm(run_dir: Path, qc: QuickstartConfig) -> tuple[torch.Tensor, float, object]:
     "Generate `n_fid` samples of a trained arm (uint8), with the seconds it took and the loaded run."
-    from gmem.inference import load_run, generate
     run = load_run(run_dir, device=get_device(qc.device))
     t0 = time.time()
     x = torch.cat([_uint8(b) for b in generate(run, qc.n_fid, seed=qc.seed, steps=qc.sample_steps,
@@ -90,7 +92,6 @@ def _loss_plot(out: Path, runs: dict) -> Path:
     "Training loss of every arm (name -> run folder): 50-step running mean on a log scale, plain lines."
     import matplotlib; matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    from gmem.report import save_figure
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for i, (arm, run_dir) in enumerate(runs.items()):
         m = pd.read_csv(run_dir / "metrics.csv")
@@ -104,7 +105,6 @@ def _fid_plot(out: Path, df: pd.DataFrame, floor: float, n: int) -> Path:
     "FID per arm with its 95% bootstrap interval and the data floor."
     import matplotlib; matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    from gmem.report import save_figure
     fig, ax = plt.subplots(figsize=(5, 3.6))
     x = np.arange(len(df))
     err = None
@@ -118,11 +118,6 @@ def _fid_plot(out: Path, df: pd.DataFrame, floor: float, n: int) -> Path:
 
 def run_quickstart(qc: QuickstartConfig | None = None, **kw) -> dict:
     "Train, sample and score the quickstart arms; write the report into `qc.out`; return the metrics."
-    from gmem.eval import FIDFeatures, nearest_neighbors, neighbor_grid
-    from gmem.inference import snippet_usage
-    from gmem.report import plot_snippet_usage
-    from gmem.eval import fid_interval
-    from gmem.stats import direction
     qc = qc or QuickstartConfig(**kw)
     out = Path(qc.out); out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
@@ -171,13 +166,11 @@ def run_quickstart(qc: QuickstartConfig | None = None, **kw) -> dict:
     nn_note = None
     if "gmem" in samples:
         x, run = samples["gmem"]
-        from gmem.factory import build_encoder
         enc = build_encoder(run.cfg, None, runs["gmem"], device=run.device)
         with torch.no_grad():
             q = enc(x[:8].float() / 127.5 - 1)[0]
         bank_feats = run.bank.snippets(torch.arange(len(run.bank)))
         sims, idx = nearest_neighbors(torch.nn.functional.normalize(q, dim=-1), bank_feats, k=5)
-        from gmem.data import Mnist5kDataset
         ds = Mnist5kDataset(image_size=qc.image_size)
         up = lambda t: torch.nn.functional.interpolate(t.float(), scale_factor=max(1, 64 // qc.image_size),
                                                        mode="nearest").to(torch.uint8)   # readable at 16 px
@@ -213,7 +206,6 @@ def _usage_sentence(usage: dict) -> str:
 def write_quickstart_readme(out: Path, df: pd.DataFrame, floor_iv: dict, qc: QuickstartConfig, nn_note, total: float,
                             checks: list | None = None, usage: dict | None = None):
     "The human-readable report: what ran, the numbers with intervals, the verdicts, what they do and do not show."
-    from gmem.stats import check_line
     floor = floor_iv["fid"]
     has_iv = floor_iv.get("lo") is not None
     fmt = lambda f, lo, hi: f"{f:.1f} [{lo:.1f}, {hi:.1f}]" if lo is not None else f"{f:.1f}"

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any, Callable
 import numpy as np
 import torch
-from .utils import atomic_path, atomic_write, git_commit, repo_root
+from .utils import atomic_path, atomic_write, git_commit, repo_root, to_uint8
 from .paper import PAPER, REPORTS
 from .stats import check_line, _verdict
+import gmem
 
 # %% auto #0
 __all__ = ['provenance', 'write_metrics', 'to_uint8_images', 'image_grid', 'save_image_grid', 'save_figure', 'plot_lines',
@@ -44,7 +45,6 @@ def _check_finite(x, where="metrics"):
 
 def provenance() -> dict:
     "Where a number came from: commit, versions, device, time."
-    import gmem
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or platform.machine()
     return dict(commit=git_commit(Path(gmem.__file__).parent), gmem=gmem.__version__, torch=torch.__version__,
                 python=sys.version.split()[0], device=dev, cpu_count=os.cpu_count(),
@@ -66,7 +66,6 @@ def write_metrics(path: str | os.PathLike,   # e.g. reports/ablation/metrics.jso
 def to_uint8_images(x: torch.Tensor) -> torch.Tensor:
     "(N,C,H,W) float in [-1,1] (or uint8) -> uint8 (N,3,H,W); 1-channel images are repeated to RGB."
     if x.dtype != torch.uint8:
-        from gmem.utils import to_uint8   # the official clamp(127.5 x + 128) rounding
         x = to_uint8(x.detach().float().cpu())
     if x.shape[1] == 1: x = x.repeat(1, 3, 1, 1)
     return x.cpu()
@@ -214,7 +213,6 @@ def bar_plot(df, x: str, y: str, paper: dict | None = None, path=None, title: st
     "Seaborn bars of our `y` per `x`, the paper's value per bar as a star on a right-hand axis; saved to `path`."
     import matplotlib; matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt, seaborn as sns
-    from gmem.report import save_figure
     fig, ax = plt.subplots(figsize=(max(5.5, 0.8 * df[x].nunique() + 2), 3.8))
     sns.barplot(data=df, x=x, y=y, ax=ax, color="C0")
     ax.set_ylabel(ylabel); ax.set_xlabel(""); ax.set_title(title); ax.grid(alpha=.3, axis="y")
@@ -237,7 +235,6 @@ def plot_snippet_usage(curves: dict,       # arm name -> snippet_usage(...) rows
     "One panel per arm: own / shuffled / null condition error against t (log scale); saved to `path`."
     import matplotlib; matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    from gmem.report import save_figure
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), sharey=True, squeeze=False)
     for ax, (arm, rows) in zip(axes[0], curves.items()):
         t = [r["t"] for r in rows]
@@ -371,7 +368,6 @@ def index_markdown(reports_dir: str | os.PathLike) -> str:
 
 def build_index(reports_dir: str | os.PathLike | None = None) -> Path:
     "Write reports/README.md (atomically) from the metrics.json files; returns its path."
-    from gmem.utils import atomic_write
     root = Path(reports_dir) if reports_dir else repo_root() / "reports"
     with atomic_write(root / "README.md", "w") as f: f.write(index_markdown(root))
     return root / "README.md"

@@ -10,6 +10,8 @@ from typing import Literal, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from .conditioning import sample_snippets, unwrap_model
+from .utils import get_device
 
 # %% auto #0
 __all__ = ['TEXT_ENCODERS', 'DIGIT_NAMES', 'CIFAR10_NAMES', 'TEMPLATES', 'mean_pool', 'cls_pool', 'TextEncoder',
@@ -73,7 +75,6 @@ def create_text_encoder(name: str = "minilm",   # a key of TEXT_ENCODERS
     "Load a frozen text encoder by name (explicitly: nothing is downloaded on import)."
     if name not in TEXT_ENCODERS:
         raise ValueError(f"unknown text encoder {name!r}; valid: {', '.join(f'{k} ({v[3]})' for k, v in TEXT_ENCODERS.items())}")
-    from gmem.utils import get_device
     source, pooling, normalize, _ = TEXT_ENCODERS[name]
     local = path is not None
     if path is None and name == "minilm":
@@ -271,7 +272,6 @@ def generate(prompts: str | Sequence[str],     # "a photo of a seven" or a list 
              **sampler_kw,                     # gmem.samplers.sample options (mode, method, steps, cfg_scale, ...)
              ) -> torch.Tensor:                # (P * n_per_prompt, C, H, W)
     "Text-to-image with a trained GMem model: samples for each prompt, grouped by prompt."
-    from gmem.conditioning import unwrap_model, sample_snippets
     net, _ = unwrap_model(model)
     if mapper.config.snippet_dim != net.config.snippet_dim:
         raise ValueError(f"the mapper outputs {mapper.config.snippet_dim}-d snippets but the model takes "

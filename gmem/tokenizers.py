@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 from .utils import atomic_path, atomic_write, git_commit
+from .data import dataset_identity
 
 # %% auto #0
 __all__ = ['SD_VAE_HUB_ID', 'SD_VAE_SCALE', 'VAVAE_HUB_ID', 'VAVAE_FILE', 'TOKENIZERS', 'Tokenizer', 'PixelTokenizer',
@@ -304,7 +305,6 @@ def extract_latents(dataset,                             # items (image (3,S,S) 
                     progress: bool = True,               # tqdm bar (counted in images)
                     ) -> dict:
     "Encode `dataset` into memory-mapped shards under `out_dir`; resumable; returns the store's metadata."
-    from gmem.data import dataset_identity   # the images it was made from (a bank of them must match)
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device) if device is not None else tokenizer.device
     n_total = len(dataset)

@@ -17,6 +17,9 @@ import torch.distributed as dist
 import yaml
 
 from .utils import atomic_write, atomic_path, get_device, autocast, git_commit, remove_atomic_leftovers
+from .bankbuild import build_progress
+from .tblog import TensorBoardLog
+from . import __version__
 
 # %% auto #0
 __all__ = ['step_generator', 'data_position', 'epoch_permutation', 'StepBatches', 'ema_decay_at', 'ema_update', 'MetricsCSV',
@@ -288,7 +291,6 @@ def _fresh_start_note(cfg, out: Path, bank) -> str:
     "What `--resume` does in a run folder without a checkpoint yet: start at step 0, reusing a bank build's finished shards."
     msg = f"gmem train: --resume: no checkpoint in {out / CKPT_DIR} yet; starting from step 0"
     if cfg.model.cond == "snippet" and bank is None and cfg.bank.path is None:
-        from gmem.bankbuild import build_progress
         path = out / "bank.safetensors"
         done = build_progress(path)
         if path.exists(): msg += f" with the bank already built ({path})"
@@ -309,7 +311,6 @@ def _reduce_terms(terms: dict, info: DistInfo) -> dict:
 
 def _checkpoint_state(cfg, model, ema, opt, step, elapsed, n, fingerprint) -> dict:
     epoch, pos = data_position(step, n, cfg.batch_size)
-    from gmem import __version__
     mc = getattr(model, "config", None)
     return dict(config=cfg.to_dict(), model_config=asdict(mc) if dataclasses.is_dataclass(mc) else {},
                 model=model.state_dict(), ema=ema.state_dict(), optimizer=opt.state_dict(), step=step,
@@ -325,5 +326,4 @@ def _progress(cfg, step, enabled):
 
 def _tensorboard(out):
     "The run's TensorBoard view in OUT/tb (cfg.tensorboard; rank 0): gmem.tblog.TensorBoardLog."
-    from gmem.tblog import TensorBoardLog
     return TensorBoardLog(out / "tb")

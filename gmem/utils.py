@@ -8,6 +8,7 @@ import contextlib, hashlib, json, os, random, subprocess, tempfile
 from pathlib import Path
 import numpy as np
 import torch
+import gmem
 
 # %% auto #0
 __all__ = ['atomic_path', 'atomic_write', 'remove_atomic_leftovers', 'get_device', 'autocast', 'to_uint8', 'single_thread',
@@ -126,6 +127,5 @@ def derive_seed(*parts) -> int:
 # %% ../nbs/00_utils.ipynb #7725863c
 def repo_root() -> Path:
     "The repository root: the folder that holds the `gmem` package (and `nbs/`, `reports/`)."
-    import gmem
     return Path(gmem.__file__).resolve().parent.parent
 
