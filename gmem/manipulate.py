@@ -4,9 +4,9 @@
 
 # %% ../nbs/13_manipulate.ipynb #be124503
 from __future__ import annotations
-import hashlib, os, warnings
+import dataclasses, hashlib, os, time, warnings
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -15,11 +15,13 @@ from .config import TrainConfig, get_preset
 from .eval import nearest_neighbors
 from .factory import build_encoder
 from .report import save_figure, to_uint8_images
+from .arms import arm_cache, load_arm
+from .utils import repo_root
 
 # %% auto #0
 __all__ = ['PAPER_ALPHAS', 'REPORT_RUNS', 'interpolation_snippets', 'interpolation_strip', 'nearest_training_images',
-           'novel_image_figure', 'run_encoder', 'report_config', 'drawn_glyphs', 'digit_classifier', 'agreement_test',
-           'agreement_check']
+           'novel_image_figure', 'run_encoder', 'ReportSetup', 'report_setup', 'report_config', 'drawn_glyphs',
+           'digit_classifier', 'agreement_test', 'agreement_check']
 
 # %% ../nbs/13_manipulate.ipynb #e3c758b7
 PAPER_ALPHAS = tuple(round(0.1 * i, 1) for i in range(1, 10))   # App. C.2: 0.1, 0.2, ..., 0.9
@@ -117,6 +119,35 @@ REPORT_RUNS = {   # report preset -> (gmem.train preset, overrides)
     "cpu": ("mnist-smoke", {"data.limit": None, "data.image_size": 16, "model.patch_size": 4, "bank.batch_size": 500,
                       "steps": 2500, "batch_size": 32, "ckpt_every": 2500}),
 }
+
+@dataclasses.dataclass
+class ReportSetup:
+    "What the manipulation / transfer / t2i reports start from."
+    out: Path               # the report folder (smoke and cpu: reports/NAME; other presets: reports/NAME/PRESET)
+    cfg: Any                # the TrainConfig of the model (report_config)
+    run: Any                # the trained model and its bank (gmem.inference.TrainedRun, summary in run.summary)
+    run_dir: Path           # its folder in the arm cache
+    enc: Any                # the bank's encoder (run_encoder)
+    up: int                 # upscale factor of saved image grids (tiny images to ~64 px)
+    train_or_load_s: float  # seconds to train the model, or to load it from the cache
+    t_start: float          # time.time() when the set-up began
+
+def report_setup(params: dict,              # the report's checked parameters (preset, out_dir, cache_dir, train_steps, num_threads)
+                 ) -> ReportSetup:
+    "The common first step of the manipulation, transfer and t2i reports: threads, folder, the trained model (one arm of gmem.arms) and its encoder."
+    t_start = time.time()
+    torch.set_num_threads(params["num_threads"])
+    preset = params["preset"]
+    out = Path(params["out_dir"]).expanduser()
+    out = out if out.is_absolute() else repo_root() / out
+    if preset not in ("smoke", "cpu"): out = out / preset    # smoke and cpu are the committed reports; others never overwrite them
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = report_config(preset, params["train_steps"])
+    t0 = time.time()
+    run, run_dir = load_arm(cfg, arm_cache(params["cache_dir"]), device="cpu")
+    train_s = time.time() - t0
+    return ReportSetup(out, cfg, run, run_dir, run_encoder(run_dir, device="cpu"), max(1, 64 // cfg.data.image_size),
+                       train_s, t_start)
 
 def report_config(preset: str = "smoke",   # a key of REPORT_RUNS
                   train_steps: int = 0,     # override the number of optimizer steps (0 = the preset's)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_report.ipynb #d8387d0d
 from __future__ import annotations
-import datetime, hashlib, json, math, os, platform, sys
+import ast, builtins, datetime, hashlib, json, math, os, platform, sys, types, typing
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -17,8 +17,8 @@ import gmem
 
 # %% auto #0
 __all__ = ['provenance', 'write_metrics', 'to_uint8_images', 'image_grid', 'save_image_grid', 'save_figure', 'plot_lines',
-           'plot_bars', 'check_parameters', 'config_hash', 'cached_arm', 'render_html', 'markdown_table', 'bar_plot',
-           'plot_snippet_usage', 'index_markdown', 'build_index']
+           'plot_bars', 'check_parameters', 'parameter_defaults', 'config_hash', 'cached_arm', 'render_html',
+           'markdown_table', 'bar_plot', 'plot_snippet_usage', 'index_markdown', 'build_index']
 
 # %% ../nbs/11_report.ipynb #c70bf1c3
 def _jsonable(x):
@@ -138,10 +138,25 @@ def plot_bars(df, x: str, y: str, hue: str | None = None, path=None, title: str 
 # %% ../nbs/11_report.ipynb #f4318f0e
 _IPY_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 
+def _types(annotation) -> tuple:
+    "A parameter annotation (`int`, `float | None`, `Optional[str]`, a tuple of types) as a tuple of classes."
+    if isinstance(annotation, str): annotation = eval(annotation, vars(builtins))   # `from __future__ import annotations`
+    if isinstance(annotation, tuple): return tuple(t for a in annotation for t in _types(a))
+    if annotation is None or annotation is type(None): return (type(None),)
+    args = typing.get_args(annotation)
+    if args and (isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union):
+        return tuple(t for a in args for t in _types(a))
+    origin = typing.get_origin(annotation)
+    return (origin,) if origin is not None else (annotation,)
+
 def check_parameters(namespace: dict,           # globals() of the notebook, right after the parameters cells
-                     declared: dict[str, type | tuple],  # name -> type(s) of every parameter
+                     declared: dict | None = None,  # name -> type(s); None: the parameters cell's annotations
                      ) -> dict:
     "Reject undeclared parameter names and wrong types with one clear error; return the parameters."
+    if declared is None:
+        declared = dict(namespace.get("__annotations__") or {})
+        if not declared:
+            raise ValueError("the parameters cell declares no types: write each parameter as `name: type = default`")
     names = {k for k, v in namespace.items() if not k.startswith("_") and k not in _IPY_NAMES
              and not callable(v) and type(v).__name__ != "module"}
     unknown = sorted(names - set(declared))
@@ -149,14 +164,26 @@ def check_parameters(namespace: dict,           # globals() of the notebook, rig
     for k, typ in declared.items():
         if k not in namespace:
             problems.append(f"parameter {k!r} is not defined in the parameters cell"); continue
-        v, types = namespace[k], typ if isinstance(typ, tuple) else (typ,)
-        if float in types and isinstance(v, int) and not isinstance(v, bool): continue
-        if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
+        v, allowed = namespace[k], _types(typ)
+        if float in allowed and isinstance(v, int) and not isinstance(v, bool): continue
+        if not isinstance(v, allowed) or (isinstance(v, bool) and bool not in allowed):
             problems.append(f"parameter {k!r} = {v!r} has type {type(v).__name__}, "
-                            f"expected {' or '.join(t.__name__ for t in types)}")
+                            f"expected {' or '.join(t.__name__ for t in allowed)}")
     if problems:
         raise ValueError("bad notebook parameters:\n  " + "\n  ".join(problems))
     return {k: namespace[k] for k in declared}
+
+def parameter_defaults(notebook: str | os.PathLike,  # a papermill notebook
+                       ) -> dict:
+    "The literal defaults of the notebook's `parameters` cell (`name: type = value` or `name = value`)."
+    nb = json.loads(Path(notebook).read_text())
+    cell = next((c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None: raise ValueError(f"{notebook} has no cell tagged 'parameters'")
+    out = {}
+    for node in ast.parse("".join(cell["source"])).body:
+        target = node.target if isinstance(node, ast.AnnAssign) else node.targets[0] if isinstance(node, ast.Assign) else None
+        if isinstance(target, ast.Name) and node.value is not None: out[target.id] = ast.literal_eval(node.value)
+    return out
 
 # %% ../nbs/11_report.ipynb #77ae9e42
 def config_hash(config: dict | Any, n: int = 12) -> str:
