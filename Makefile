@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR)
 # doing anything else run ~5x slower than 1 thread (measured); with this they are as fast as the machine allows.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: quickstart test env sync lab
+.PHONY: quickstart test env sync lab docs
 
 env:  ## build (once) the pinned environment and print where it is
 	@echo $(VENV)
@@ -18,8 +18,15 @@ quickstart:  ## the main job: offline end-to-end GMem run on MNIST-5k -> reports
 test:  ## the whole test suite: notebooks in sync with gmem/, nbdev_test (library notebooks), pytest (cross-module + report notebooks)
 	@v="$(VENV)"; source "$$v/bin/activate"; \
 	python tools/check_sync.py; \
-	nbdev_test --n_workers 1 --skip_file_re '^[a-z]'; \
+	nbdev_test --n_workers 1 --path nbs/api; \
 	python -m pytest -q tests
 
 lab:  ## open the notebooks in JupyterLab
 	@v="$(VENV)"; source "$$v/bin/activate"; jupyter lab nbs
+
+docs:  ## the documentation site in _docs/ (nbdev_docs: nbs/index.ipynb is the front page, nbs/api/ the chapters); needs Quarto
+	@v="$(VENV)"; source "$$v/bin/activate"; \
+	command -v quarto >/dev/null || pip install -q quarto-cli==1.10.19 || { \
+	  echo "gmem: make docs needs the Quarto CLI. The quarto-cli package downloads Quarto from GitHub while it installs;"; \
+	  echo "      where GitHub is unreachable install Quarto (quarto.org) by hand and rerun make docs."; exit 1; }; \
+	nbdev_docs

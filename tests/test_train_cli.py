@@ -135,11 +135,12 @@ def test_cli_rejects_bad_inputs_in_one_line(tmp_path):
 # same command line must start it and continue it. Slow item reads (argv[2] seconds) leave time to kill it mid-build.
 BANK_SCRIPT = textwrap.dedent('''
     import functools, sys, time, torch, torch.nn as nn
-    import gmem.bankbuild
+    import gmem.bankbuild, gmem.factory
     from gmem.train import train
     from gmem.config import TrainConfig, DataConfig, BankConfig, ModelSettings, OptimConfig
     from gmem.data import Mnist5kDataset, limit_dataset
-    gmem.bankbuild.build_bank = functools.partial(gmem.bankbuild.build_bank, shard_size=32)   # 8 shards: the unit of resume
+    # 8 shards, the unit of resume: the bank builder as the run's factory calls it
+    gmem.factory.build_bank_from_images = functools.partial(gmem.bankbuild.build_bank, shard_size=32)
     out, slow = sys.argv[1], float(sys.argv[2])
     torch.set_num_threads(1)
 

@@ -9,7 +9,7 @@ import hashlib, pathlib, subprocess, sys
 root = pathlib.Path(__file__).resolve().parents[1]
 
 def snapshot():
-    files = sorted(root.glob('nbs/*.ipynb')) + sorted(root.glob('gmem/**/*.py'))
+    files = sorted(root.glob('nbs/**/*.ipynb')) + sorted(root.glob('gmem/**/*.py'))
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 before = snapshot()
