@@ -10,6 +10,7 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from safetensors.torch import save_file
 import gmem
 from .utils import atomic_path, sha256_tensors, single_thread
@@ -130,7 +131,7 @@ def reconstruct(C: torch.Tensor, B: torch.Tensor, mu: torch.Tensor) -> torch.Ten
     reloaded file (or one row and the same row in a batch) would not give the same snippet."""
     return normalize_rows(C.double() @ B.double().T + mu.double()).float()
 
-# %% ../nbs/api/01_bank.ipynb #71511293
+# %% ../nbs/api/01_bank.ipynb #0d64a577
 _SPACES = ("coef", "linear", "slerp")
 _RESERVED = ("kind", "dim", "rank", "count", "dtype", "created_by", "fingerprint", "format_version", "has_labels")
 BANK_FORMAT_VERSION = 1
@@ -265,164 +266,175 @@ class MemoryBank:
         out._fp = self._fp
         return out
 
-    # ---- lookup (eq. 9) -----------------------------------------------------------------------------------
-    def snippets(self, idx) -> torch.Tensor:
-        "Unit-norm snippets (n, d) fp32 on the bank's device for indices `idx` (int, list or LongTensor); eq. 9."
-        i = _as_index(idx, len(self), self.device)
-        if self.kind == "full":   # rows stored unit-norm (eq. 6); fp16 storage is re-normalised in fp32
-            M = self.tensors["M"][i]
-            return M.clone() if M.dtype == torch.float32 else normalize_rows(M)
-        return reconstruct(self.tensors["C"][i], self.tensors["B"], self.tensors["mu"])   # Eq. 9
+# %% ../nbs/api/01_bank.ipynb #bddc8cd7
+@patch
+def snippets(self: MemoryBank, idx) -> torch.Tensor:
+    "Unit-norm snippets (n, d) fp32 on the bank's device for indices `idx` (int, list or LongTensor); eq. 9."
+    i = _as_index(idx, len(self), self.device)
+    if self.kind == "full":   # rows stored unit-norm (eq. 6); fp16 storage is re-normalised in fp32
+        M = self.tensors["M"][i]
+        return M.clone() if M.dtype == torch.float32 else normalize_rows(M)
+    return reconstruct(self.tensors["C"][i], self.tensors["B"], self.tensors["mu"])   # Eq. 9
 
-    def coefficients(self, idx) -> torch.Tensor:
-        "Coefficients c_i (n, r) fp32 of a low-rank bank (the normalised snippets themselves for a full bank)."
-        i = _as_index(idx, len(self), self.device)
-        return self._big[i].float()
+@patch
+def coefficients(self: MemoryBank, idx) -> torch.Tensor:
+    "Coefficients c_i (n, r) fp32 of a low-rank bank (the normalised snippets themselves for a full bank)."
+    i = _as_index(idx, len(self), self.device)
+    return self._big[i].float()
 
-    # ---- projection (eq. 10) and growth -------------------------------------------------------------------
-    def project(self, features) -> torch.Tensor:
-        "Coefficients (n, r) of new features by eq. 10, c = (f/||f|| - mu) B / S. Full bank: ValueError (no basis)."
-        if self.kind == "full":
-            raise ValueError("project() needs a low-rank bank (basis B, eq. 10); this bank is full (rank=None). "
-                             "Use bank.add(features) to store features exactly, or build with rank=r")
-        f = check_features(features, self.dim)
-        raw = self._meta.get("decomposed") == "raw rows"   # an official low-rank bank: SVD of the raw features
-        f = f.to(self.device).float() if raw else normalize_rows(f.to(self.device))
-        return (f - self.tensors["mu"]) @ self.tensors["B"] / self.tensors["S"]   # Eq. 10
+# %% ../nbs/api/01_bank.ipynb #1adca388
+@patch
+def project(self: MemoryBank, features) -> torch.Tensor:
+    "Coefficients (n, r) of new features by eq. 10, c = (f/||f|| - mu) B / S. Full bank: ValueError (no basis)."
+    if self.kind == "full":
+        raise ValueError("project() needs a low-rank bank (basis B, eq. 10); this bank is full (rank=None). "
+                         "Use bank.add(features) to store features exactly, or build with rank=r")
+    f = check_features(features, self.dim)
+    raw = self._meta.get("decomposed") == "raw rows"   # an official low-rank bank: SVD of the raw features
+    f = f.to(self.device).float() if raw else normalize_rows(f.to(self.device))
+    return (f - self.tensors["mu"]) @ self.tensors["B"] / self.tensors["S"]   # Eq. 10
 
-    def add(self, features, labels=None) -> torch.Tensor:
-        "Append snippets (normalised rows for a full bank, eq. 10 coefficients for a low-rank one); returns their indices."
-        f = check_features(features, self.dim)
-        n0, n = len(self), f.shape[0]
-        new = normalize_rows(f.to(self.device)) if self.kind == "full" else self.project(f)
-        key = "M" if self.kind == "full" else "C"
-        if labels is not None:
-            if self.labels is None: raise ValueError("this bank has no labels; add features without labels")
-            labels = torch.as_tensor(labels).reshape(-1)
-            if labels.shape[0] != n: raise ValueError(f"got {labels.shape[0]} labels for {n} features")
-        # torch.cat always allocates: a memory-mapped tensor is copied into memory and the file is never written.
-        self.tensors[key] = torch.cat([self.tensors[key], new.to(self.tensors[key].dtype)])
-        if self.labels is not None:
-            extra = torch.full((n,), -1, dtype=torch.long) if labels is None else labels.long()
-            self.labels = torch.cat([self.labels, extra.to(self.labels.device)])
-        self._fp, self._created_by = None, f"gmem {gmem.__version__}"
-        return torch.arange(n0, n0 + n, device=self.device)
+@patch
+def add(self: MemoryBank, features, labels=None) -> torch.Tensor:
+    "Append snippets (normalised rows for a full bank, eq. 10 coefficients for a low-rank one); returns their indices."
+    f = check_features(features, self.dim)
+    n0, n = len(self), f.shape[0]
+    new = normalize_rows(f.to(self.device)) if self.kind == "full" else self.project(f)
+    key = "M" if self.kind == "full" else "C"
+    if labels is not None:
+        if self.labels is None: raise ValueError("this bank has no labels; add features without labels")
+        labels = torch.as_tensor(labels).reshape(-1)
+        if labels.shape[0] != n: raise ValueError(f"got {labels.shape[0]} labels for {n} features")
+    # torch.cat always allocates: a memory-mapped tensor is copied into memory and the file is never written.
+    self.tensors[key] = torch.cat([self.tensors[key], new.to(self.tensors[key].dtype)])
+    if self.labels is not None:
+        extra = torch.full((n,), -1, dtype=torch.long) if labels is None else labels.long()
+        self.labels = torch.cat([self.labels, extra.to(self.labels.device)])
+    self._fp, self._created_by = None, f"gmem {gmem.__version__}"
+    return torch.arange(n0, n0 + n, device=self.device)
 
-    # ---- interpolation (eq. 11) ---------------------------------------------------------------------------
-    def interpolate(self, i: int, j: int, alpha, space: Literal["coef", "linear", "slerp"] = "coef") -> torch.Tensor:
-        "Snippet between i (alpha=1) and j (alpha=0): (d,) for a float alpha, (k, d) for a 1-D alpha; unit rows."
-        if space not in _SPACES: raise ValueError(f"space must be one of {_SPACES}, got {space!r}")
-        a, scalar = _as_alpha(alpha, self.device)                  # (k, 1)
-        ij = _as_index([i, j], len(self), self.device)
-        if space == "coef" and self.kind == "lowrank":
-            c = self.coefficients(ij)                              # (2, r)
-            out = reconstruct(a * c[0] + (1 - a) * c[1], self.tensors["B"], self.tensors["mu"])   # Eq. 11, then eq. 9
-        else:
-            s = self.snippets(ij)                                  # (2, d)
-            out = slerp(s[0], s[1], a) if space == "slerp" else _safe_normalize(a * s[0] + (1 - a) * s[1])
-        return out[0] if scalar else out
+# %% ../nbs/api/01_bank.ipynb #3b02b1fc
+@patch
+def interpolate(self: MemoryBank, i: int, j: int, alpha, space: Literal["coef", "linear", "slerp"] = "coef") -> torch.Tensor:
+    "Snippet between i (alpha=1) and j (alpha=0): (d,) for a float alpha, (k, d) for a 1-D alpha; unit rows."
+    if space not in _SPACES: raise ValueError(f"space must be one of {_SPACES}, got {space!r}")
+    a, scalar = _as_alpha(alpha, self.device)                  # (k, 1)
+    ij = _as_index([i, j], len(self), self.device)
+    if space == "coef" and self.kind == "lowrank":
+        c = self.coefficients(ij)                              # (2, r)
+        out = reconstruct(a * c[0] + (1 - a) * c[1], self.tensors["B"], self.tensors["mu"])   # Eq. 11, then eq. 9
+    else:
+        s = self.snippets(ij)                                  # (2, d)
+        out = slerp(s[0], s[1], a) if space == "slerp" else _safe_normalize(a * s[0] + (1 - a) * s[1])
+    return out[0] if scalar else out
 
-    # ---- sampling, subsets --------------------------------------------------------------------------------
-    def sample_indices(self, n: int, *, generator: torch.Generator | None = None, seeds: Sequence[int] | None = None) -> torch.Tensor:
-        "Uniform indices with replacement (n,) on the bank's device. With `seeds`, index k depends only on seeds[k]."
-        N = len(self)
-        if N == 0: raise ValueError("cannot sample from an empty bank")
-        if not isinstance(n, int) or n < 0: raise ValueError(f"n must be a non-negative int, got {n!r}")
-        if seeds is not None:
-            seeds = list(seeds)
-            if len(seeds) != n: raise ValueError(f"got {len(seeds)} seeds for n={n}; pass one seed per sample")
-            idx = torch.stack([torch.randint(N, (), generator=torch.Generator().manual_seed(int(s))) for s in seeds]) \
-                if n else torch.zeros(0, dtype=torch.long)
-        else:
-            gdev = generator.device if generator is not None else "cpu"
-            idx = torch.randint(N, (n,), generator=generator, device=gdev)
-        return idx.to(self.device)
+# %% ../nbs/api/01_bank.ipynb #39856669
+@patch
+def sample_indices(self: MemoryBank, n: int, *, generator: torch.Generator | None = None, seeds: Sequence[int] | None = None) -> torch.Tensor:
+    "Uniform indices with replacement (n,) on the bank's device. With `seeds`, index k depends only on seeds[k]."
+    N = len(self)
+    if N == 0: raise ValueError("cannot sample from an empty bank")
+    if not isinstance(n, int) or n < 0: raise ValueError(f"n must be a non-negative int, got {n!r}")
+    if seeds is not None:
+        seeds = list(seeds)
+        if len(seeds) != n: raise ValueError(f"got {len(seeds)} seeds for n={n}; pass one seed per sample")
+        idx = torch.stack([torch.randint(N, (), generator=torch.Generator().manual_seed(int(s))) for s in seeds]) \
+            if n else torch.zeros(0, dtype=torch.long)
+    else:
+        gdev = generator.device if generator is not None else "cpu"
+        idx = torch.randint(N, (n,), generator=generator, device=gdev)
+    return idx.to(self.device)
 
-    def sample(self, n: int, *, generator: torch.Generator | None = None, seeds: Sequence[int] | None = None):
-        "(indices (n,), snippets (n, d)) drawn uniformly with replacement; see `sample_indices`."
-        idx = self.sample_indices(n, generator=generator, seeds=seeds)
-        return idx, self.snippets(idx)
+@patch
+def sample(self: MemoryBank, n: int, *, generator: torch.Generator | None = None, seeds: Sequence[int] | None = None):
+    "(indices (n,), snippets (n, d)) drawn uniformly with replacement; see `sample_indices`."
+    idx = self.sample_indices(n, generator=generator, seeds=seeds)
+    return idx, self.snippets(idx)
 
-    def subset(self, idx) -> MemoryBank:
-        "A new bank with the rows `idx` (labels kept). A low-rank subset keeps the parent's basis mu, B, S (not refitted)."
-        i = _as_index(idx, len(self), self.device)
-        t = dict(self.tensors)
-        key = "M" if self.kind == "full" else "C"
-        t[key] = t[key][i]
-        return self._new(t, None if self.labels is None else self.labels[i])
+@patch
+def subset(self: MemoryBank, idx) -> MemoryBank:
+    "A new bank with the rows `idx` (labels kept). A low-rank subset keeps the parent's basis mu, B, S (not refitted)."
+    i = _as_index(idx, len(self), self.device)
+    t = dict(self.tensors)
+    key = "M" if self.kind == "full" else "C"
+    t[key] = t[key][i]
+    return self._new(t, None if self.labels is None else self.labels[i])
 
-    def with_rank(self, rank: int | None) -> MemoryBank:
-        "The same snippets at another rank: a low-rank copy (eq. 8) refitted on them, or (None) the full bank of them."
-        if rank == self.rank: return self
-        return MemoryBank.from_features(self.snippets(torch.arange(len(self), device=self.device)), rank,
-                                        labels=self.labels, meta=self._meta)
+@patch
+def with_rank(self: MemoryBank, rank: int | None) -> MemoryBank:
+    "The same snippets at another rank: a low-rank copy (eq. 8) refitted on them, or (None) the full bank of them."
+    if rank == self.rank: return self
+    return MemoryBank.from_features(self.snippets(torch.arange(len(self), device=self.device)), rank,
+                                    labels=self.labels, meta=self._meta)
 
-    # ---- file format ---------------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
-        "Write a safetensors file (atomically) with JSON metadata; `dtype` (fp16/fp32) sets the big tensor's storage type."
-        dtype = dtype or self.dtype
-        if dtype not in (torch.float16, torch.float32):
-            raise ValueError(f"dtype must be torch.float16 or torch.float32, got {dtype}")
-        bank = self if dtype == self.dtype else self._cast(dtype)
-        t = {k: v.detach().contiguous().cpu() for k, v in bank.tensors.items()}
-        if bank.labels is not None: t["labels"] = bank.labels.contiguous().cpu()
-        meta = {**bank.meta, "format_version": BANK_FORMAT_VERSION, "fingerprint": bank.fingerprint()}
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            save_file(t, str(tmp), metadata={_META_KEY: json.dumps(meta)})
-        return path
+# %% ../nbs/api/01_bank.ipynb #445e5d34
+@patch
+def save(self: MemoryBank, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+    "Write a safetensors file (atomically) with JSON metadata; `dtype` (fp16/fp32) sets the big tensor's storage type."
+    dtype = dtype or self.dtype
+    if dtype not in (torch.float16, torch.float32):
+        raise ValueError(f"dtype must be torch.float16 or torch.float32, got {dtype}")
+    bank = self if dtype == self.dtype else self._cast(dtype)
+    t = {k: v.detach().contiguous().cpu() for k, v in bank.tensors.items()}
+    if bank.labels is not None: t["labels"] = bank.labels.contiguous().cpu()
+    meta = {**bank.meta, "format_version": BANK_FORMAT_VERSION, "fingerprint": bank.fingerprint()}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(t, str(tmp), metadata={_META_KEY: json.dumps(meta)})
+    return path
 
-    def _cast(self, dtype) -> MemoryBank:
-        t = dict(self.tensors)
-        key = "M" if self.kind == "full" else "C"
-        # fp16 rows are re-normalised when read (snippets); widened to fp32 they keep those same values, bit for bit
-        widen = self.kind == "full" and t[key].dtype == torch.float16 and dtype == torch.float32
-        t[key] = normalize_rows(t[key]) if widen else t[key].to(dtype)
-        return self._new(t, self.labels)
+@patch
+def _cast(self: MemoryBank, dtype) -> MemoryBank:
+    t = dict(self.tensors)
+    key = "M" if self.kind == "full" else "C"
+    # fp16 rows are re-normalised when read (snippets); widened to fp32 they keep those same values, bit for bit
+    widen = self.kind == "full" and t[key].dtype == torch.float16 and dtype == torch.float32
+    t[key] = normalize_rows(t[key]) if widen else t[key].to(dtype)
+    return self._new(t, self.labels)
 
-    @classmethod
-    def load(cls, path: str | os.PathLike,             # a file written by `MemoryBank.save`
-             device: str | torch.device = "cpu",      # where the bank lives
-             mmap: bool = False,                      # map the file instead of reading it (CPU only; zero-copy)
-             dtype: torch.dtype | None = None,        # cast the big tensor (copies; defeats mmap)
-             verify: bool = False,                    # recompute the sha256 fingerprint and compare
-             ) -> MemoryBank:
-        "Load and validate a bank file; ValueError naming the file and the problem on any inconsistency."
-        path = Path(path)
-        header, data_start = _read_header(path)
-        try: meta = json.loads(header.get("__metadata__", {})[_META_KEY])
-        except (KeyError, TypeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: not a gmem bank file (no valid '{_META_KEY}' metadata); "
-                             "write banks with MemoryBank.from_features(...).save(path)") from e
-        bad = lambda msg: ValueError(f"{path}: {msg}; the file is inconsistent, rebuild it with MemoryBank.save")
-        if meta.get("format_version") != BANK_FORMAT_VERSION:
-            raise bad(f"unsupported format_version {meta.get('format_version')!r} (this gmem reads {BANK_FORMAT_VERSION})")
-        kind, count, dim, rank = meta.get("kind"), meta.get("count"), meta.get("dim"), meta.get("rank")
-        want = {"full": {"M": (count, dim)},
-                "lowrank": {"C": (count, rank), "B": (dim, rank), "S": (rank,), "mu": (dim,)}}.get(kind)
-        if want is None: raise bad(f"metadata kind={kind!r}, expected 'full' or 'lowrank'")
-        if meta.get("has_labels"): want["labels"] = (count,)
-        names = set(header) - {"__metadata__"}
-        if names != set(want): raise bad(f"tensors {sorted(names)} do not match kind={kind!r} (expected {sorted(want)})")
-        for k, shape in want.items():
-            got = tuple(header[k]["shape"])
-            if got != tuple(shape): raise bad(f"tensor {k!r} has shape {got} but the metadata says {tuple(shape)} "
-                                              f"(count={count}, dim={dim}, rank={rank})")
-        tensors = {k: _map_tensor(path, header[k], data_start, copy=not mmap) for k in want}
-        labels = tensors.pop("labels", None)
-        user = {k: v for k, v in meta.items() if k not in _RESERVED}
-        try: bank = cls(tensors, labels=labels, meta=user, _fingerprint=meta.get("fingerprint"),
-                        _created_by=meta.get("created_by"))
-        except ValueError as e: raise bad(str(e)) from e
-        if str(bank.dtype).replace("torch.", "") != meta.get("dtype"):
-            raise bad(f"big tensor dtype {bank.dtype} disagrees with metadata dtype {meta.get('dtype')!r}")
-        if verify:
-            bank._fp = None
-            if bank.fingerprint() != meta.get("fingerprint"):
-                raise ValueError(f"{path}: sha256 fingerprint mismatch (file {meta.get('fingerprint')}, "
-                                 f"computed {bank.fingerprint()}): the data is corrupt; re-create or re-download it")
-        if dtype is not None and dtype != bank.dtype: bank = bank._cast(dtype)
-        return bank.to(device)
+@patch(cls_method=True)
+def load(cls: MemoryBank, path: str | os.PathLike,             # a file written by `MemoryBank.save`
+         device: str | torch.device = "cpu",      # where the bank lives
+         mmap: bool = False,                      # map the file instead of reading it (CPU only; zero-copy)
+         dtype: torch.dtype | None = None,        # cast the big tensor (copies; defeats mmap)
+         verify: bool = False,                    # recompute the sha256 fingerprint and compare
+         ) -> MemoryBank:
+    "Load and validate a bank file; ValueError naming the file and the problem on any inconsistency."
+    path = Path(path)
+    header, data_start = _read_header(path)
+    try: meta = json.loads(header.get("__metadata__", {})[_META_KEY])
+    except (KeyError, TypeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a gmem bank file (no valid '{_META_KEY}' metadata); "
+                         "write banks with MemoryBank.from_features(...).save(path)") from e
+    bad = lambda msg: ValueError(f"{path}: {msg}; the file is inconsistent, rebuild it with MemoryBank.save")
+    if meta.get("format_version") != BANK_FORMAT_VERSION:
+        raise bad(f"unsupported format_version {meta.get('format_version')!r} (this gmem reads {BANK_FORMAT_VERSION})")
+    kind, count, dim, rank = meta.get("kind"), meta.get("count"), meta.get("dim"), meta.get("rank")
+    want = {"full": {"M": (count, dim)},
+            "lowrank": {"C": (count, rank), "B": (dim, rank), "S": (rank,), "mu": (dim,)}}.get(kind)
+    if want is None: raise bad(f"metadata kind={kind!r}, expected 'full' or 'lowrank'")
+    if meta.get("has_labels"): want["labels"] = (count,)
+    names = set(header) - {"__metadata__"}
+    if names != set(want): raise bad(f"tensors {sorted(names)} do not match kind={kind!r} (expected {sorted(want)})")
+    for k, shape in want.items():
+        got = tuple(header[k]["shape"])
+        if got != tuple(shape): raise bad(f"tensor {k!r} has shape {got} but the metadata says {tuple(shape)} "
+                                          f"(count={count}, dim={dim}, rank={rank})")
+    tensors = {k: _map_tensor(path, header[k], data_start, copy=not mmap) for k in want}
+    labels = tensors.pop("labels", None)
+    user = {k: v for k, v in meta.items() if k not in _RESERVED}
+    try: bank = cls(tensors, labels=labels, meta=user, _fingerprint=meta.get("fingerprint"),
+                    _created_by=meta.get("created_by"))
+    except ValueError as e: raise bad(str(e)) from e
+    if str(bank.dtype).replace("torch.", "") != meta.get("dtype"):
+        raise bad(f"big tensor dtype {bank.dtype} disagrees with metadata dtype {meta.get('dtype')!r}")
+    if verify:
+        bank._fp = None
+        if bank.fingerprint() != meta.get("fingerprint"):
+            raise ValueError(f"{path}: sha256 fingerprint mismatch (file {meta.get('fingerprint')}, "
+                             f"computed {bank.fingerprint()}): the data is corrupt; re-create or re-download it")
+    if dtype is not None and dtype != bank.dtype: bank = bank._cast(dtype)
+    return bank.to(device)
 
 _ST_DTYPES = {"F16": np.float16, "F32": np.float32, "F64": np.float64, "I64": np.int64}
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+from scipy import stats
 from .utils import atomic_path, atomic_write, get_device, git_commit
 import gmem
 from .data import Cifar10Dataset, Mnist5kDataset
@@ -22,7 +23,8 @@ __all__ = ['CLEANFID_INCEPTION', 'INCEPTION_WEIGHTS', 'FID_MODES', 'PIPELINES', 
            'file_sha256', 'onnxruntime_available', 'inception_onnx', 'ort_session', 'FIDFeatures', 'RunningStats',
            'feature_stats', 'fid_from_stats', 'fid_from_features', 'save_stats', 'load_stats', 'stats_mode',
            'default_cache_dir', 'reference_stats', 'fid', 'mnist_reference', 'cifar_reference', 'fid_against_stats',
-           'bootstrap_indices', 'fid_interval', 'nearest_neighbors', 'neighbor_grid']
+           'bootstrap_indices', 'fid_interval', 'precision_recall', 'data_copying', 'nearest_neighbors',
+           'neighbor_grid']
 
 # %% ../nbs/api/08_eval.ipynb #e912be46
 CLEANFID_INCEPTION = Path("/tmp") / "inception-2015-12-05.pt"  # where clean-fid keeps its download
@@ -583,6 +585,86 @@ def fid_interval(mu_r: np.ndarray,       # (d,) reference mean
     a = (1 - level) / 2
     return dict(fid=fid, lo=float(np.quantile(boot, a)), hi=float(np.quantile(boot, 1 - a)), n=len(feats),
                 boot=[float(v) for v in boot])
+
+
+# %% ../nbs/api/08_eval.ipynb #792c08bb
+def _knn_radii(x: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
+    "Distance of each row of `x` to its k-th nearest other row (n,)."
+    out = []
+    for i in range(0, len(x), chunk):
+        d = torch.cdist(x[i:i + chunk], x)                                   # (b, n)
+        out.append(d.topk(k + 1, dim=1, largest=False).values[:, k])        # k+1: the row itself is at distance 0
+    return torch.cat(out)
+
+def _inside_any_ball(q: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    "For each row of `q`: does it lie within radius r_j of some centre j? (n_q,) bool."
+    out = []
+    for i in range(0, len(q), chunk):
+        out.append((torch.cdist(q[i:i + chunk], centres) <= radii[None]).any(1))
+    return torch.cat(out)
+
+def precision_recall(real_feats,    # (n, d) features of real images
+                     fake_feats,    # (m, d) features of generated images
+                     k: int = 3,    # neighbourhood size of the k-NN radii (Kynkaanniemi et al. use 3)
+                     ) -> dict:
+    """Improved precision and recall (Kynkaanniemi et al. 2019): each set's manifold is the union of balls around its
+    points with the distance to their k-th nearest neighbour as radius. Precision: the share of generated samples inside
+    the real manifold (fidelity); recall: the share of real samples inside the generated manifold (coverage)."""
+    r = torch.as_tensor(np.asarray(real_feats), dtype=torch.float64)
+    f = torch.as_tensor(np.asarray(fake_feats), dtype=torch.float64)
+    if r.ndim != 2 or f.ndim != 2 or r.shape[1] != f.shape[1]:
+        raise ValueError(f"need (n, d) and (m, d) features with the same d, got {tuple(r.shape)} and {tuple(f.shape)}")
+    if min(len(r), len(f)) <= k:
+        raise ValueError(f"k={k} needs more than k samples per set, got {len(r)} real and {len(f)} generated")
+    precision = _inside_any_ball(f, r, _knn_radii(r, k)).double().mean().item()
+    recall = _inside_any_ball(r, f, _knn_radii(f, k)).double().mean().item()
+    return dict(precision=precision, recall=recall, k=k, n_real=len(r), n_fake=len(f))
+
+def _mann_whitney_z(a: np.ndarray, b: np.ndarray) -> float:
+    "z-score of the Mann-Whitney U of `a` against `b` (U = pairs with a > b, ties half; tie-corrected variance)."
+    m, n = len(a), len(b)
+    ranks = stats.rankdata(np.concatenate([a, b]))
+    u = ranks[:m].sum() - m * (m + 1) / 2                                   # pairs (a_i, b_j) with a_i > b_j
+    _, counts = np.unique(np.concatenate([a, b]), return_counts=True)
+    N = m + n
+    var = m * n / 12 * ((N + 1) - (counts ** 3 - counts).sum() / (N * (N - 1)))
+    return float((u - m * n / 2) / math.sqrt(var)) if var > 0 else 0.0
+
+def data_copying(train_feats,        # (N, d) features of the training images (what the model saw)
+                 heldout_feats,      # (n, d) features of held-out images from the same distribution, never trained on
+                 gen_feats,          # (m, d) features of generated images
+                 n_cells: int = 10,  # k-means cells of the training features
+                 min_gen: int = 20,  # cells with fewer generated (or held-out) samples are left out, as in the paper
+                 seed: int = 0,      # k-means initialisation
+                 ) -> dict:
+    """Meehan et al. (2020)'s data-copying statistic C_T. The training features are split into k-means cells; in each
+    cell the distances of the generated samples to their nearest training image are compared with those of the
+    held-out images by a Mann-Whitney test (z-score), and the z-scores are averaged with the held-out share of each
+    cell as weight. Well below 0: the samples sit closer to training images than new real images do (copying); about
+    0: as close as new data; well above 0: farther (underfitting)."""
+    from sklearn.cluster import KMeans
+    T, P, Q = (np.asarray(x, np.float64) for x in (train_feats, heldout_feats, gen_feats))
+    if not (T.ndim == P.ndim == Q.ndim == 2 and T.shape[1] == P.shape[1] == Q.shape[1]):
+        raise ValueError(f"need (N, d), (n, d) and (m, d) features with one d, got {T.shape}, {P.shape}, {Q.shape}")
+    if n_cells < 1 or len(T) < n_cells: raise ValueError(f"n_cells={n_cells} needs at least that many training rows")
+    km = KMeans(n_clusters=n_cells, n_init=10, random_state=seed).fit(T)
+    Tt = torch.as_tensor(T)
+    def nn_dist(x):                                                         # distance to the nearest training row
+        return torch.cat([torch.cdist(torch.as_tensor(x[i:i + 2048]), Tt).min(1).values
+                          for i in range(0, len(x), 2048)]).numpy()
+    dP, dQ = nn_dist(P), nn_dist(Q)
+    cP, cQ = km.predict(P), km.predict(Q)
+    cells, zs, ws = [], [], []
+    for c in range(n_cells):
+        p, q = dP[cP == c], dQ[cQ == c]
+        if len(q) < min_gen or len(p) < min_gen: continue
+        z = _mann_whitney_z(q, p)
+        cells.append(dict(cell=c, n_heldout=len(p), n_gen=len(q), z=z)); zs.append(z); ws.append(len(p) / len(P))
+    if not zs:
+        raise ValueError(f"no cell holds {min_gen} generated and {min_gen} held-out samples: use fewer cells or more samples")
+    ct = float(np.average(zs, weights=ws))
+    return dict(ct=ct, cells=cells, n_cells=n_cells, cells_used=len(zs), heldout_share_used=float(sum(ws)),
+                n_train=len(T), n_heldout=len(P), n_gen=len(Q))
 
 
 # %% ../nbs/api/08_eval.ipynb #b6a1a24f

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 
 from .report import cached_arm, config_hash, markdown_table, parameter_defaults, write_metrics, save_image_grid
 from .arms import arm_cache, train_arm
@@ -218,7 +219,7 @@ def arm_config(scale: Scale,                 # from `scale_for`
     elif repa: ov["model.repa_depth"] = cfg.model.repa_depth or 4     # paper, on: the preset's depth (else 4, official)
     return cfg.override(ov)
 
-# %% ../nbs/api/12_experiments.ipynb #da10d438
+# %% ../nbs/api/12_experiments.ipynb #5f8fd332
 def _fmt_secs(s: float) -> str: return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
 
 def _non_default(d: dict, default: dict) -> dict:
@@ -287,241 +288,259 @@ class Experiment:
         base = dict(mask_ratio=0.4, mask_strategy="zero", svd_rank=self.scale.svd_rank)
         return self.config(cond=conds[method], **dict(base, **knobs))
 
-    # ---- training
-    def bank_file(self, cfg) -> Path:
-        "Build (once, cached by data and bank settings) the memory bank file of `cfg`'s data; returns its path."
-        full, dflt = cfg.to_dict(), type(cfg)().to_dict()
-        b = _non_default(full["bank"], dflt["bank"]); b.pop("path", None); b.pop("batch_size", None)
-        key = dict(kind="bank", key_format=2, data=_non_default(full["data"], dflt["data"]), bank=b)
-        path = self.cache / "banks" / config_hash(key) / "bank.safetensors"
-        def fn(d: Path) -> dict:
-            t = time.perf_counter()
-            bank = build_bank_file(cfg, build_dataset(cfg.data, seed=cfg.seed), path, device=self.device)
-            return dict(rows=len(bank), dim=bank.dim, rank=bank.rank or 0, seconds=time.perf_counter() - t)
-        self._cached("banks", key, fn, "seconds")
-        return path
-
-    def ranked_bank(self, path: str | os.PathLike, rank: int) -> Path:
-        "A rank-`rank` copy (eq. 8) of a given bank file (the latent presets' full bank), cached by file and rank."
-        src = Path(path).expanduser().resolve()
-        if not src.exists(): raise FileNotFoundError(f"bank file {src} does not exist (-p bank_path)")
-        st = src.stat()
-        key = dict(kind="ranked-bank", source=str(src), size=st.st_size, mtime=st.st_mtime_ns, rank=int(rank))
-        out = self.cache / "banks" / config_hash(key) / "bank.safetensors"
-        def fn(d: Path) -> dict:
-            bank = MemoryBank.load(src).with_rank(rank)
-            bank.save(out)
-            return dict(rows=len(bank), rank=rank, source=str(src))
-        self._cached("banks", key, fn)
-        return out
-
-    def train_arm(self, cfg, bank_fraction: float = 1.0) -> tuple[Path, dict]:
-        "Train (or resume, or reuse) one arm; returns (run folder, training summary)."
-        if not 0 < bank_fraction <= 1: raise ValueError(f"bank_fraction={bank_fraction} must be in (0, 1]")
-        cfg = cfg.override({"device": self.device})
-        if cfg.model.cond == "snippet" and cfg.bank.path is None and cfg.data.dataset != "latents":
-            cfg = cfg.override({"bank.path": str(self.bank_file(cfg))})
-        elif cfg.model.cond == "snippet" and cfg.data.dataset == "latents" and cfg.bank.rank:
-            cfg = cfg.override({"bank.path": str(self.ranked_bank(cfg.bank.path, cfg.bank.rank))})
-        # gmem.arms.train_arm: the runner every report and the quickstart use, keyed by the full config. A bank the cache
-        # built from the config's own data and bank settings is named by those settings, not by its path.
-        run, res = train_arm(cfg, self.cache, ignore=("bank.path",) if cfg.data.dataset != "latents" else (),
-                             extra=dict(bank_fraction=float(bank_fraction)), progress=self.progress, force=self.force,
-                             prepare=(lambda r: self._half_bank(cfg, r, bank_fraction)) if bank_fraction < 1 else None)
-        self._costs[f"train/{run.parent.name}"] = float(res.get("train_seconds", 0.0))
-        return run, res
-
-    def _half_bank(self, cfg, run: Path, fraction: float):
-        "Write RUN/bank-full, bank-sample (kept rows) and bank-train (row i = kept row nearest to row i) files."
-        run.mkdir(parents=True, exist_ok=True)
-        train_path, sample_path = run / "bank-train.safetensors", run / "bank-sample.safetensors"
-        if not (train_path.exists() and sample_path.exists()):
-            full = MemoryBank.load(cfg.bank.path)
-            per_class = max(1, round(fraction * len(full) / len(torch.unique(full.labels))))
-            kept = per_class_subset(full, per_class, generator=torch.Generator().manual_seed(cfg.seed))
-            s_full, s_kept = full.snippets(torch.arange(len(full))), kept.snippets(torch.arange(len(kept)))
-            nearest = torch.cat([(torch.nn.functional.normalize(s_full[i:i + 1024], dim=1) @
-                                  torch.nn.functional.normalize(s_kept, dim=1).T).argmax(1)
-                                 for i in range(0, len(full), 1024)])
-            kept.subset(nearest).save(train_path)
-            kept.save(sample_path)
-        return cfg.override({"bank.path": str(train_path)})
-
-    # ---- evaluation
-    def reference(self):
-        "(mu, sigma, meta) of the real images FID compares with."
-        if self._ref is None:
-            if self.preset in LOCAL_PRESETS: self._ref = mnist_reference(self.scale.image_size, self.scale.n_ref, self.progress)
-            elif self.fid_stats:
-                self._ref = load_stats(self.fid_stats)
-            elif self.dataset == "latents":
-                raise FileNotFoundError("a latent run needs reference statistics: -p fid_stats PATH (ImageNet 256: "
-                                        "ADM's VIRTUAL_imagenet256_labeled.npz)")
-            else: self._ref = cifar_reference(self.data_root, self.scale.n_ref, self.progress)
-        return self._ref
-
-    def evaluate(self,
-                 run: Path,                 # run folder from train_arm
-                 step: int | None = None,   # checkpoint step (None = the last)
-                 *,
-                 steps: int | None = None,  # sampler steps (None = scale.sample_steps)
-                 mode: str | None = None,   # "sde" | "ode" (None = scale.mode)
-                 method: str | None = None, # "euler" | "heun" (None = scale.method)
-                 n: int | None = None,      # samples (None = scale.n_samples)
-                 sample_seed: int | None = None,  # first sample seed (None = the experiment's)
-                 sampler: str | None = None,  # official settings ("official-ode": Euler, 49 steps, shift 0.3); others override
-                 ) -> dict:
-        "FID (and NFE, timings, sample grid path) of a checkpoint under one sampler; cached."
-        sc = self.scale
-        settings = sampler_settings(sampler if sampler is not None else dict(mode=sc.mode, method=sc.method,
-                                    steps=sc.sample_steps), steps=steps, mode=mode, method=method)   # resolved once
-        steps, mode, method, n = settings.steps, settings.mode, settings.method, n or sc.n_samples
-        if step is None:
-            last = latest_checkpoint(run)
-            if last is None: raise FileNotFoundError(f"no checkpoint in {run}: train the arm first")
-            step = int(last.stem.split("-")[1])
-        ckpt = run / "checkpoints" / f"step-{step:08d}.pt"
-        ref_key = (dict(stats=str(self.fid_stats)) if self.preset == "paper" and self.fid_stats else
-                   dict(dataset="cifar10", root=str(self.data_root), n_ref=sc.n_ref) if self.preset == "paper" else
-                   dict(dataset="mnist5k", size=sc.image_size, n_ref=sc.n_ref))
-        seed = self.sample_seed if sample_seed is None else sample_seed
-        key = dict(kind="eval", run=run.parent.name, step=step, steps=steps, mode=mode, method=method, n=n,
-                   seed=seed, reference=ref_key, n_boot=sc.n_boot, **({"sampler": sampler} if sampler else {}))
-        def fn(d: Path) -> dict:
-            if not ckpt.exists(): raise FileNotFoundError(f"checkpoint {ckpt} is missing (kept: keep_last too small?)")
-            return self._evaluate(ckpt, d, settings=settings, n=n, seed=seed)
-        res = self._cached("eval", key, fn, "sample_seconds", "fid_seconds")
-        res["grid_path"] = str(self.cache / "eval" / config_hash(key) / "samples.png")
-        return dict(res, step=step)
-
-    @torch.no_grad()
-    def _evaluate(self, ckpt: Path, d: Path, *, settings, n, seed) -> dict:
-        run = load_run(ckpt, device=self.device)
-        sample_bank = ckpt.parent.parent / "bank-sample.safetensors"
-        if run.bank is not None and sample_bank.exists():       # half bank: sample from the kept rows only
-            run.bank = MemoryBank.load(sample_bank).to(run.device)
+# %% ../nbs/api/12_experiments.ipynb #010db9c2
+@patch
+def bank_file(self: Experiment, cfg) -> Path:
+    "Build (once, cached by data and bank settings) the memory bank file of `cfg`'s data; returns its path."
+    full, dflt = cfg.to_dict(), type(cfg)().to_dict()
+    b = _non_default(full["bank"], dflt["bank"]); b.pop("path", None); b.pop("batch_size", None)
+    key = dict(kind="bank", key_format=2, data=_non_default(full["data"], dflt["data"]), bank=b)
+    path = self.cache / "banks" / config_hash(key) / "bank.safetensors"
+    def fn(d: Path) -> dict:
         t = time.perf_counter()
-        xs = [self._to_images(run, x) for x in generate(run, n, seed=seed, sampler=settings,
-                                                          batch_size=min(n, 256))]
-        x = torch.cat(xs)
-        t_sample = time.perf_counter() - t
-        save_image_grid(x[: self.scale.grid], d / "samples.png", nrow=int(math.sqrt(self.scale.grid)) or 1,
-                        scale=4 if x.shape[-1] <= 32 else 1)
-        t = time.perf_counter()
-        iv, weights = self.fid_interval_of(x)
-        return dict(fid=iv["fid"], lo=iv["lo"], hi=iv["hi"], boot=iv["boot"], n=iv["n"], nfe=settings.nfe,
-                    sample_seconds=t_sample, fid_seconds=time.perf_counter() - t, fid_weights=weights)
+        bank = build_bank_file(cfg, build_dataset(cfg.data, seed=cfg.seed), path, device=self.device)
+        return dict(rows=len(bank), dim=bank.dim, rank=bank.rank or 0, seconds=time.perf_counter() - t)
+    self._cached("banks", key, fn, "seconds")
+    return path
 
-    def fid_interval_of(self, images: torch.Tensor, n_boot: int | None = None) -> tuple[dict, str | None]:
-        """FID of images in [-1, 1] against this experiment's reference with its bootstrap interval (`fid_interval`,
-        paired across arms: same bootstrap seed), and the Inception 'weights (mode, backend)' used."""
-        mu_r, sig_r, meta_r = self.reference()
-        ext = FIDFeatures(device=self.device, mode=stats_mode(meta_r))   # the reference's pipeline (ADM's npz: TF resize)
-        u8 = to_uint8(images)
-        feats = ext(u8)
-        nb = self.scale.n_boot if n_boot is None else n_boot
-        return (fid_interval(mu_r, sig_r, feats, n_boot=nb, seed=self.sample_seed),
-                f"{ext.info.get('weights')} ({ext.mode}, {ext.backend})")
+@patch
+def ranked_bank(self: Experiment, path: str | os.PathLike, rank: int) -> Path:
+    "A rank-`rank` copy (eq. 8) of a given bank file (the latent presets' full bank), cached by file and rank."
+    src = Path(path).expanduser().resolve()
+    if not src.exists(): raise FileNotFoundError(f"bank file {src} does not exist (-p bank_path)")
+    st = src.stat()
+    key = dict(kind="ranked-bank", source=str(src), size=st.st_size, mtime=st.st_mtime_ns, rank=int(rank))
+    out = self.cache / "banks" / config_hash(key) / "bank.safetensors"
+    def fn(d: Path) -> dict:
+        bank = MemoryBank.load(src).with_rank(rank)
+        bank.save(out)
+        return dict(rows=len(bank), rank=rank, source=str(src))
+    self._cached("banks", key, fn)
+    return out
 
-    def fid_of(self, images: torch.Tensor) -> tuple[float, int, str | None]:
-        "FID of images in [-1, 1] against this experiment's reference: (value, images scored, 'weights (mode, backend)' used)."
-        iv, weights = self.fid_interval_of(images, n_boot=0)
-        return iv["fid"], iv["n"], weights
+@patch
+def train_arm(self: Experiment, cfg, bank_fraction: float = 1.0) -> tuple[Path, dict]:
+    "Train (or resume, or reuse) one arm; returns (run folder, training summary)."
+    if not 0 < bank_fraction <= 1: raise ValueError(f"bank_fraction={bank_fraction} must be in (0, 1]")
+    cfg = cfg.override({"device": self.device})
+    if cfg.model.cond == "snippet" and cfg.bank.path is None and cfg.data.dataset != "latents":
+        cfg = cfg.override({"bank.path": str(self.bank_file(cfg))})
+    elif cfg.model.cond == "snippet" and cfg.data.dataset == "latents" and cfg.bank.rank:
+        cfg = cfg.override({"bank.path": str(self.ranked_bank(cfg.bank.path, cfg.bank.rank))})
+    # gmem.arms.train_arm: the runner every report and the quickstart use, keyed by the full config. A bank the cache
+    # built from the config's own data and bank settings is named by those settings, not by its path.
+    run, res = train_arm(cfg, self.cache, ignore=("bank.path",) if cfg.data.dataset != "latents" else (),
+                         extra=dict(bank_fraction=float(bank_fraction)), progress=self.progress, force=self.force,
+                         prepare=(lambda r: self._half_bank(cfg, r, bank_fraction)) if bank_fraction < 1 else None)
+    self._costs[f"train/{run.parent.name}"] = float(res.get("train_seconds", 0.0))
+    return run, res
 
-    def _to_images(self, run, x: torch.Tensor) -> torch.Tensor:
-        "Model space -> images in [-1, 1] (pixels pass through; latents are decoded with their store's tokenizer)."
-        return decode_samples(run, x, tokenizer_weights=self.tokenizer_weights or None)
+@patch
+def _half_bank(self: Experiment, cfg, run: Path, fraction: float):
+    "Write RUN/bank-full, bank-sample (kept rows) and bank-train (row i = kept row nearest to row i) files."
+    run.mkdir(parents=True, exist_ok=True)
+    train_path, sample_path = run / "bank-train.safetensors", run / "bank-sample.safetensors"
+    if not (train_path.exists() and sample_path.exists()):
+        full = MemoryBank.load(cfg.bank.path)
+        per_class = max(1, round(fraction * len(full) / len(torch.unique(full.labels))))
+        kept = per_class_subset(full, per_class, generator=torch.Generator().manual_seed(cfg.seed))
+        s_full, s_kept = full.snippets(torch.arange(len(full))), kept.snippets(torch.arange(len(kept)))
+        nearest = torch.cat([(torch.nn.functional.normalize(s_full[i:i + 1024], dim=1) @
+                              torch.nn.functional.normalize(s_kept, dim=1).T).argmax(1)
+                             for i in range(0, len(full), 1024)])
+        kept.subset(nearest).save(train_path)
+        kept.save(sample_path)
+    return cfg.override({"bank.path": str(train_path)})
 
-    @property
-    def dataset(self) -> str:
-        "What the arms train on: 'mnist5k' (smoke), else the paper preset's dataset ('cifar10' or 'latents')."
-        if self.preset in LOCAL_PRESETS: return "mnist5k"
-        return get_preset(self.paper_preset).data.dataset
+# %% ../nbs/api/12_experiments.ipynb #822520cb
+@patch
+def reference(self: Experiment):
+    "(mu, sigma, meta) of the real images FID compares with."
+    if self._ref is None:
+        if self.preset in LOCAL_PRESETS: self._ref = mnist_reference(self.scale.image_size, self.scale.n_ref, self.progress)
+        elif self.fid_stats:
+            self._ref = load_stats(self.fid_stats)
+        elif self.dataset == "latents":
+            raise FileNotFoundError("a latent run needs reference statistics: -p fid_stats PATH (ImageNet 256: "
+                                    "ADM's VIRTUAL_imagenet256_labeled.npz)")
+        else: self._ref = cifar_reference(self.data_root, self.scale.n_ref, self.progress)
+    return self._ref
 
-    @property
-    def dataset_label(self) -> str:
-        "A readable name of the data, for tables and titles."
-        if self.preset in LOCAL_PRESETS: return f"MNIST-5k ({self.scale.image_size}x{self.scale.image_size})"
-        if self.dataset == "cifar10": return "CIFAR-10"
-        import re
-        m = re.match(r"imagenet(\d+)", self.paper_preset)
-        return f"ImageNet {m[1]}" if m else f"latents of {self.paper_preset}"
+@patch
+def evaluate(self: Experiment,
+             run: Path,                 # run folder from train_arm
+             step: int | None = None,   # checkpoint step (None = the last)
+             *,
+             steps: int | None = None,  # sampler steps (None = scale.sample_steps)
+             mode: str | None = None,   # "sde" | "ode" (None = scale.mode)
+             method: str | None = None, # "euler" | "heun" (None = scale.method)
+             n: int | None = None,      # samples (None = scale.n_samples)
+             sample_seed: int | None = None,  # first sample seed (None = the experiment's)
+             sampler: str | None = None,  # official settings ("official-ode": Euler, 49 steps, shift 0.3); others override
+             ) -> dict:
+    "FID (and NFE, timings, sample grid path) of a checkpoint under one sampler; cached."
+    sc = self.scale
+    settings = sampler_settings(sampler if sampler is not None else dict(mode=sc.mode, method=sc.method,
+                                steps=sc.sample_steps), steps=steps, mode=mode, method=method)   # resolved once
+    steps, mode, method, n = settings.steps, settings.mode, settings.method, n or sc.n_samples
+    if step is None:
+        last = latest_checkpoint(run)
+        if last is None: raise FileNotFoundError(f"no checkpoint in {run}: train the arm first")
+        step = int(last.stem.split("-")[1])
+    ckpt = run / "checkpoints" / f"step-{step:08d}.pt"
+    ref_key = (dict(stats=str(self.fid_stats)) if self.preset == "paper" and self.fid_stats else
+               dict(dataset="cifar10", root=str(self.data_root), n_ref=sc.n_ref) if self.preset == "paper" else
+               dict(dataset="mnist5k", size=sc.image_size, n_ref=sc.n_ref))
+    seed = self.sample_seed if sample_seed is None else sample_seed
+    key = dict(kind="eval", run=run.parent.name, step=step, steps=steps, mode=mode, method=method, n=n,
+               seed=seed, reference=ref_key, n_boot=sc.n_boot, **({"sampler": sampler} if sampler else {}))
+    def fn(d: Path) -> dict:
+        if not ckpt.exists(): raise FileNotFoundError(f"checkpoint {ckpt} is missing (kept: keep_last too small?)")
+        return self._evaluate(ckpt, d, settings=settings, n=n, seed=seed)
+    res = self._cached("eval", key, fn, "sample_seconds", "fid_seconds")
+    res["grid_path"] = str(self.cache / "eval" / config_hash(key) / "samples.png")
+    return dict(res, step=step)
 
-    @property
-    def tokenizer(self) -> str:
-        "The space the arms learn in: 'pixels', or the latent store's tokenizer (e.g. 'va-vae', 'sd-vae')."
-        if self.dataset != "latents": return "pixels"
-        mp = Path(self.data_root) / "meta.json"
-        if not mp.exists(): raise FileNotFoundError(f"{mp} not found: -p data_root must be a finished latent store")
-        return json.loads(mp.read_text())["tokenizer"]
+@patch
+@torch.no_grad()
+def _evaluate(self: Experiment, ckpt: Path, d: Path, *, settings, n, seed) -> dict:
+    run = load_run(ckpt, device=self.device)
+    sample_bank = ckpt.parent.parent / "bank-sample.safetensors"
+    if run.bank is not None and sample_bank.exists():       # half bank: sample from the kept rows only
+        run.bank = MemoryBank.load(sample_bank).to(run.device)
+    t = time.perf_counter()
+    xs = [self._to_images(run, x) for x in generate(run, n, seed=seed, sampler=settings,
+                                                      batch_size=min(n, 256))]
+    x = torch.cat(xs)
+    t_sample = time.perf_counter() - t
+    save_image_grid(x[: self.scale.grid], d / "samples.png", nrow=int(math.sqrt(self.scale.grid)) or 1,
+                    scale=4 if x.shape[-1] <= 32 else 1)
+    t = time.perf_counter()
+    iv, weights = self.fid_interval_of(x)
+    return dict(fid=iv["fid"], lo=iv["lo"], hi=iv["hi"], boot=iv["boot"], n=iv["n"], nfe=settings.nfe,
+                sample_seconds=t_sample, fid_seconds=time.perf_counter() - t, fid_weights=weights)
 
-    def real_images(self, n: int, start: int | None = None) -> torch.Tensor:
-        """`n` real training images in [-1, 1], as the arms' data shows them: MNIST digits (smoke), CIFAR-10 images, or
-        (latent presets) the store's latents of the unflipped views decoded by its tokenizer - which puts the
-        tokenizer's own reconstruction error into the floor, as it is in every generated image. `start` None: after
-        the `n_ref` reference images when the set has room (held out from the reference), else from item 0.
-        Sets `real_kind`: "held-out" when none of them is among the reference images, else "training" (the reference
-        is the whole set, as at `cpu`), "real" when the reference is a statistics file."""
-        def first(N):
-            a = max(0, min(self.scale.n_ref, N - n)) if start is None else start
-            self.real_kind = ("real" if self.preset == "paper" and self.fid_stats else
-                              "held-out" if a >= self.scale.n_ref else "training")
-            return a
-        if self.dataset == "latents":
-            ds = LatentDataset(self.data_root, flip_prob=0.0, load_patch=False)
-            dec = LatentDecoder.for_store(self.data_root, weights=self.tokenizer_weights or None, device=self.device)
-            a = first(len(ds)); idx = range(a, min(a + n, len(ds)))
-            return torch.cat([dec(torch.stack([ds[i][0] for i in idx[j:j + 64]]).to(self.device)).cpu()
-                              for j in range(0, len(idx), 64)])
-        if self.dataset == "cifar10":
-            ds = Cifar10Dataset(self.data_root, image_size=32)
-        else:
-            ds = Mnist5kDataset(image_size=self.scale.image_size)
-        a = first(len(ds))
-        return torch.stack([ds[i][0] for i in range(a, min(a + n, len(ds)))])
+@patch
+def fid_interval_of(self: Experiment, images: torch.Tensor, n_boot: int | None = None) -> tuple[dict, str | None]:
+    """FID of images in [-1, 1] against this experiment's reference with its bootstrap interval (`fid_interval`,
+    paired across arms: same bootstrap seed), and the Inception 'weights (mode, backend)' used."""
+    mu_r, sig_r, meta_r = self.reference()
+    ext = FIDFeatures(device=self.device, mode=stats_mode(meta_r))   # the reference's pipeline (ADM's npz: TF resize)
+    u8 = to_uint8(images)
+    feats = ext(u8)
+    nb = self.scale.n_boot if n_boot is None else n_boot
+    return (fid_interval(mu_r, sig_r, feats, n_boot=nb, seed=self.sample_seed),
+            f"{ext.info.get('weights')} ({ext.mode}, {ext.backend})")
 
-    def input_params(self) -> dict:
-        "The paper inputs this run was given (for the regenerating command); empty at smoke."
-        if self.preset != "paper": return {}
-        return {k: v for k, v in dict(paper_preset=self.paper_preset, data_root=self.data_root, bank_path=self.bank_path,
-                                      fid_stats=self.fid_stats, tokenizer_weights=self.tokenizer_weights,
-                                      encoder_weights=self.encoder_weights).items() if v}
+@patch
+def fid_of(self: Experiment, images: torch.Tensor) -> tuple[float, int, str | None]:
+    "FID of images in [-1, 1] against this experiment's reference: (value, images scored, 'weights (mode, backend)' used)."
+    iv, weights = self.fid_interval_of(images, n_boot=0)
+    return iv["fid"], iv["n"], weights
 
-    # ---- bookkeeping
-    def finish(self,
-               metrics: dict,               # the report's numbers: table, rows, checks, summary, ...
-               params: dict,                # the checked notebook parameters
-               *,
-               title: str,                  # heading of summary.md
-               config: dict | None = None,  # what else determined the numbers (beside the parameters and the scale)
-               ) -> Path:
-        """The last step of a report notebook: write metrics.json (with the preset, the bank encoder, wall and compute
-        seconds, and the command that regenerates it: the parameters this run changed from the notebook's defaults,
-        plus the paper inputs it resolved) and summary.md; return the metrics path."""
-        defaults = parameter_defaults(repo_root() / "nbs" / f"{self.name}.ipynb")
-        changed = {k: v for k, v in params.items() if k not in defaults or v != defaults[k]}
-        metrics = dict(metrics, preset=self.preset, encoder=self.config().bank.encoder, seconds=self.elapsed(),
-                       compute_seconds=self.compute_seconds())
-        path = write_metrics(self.out / "metrics.json", metrics, config=dict(params=params, scale=self.scale, **(config or {})),
-                             command=report_command(self.name, {**changed, **self.input_params()}))
-        with atomic_write(self.out / "summary.md", "w") as f: f.write(f"# {title}\n\n{metrics.get('summary', '')}\n")
-        print(f"wrote {path} in {self.elapsed():.0f} s")
-        return path
+@patch
+def _to_images(self: Experiment, run, x: torch.Tensor) -> torch.Tensor:
+    "Model space -> images in [-1, 1] (pixels pass through; latents are decoded with their store's tokenizer)."
+    return decode_samples(run, x, tokenizer_weights=self.tokenizer_weights or None)
 
-    def images_seen(self, run: Path, step: int) -> int:
-        return step * TrainConfig.from_yaml(run / "config.yaml").batch_size
+# %% ../nbs/api/12_experiments.ipynb #545546ce
+@patch(as_prop=True)
+def dataset(self: Experiment) -> str:
+    "What the arms train on: 'mnist5k' (smoke), else the paper preset's dataset ('cifar10' or 'latents')."
+    if self.preset in LOCAL_PRESETS: return "mnist5k"
+    return get_preset(self.paper_preset).data.dataset
 
-    def keep_grid(self, result: dict, name: str) -> Path:
-        "Copy an arm's sample grid into the report folder as OUT/<name>.png."
-        dst = self.out / f"{name}.png"
-        shutil.copyfile(result["grid_path"], dst)
-        return dst
+@patch(as_prop=True)
+def dataset_label(self: Experiment) -> str:
+    "A readable name of the data, for tables and titles."
+    if self.preset in LOCAL_PRESETS: return f"MNIST-5k ({self.scale.image_size}x{self.scale.image_size})"
+    if self.dataset == "cifar10": return "CIFAR-10"
+    import re
+    m = re.match(r"imagenet(\d+)", self.paper_preset)
+    return f"ImageNet {m[1]}" if m else f"latents of {self.paper_preset}"
 
-    def elapsed(self) -> float:
-        "Wall seconds since this experiment was created (short when its arms were cached: see `compute_seconds`)."
-        return time.perf_counter() - self.t0
+@patch(as_prop=True)
+def tokenizer(self: Experiment) -> str:
+    "The space the arms learn in: 'pixels', or the latent store's tokenizer (e.g. 'va-vae', 'sd-vae')."
+    if self.dataset != "latents": return "pixels"
+    mp = Path(self.data_root) / "meta.json"
+    if not mp.exists(): raise FileNotFoundError(f"{mp} not found: -p data_root must be a finished latent store")
+    return json.loads(mp.read_text())["tokenizer"]
 
-    def compute_seconds(self) -> float:
-        """What this experiment's numbers cost to compute, cached or not: the sum of the seconds recorded by every bank,
-        training run and evaluation it used when each was computed (on the machine in that arm's provenance)."""
-        return float(sum(self._costs.values()))
+@patch
+def real_images(self: Experiment, n: int, start: int | None = None) -> torch.Tensor:
+    """`n` real training images in [-1, 1], as the arms' data shows them: MNIST digits (smoke), CIFAR-10 images, or
+    (latent presets) the store's latents of the unflipped views decoded by its tokenizer - which puts the
+    tokenizer's own reconstruction error into the floor, as it is in every generated image. `start` None: after
+    the `n_ref` reference images when the set has room (held out from the reference), else from item 0.
+    Sets `real_kind`: "held-out" when none of them is among the reference images, else "training" (the reference
+    is the whole set, as at `cpu`), "real" when the reference is a statistics file."""
+    def first(N):
+        a = max(0, min(self.scale.n_ref, N - n)) if start is None else start
+        self.real_kind = ("real" if self.preset == "paper" and self.fid_stats else
+                          "held-out" if a >= self.scale.n_ref else "training")
+        return a
+    if self.dataset == "latents":
+        ds = LatentDataset(self.data_root, flip_prob=0.0, load_patch=False)
+        dec = LatentDecoder.for_store(self.data_root, weights=self.tokenizer_weights or None, device=self.device)
+        a = first(len(ds)); idx = range(a, min(a + n, len(ds)))
+        return torch.cat([dec(torch.stack([ds[i][0] for i in idx[j:j + 64]]).to(self.device)).cpu()
+                          for j in range(0, len(idx), 64)])
+    if self.dataset == "cifar10":
+        ds = Cifar10Dataset(self.data_root, image_size=32)
+    else:
+        ds = Mnist5kDataset(image_size=self.scale.image_size)
+    a = first(len(ds))
+    return torch.stack([ds[i][0] for i in range(a, min(a + n, len(ds)))])
+
+@patch
+def input_params(self: Experiment) -> dict:
+    "The paper inputs this run was given (for the regenerating command); empty at smoke."
+    if self.preset != "paper": return {}
+    return {k: v for k, v in dict(paper_preset=self.paper_preset, data_root=self.data_root, bank_path=self.bank_path,
+                                  fid_stats=self.fid_stats, tokenizer_weights=self.tokenizer_weights,
+                                  encoder_weights=self.encoder_weights).items() if v}
+
+# %% ../nbs/api/12_experiments.ipynb #417d4d73
+@patch
+def finish(self: Experiment,
+           metrics: dict,               # the report's numbers: table, rows, checks, summary, ...
+           params: dict,                # the checked notebook parameters
+           *,
+           title: str,                  # heading of summary.md
+           config: dict | None = None,  # what else determined the numbers (beside the parameters and the scale)
+           ) -> Path:
+    """The last step of a report notebook: write metrics.json (with the preset, the bank encoder, wall and compute
+    seconds, and the command that regenerates it: the parameters this run changed from the notebook's defaults,
+    plus the paper inputs it resolved) and summary.md; return the metrics path."""
+    defaults = parameter_defaults(repo_root() / "nbs" / f"{self.name}.ipynb")
+    changed = {k: v for k, v in params.items() if k not in defaults or v != defaults[k]}
+    metrics = dict(metrics, preset=self.preset, encoder=self.config().bank.encoder, seconds=self.elapsed(),
+                   compute_seconds=self.compute_seconds())
+    path = write_metrics(self.out / "metrics.json", metrics, config=dict(params=params, scale=self.scale, **(config or {})),
+                         command=report_command(self.name, {**changed, **self.input_params()}))
+    with atomic_write(self.out / "summary.md", "w") as f: f.write(f"# {title}\n\n{metrics.get('summary', '')}\n")
+    print(f"wrote {path} in {self.elapsed():.0f} s")
+    return path
+
+@patch
+def images_seen(self: Experiment, run: Path, step: int) -> int:
+    return step * TrainConfig.from_yaml(run / "config.yaml").batch_size
+
+@patch
+def keep_grid(self: Experiment, result: dict, name: str) -> Path:
+    "Copy an arm's sample grid into the report folder as OUT/<name>.png."
+    dst = self.out / f"{name}.png"
+    shutil.copyfile(result["grid_path"], dst)
+    return dst
+
+@patch
+def elapsed(self: Experiment) -> float:
+    "Wall seconds since this experiment was created (short when its arms were cached: see `compute_seconds`)."
+    return time.perf_counter() - self.t0
+
+@patch
+def compute_seconds(self: Experiment) -> float:
+    """What this experiment's numbers cost to compute, cached or not: the sum of the seconds recorded by every bank,
+    training run and evaluation it used when each was computed (on the machine in that arm's provenance)."""
+    return float(sum(self._costs.values()))

@@ -24,7 +24,7 @@ import configparser; c = configparser.ConfigParser(delimiters=['=']); c.read('se
 print(' '.join(c['DEFAULT']['requirements'].split() + c['DEFAULT']['dev_requirements'].split()))") \
       2> >(grep -v "is ignored: it is neither" >&2) >&2
   # Test oracle only: CompVis' original LDM/taming autoencoder code, which the VA-VAE conversion in
-  # nbs/06_tokenizers is checked against. Its declared dependencies (pytorch-lightning, omegaconf) are not
+  # nbs/api/06_tokenizers is checked against. Its declared dependencies (pytorch-lightning, omegaconf) are not
   # needed by the module the test imports, so it goes in without them.
   "$venv/bin/python" -m pip install -q --no-deps taming-transformers==0.0.1 >&2
   touch "$venv/.complete"
