@@ -342,28 +342,33 @@ register("bank build", "encode a dataset into a memory bank file (resumable; opt
 # %% ../nbs/api/10_cli.ipynb #83b880a6
 def _add_quickstart_args(p):
     from gmem.quickstart import ARMS, QuickstartConfig
+    from gmem.samplers import SAMPLER_PRESETS
     d = QuickstartConfig()
-    p.add_argument("--out", default=d.out, help=f"report folder (default {d.out}); training runs are kept in OUT/runs")
+    p.add_argument("--out", default=d.out, help=f"report folder (default {d.out}, git-ignored; reports/quickstart is the "
+                   "committed report); training runs are kept in OUT/runs")
     p.add_argument("--steps", type=positive_int, default=d.steps, help=f"optimizer steps per arm (default {d.steps})")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help=f"images per step (default {d.batch_size})")
     p.add_argument("--image-size", type=positive_int, default=d.image_size, help=f"digit resolution in pixels (default {d.image_size})")
     p.add_argument("--n-fid", type=positive_int, default=d.n_fid,
-                   help=f"generated images per arm, real reference images and data-floor images for FID (default {d.n_fid})")
+                   help=f"generated images per arm (scored against the 1,000 held-out digits and as many training digits; "
+                        f"default {d.n_fid})")
     p.add_argument("--n-boot", type=non_negative_int, default=d.n_boot,
                    help=f"bootstrap replicates behind each FID interval and verdict (default {d.n_boot}; 0: none)")
-    p.add_argument("--sample-steps", type=positive_int, default=d.sample_steps, help=f"SDE Heun steps (default {d.sample_steps})")
+    p.add_argument("--sampler", choices=list(SAMPLER_PRESETS), default=d.sampler, help=f"sampler (default {d.sampler}: Heun, 50 steps, 99 NFE)")
+    p.add_argument("--sample-steps", type=positive_int, default=d.sample_steps, help="override the sampler's steps")
     p.add_argument("--seed", type=non_negative_int, default=d.seed, help="training seed of every arm and first sample seed")
-    p.add_argument("--arms", nargs="+", default=list(d.arms), choices=list(ARMS), help="arms to run (default: all)")
+    p.add_argument("--arms", nargs="+", default=list(d.arms), choices=list(ARMS),
+                   help=f"arms to run (default: {' '.join(d.arms)}; add uncond for the unconditional SiT)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
 
 def _run_quickstart(a):
     from gmem.quickstart import QuickstartConfig, run_quickstart
     run_quickstart(QuickstartConfig(out=a.out, steps=a.steps, batch_size=a.batch_size, image_size=a.image_size, n_fid=a.n_fid,
-                                    n_boot=a.n_boot, sample_steps=a.sample_steps, seed=a.seed, arms=tuple(a.arms), device=a.device,
+                                    n_boot=a.n_boot, sampler=a.sampler, sample_steps=a.sample_steps, seed=a.seed, arms=tuple(a.arms), device=a.device,
                                     progress=not a.no_progress))
 
-register("quickstart", "offline end-to-end GMem vs class-conditional vs unconditional on MNIST-5k, with real FID",
+register("quickstart", "offline end-to-end GMem vs the class-conditional (and unconditional) SiT on MNIST-5k, FID on held-out digits",
          _add_quickstart_args, _run_quickstart)
 
 # %% ../nbs/api/10_cli.ipynb #18f36908

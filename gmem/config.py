@@ -22,6 +22,7 @@ from .model import COND_MODES            # GMem / SiT class-conditional baseline
 from .bank import MASK_STRATEGIES        # paper Table 4
 from .loss import LossConfig             # the `loss` section is the objective's own settings
 from .samplers import MODES, METHODS     # sampler modes and integration methods
+from .data import MNIST5K_SPLITS         # the fixed train / held-out split of MNIST-5k
 
 TRAIN_DATASETS = ("mnist5k", "cifar10", "folder", "latents")   # what `DataConfig.dataset` may name (gmem.factory.build_dataset)
 PRECISIONS = ("bf16", "fp32")                             # autocast dtype on CUDA (the CPU always runs fp32)
@@ -44,11 +45,15 @@ class DataConfig:
     limit: int | None = None           # train on `limit` items spread over the dataset (quick runs; gmem.data.limit_dataset); None = all
     num_classes: int | None = None     # label count for cond="class"; None = read it from the dataset
     num_workers: int = 0               # DataLoader worker processes (0 = load in the main process)
+    split: str = "all"                 # mnist5k only: "all" (5,000), "train" (4,000) or "heldout" (1,000): gmem.data.mnist5k_split
     flip_prob: float = 0.0             # latents only: chance of the stored mirrored view, one coin per (seed, epoch, item)
                                        # (official loader: 0.5; paper B.2: no augmentation); pixels are never flipped
 
     def __post_init__(self):
         _check_choice("data.dataset", self.dataset, TRAIN_DATASETS)
+        _check_choice("data.split", self.split, MNIST5K_SPLITS)
+        if self.split != "all" and self.dataset != "mnist5k":
+            raise ValueError(f"data.split={self.split!r} exists for mnist5k only; data.dataset={self.dataset!r} needs 'all'")
         if not 0 <= self.flip_prob <= 1: raise ValueError(f"data.flip_prob={self.flip_prob} must be in [0, 1]")
         _check_positive("data.image_size", self.image_size)
         if self.limit is not None: _check_positive("data.limit", self.limit)

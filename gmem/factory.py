@@ -80,7 +80,7 @@ def collate(items: list[dict]) -> dict:
 
 def build_dataset(cfg: DataConfig, *, seed: int = 0, load_patch: bool = False):
     "The training dataset named by `cfg` (items `(x, label[, snippet, patch])`, pixels in [-1, 1])."
-    if cfg.dataset == "mnist5k": ds = gd.Mnist5kDataset(image_size=cfg.image_size)
+    if cfg.dataset == "mnist5k": ds = gd.Mnist5kDataset(image_size=cfg.image_size, split=cfg.split)
     elif cfg.dataset == "cifar10": ds = gd.Cifar10Dataset(cfg.root, image_size=cfg.image_size)
     elif cfg.dataset == "folder": ds = gd.ImageFolderDataset(cfg.root, cfg.image_size)
     else:
