@@ -8,13 +8,12 @@ import os, time
 from pathlib import Path
 from typing import Callable
 
-import gmem
-
 from .config import TrainConfig
 from .checkpoint import latest_checkpoint
 from .train import train
 from .inference import TrainedRun, load_run
 from .report import cached_arm, config_hash
+from .utils import repo_root
 
 # %% auto #0
 __all__ = ['ARM_KEY_FORMAT', 'NOT_IN_KEY', 'arm_key', 'arm_cache', 'arm_dir', 'train_arm', 'load_arm']
@@ -38,9 +37,8 @@ def arm_key(cfg: TrainConfig,               # the arm's resolved config
 
 def arm_cache(cache_dir: str | os.PathLike = "") -> Path:
     "The arm cache: `cache_dir` (relative: against the repository root), or the one every report shares, `reports/_cache/arms` (git-ignored)."
-    root = Path(gmem.__file__).resolve().parent.parent
-    p = Path(cache_dir).expanduser() if cache_dir else root / "reports" / "_cache" / "arms"
-    return p if p.is_absolute() else root / p
+    p = Path(cache_dir).expanduser() if cache_dir else repo_root() / "reports" / "_cache" / "arms"
+    return p if p.is_absolute() else repo_root() / p
 
 def arm_dir(cache_dir, key: dict) -> Path:
     "The run folder of the arm with `key` in `cache_dir`."

@@ -147,8 +147,10 @@ def run_quickstart(qc: QuickstartConfig | None = None, **kw) -> dict:
           f"digits), precision/recall, data copying; {len(qc.arms)} arms")
     t0 = time.time()
     extractor = FIDFeatures(device=get_device(qc.device))   # Inception pool3 (ONNX Runtime on the CPU when installed)
-    held = extractor(real_images(None, "heldout", image_size=qc.image_size))   # (1000, 2048): never trained on
-    trainf = extractor(real_images(qc.n_fid, "train", image_size=qc.image_size))
+    held_x = real_images(None, "heldout", image_size=qc.image_size)   # the 1,000 digits nothing trained on
+    train_x = real_images(None, "train", image_size=qc.image_size)    # the 4,000 training digits, fixed order
+    held = extractor(held_x)                                          # (1000, 2048)
+    trainf = extractor(train_x[:qc.n_fid])                            # = real_images(qc.n_fid, "train")
     gauss = lambda f: (f.mean(0), np.cov(f, rowvar=False))
     (mu_h, sig_h), (mu_t, sig_t) = gauss(held), gauss(trainf)
     # every arm: the same sample seeds and the same bootstrap draws, so the intervals of differences are paired
@@ -160,8 +162,7 @@ def run_quickstart(qc: QuickstartConfig | None = None, **kw) -> dict:
         enc = build_encoder(samples["gmem"][1].cfg, None, runs["gmem"], device="cpu")
         code = lambda x: enc(x.float() / 127.5 - 1)[0].double().numpy()
         with torch.no_grad():
-            enc_train = code(real_images(None, "train", image_size=qc.image_size))
-            enc_held = code(real_images(None, "heldout", image_size=qc.image_size))
+            enc_train, enc_held = code(train_x), code(held_x)
     ivs, ivs_train = {}, {}
     for arm in qc.arms:
         f = extractor(samples[arm][0])
