@@ -17,8 +17,8 @@ from .utils import atomic_path, sha256_tensors, single_thread
 
 # %% auto #0
 __all__ = ['BANK_FORMAT_VERSION', 'MASK_STRATEGIES', 'check_features', 'normalize_rows', 'row_mean', 'centred_scatter',
-           'top_eigvecs', 'lowrank_decompose', 'reconstruct', 'slerp', 'MemoryBank', 'per_class_subset',
-           'mask_snippets']
+           'top_eigvecs', 'lowrank_decompose', 'reconstruct', 'slerp', 'MemoryBank', 'per_class_subset', 'noise_scale',
+           'mask_snippets', 'mask_cosine']
 
 # %% ../nbs/api/01_bank.ipynb #277b7b3e
 def _rows_preview(rows: torch.Tensor, k: int = 8) -> str:
@@ -494,6 +494,10 @@ def per_class_subset(bank: MemoryBank,                    # a bank with labels
 # %% ../nbs/api/01_bank.ipynb #23cab3d7
 MASK_STRATEGIES = ("zero", "noise", "random")
 
+def noise_scale(ratio: float) -> float:
+    "Noise masking's norm relative to the snippet's, sqrt(ratio / (1 - ratio)): the cosine zero-masking leaves at `ratio`."
+    return math.sqrt(ratio / (1.0 - ratio))
+
 def _rand(shape, generator, fn=torch.rand):
     return fn(shape, generator=generator, device=generator.device if generator is not None else "cpu")
 
@@ -527,7 +531,7 @@ def mask_snippets(s: torch.Tensor,                       # (..., d) snippets
         if rescale: out = out / (1 - ratio)
     elif strategy == "noise":
         eps = _rand((Bn, d), generator, torch.randn).to(x.device, x.dtype)
-        out = x + eps * (ratio * torch.linalg.vector_norm(x, dim=1, keepdim=True) / math.sqrt(d))
+        out = x + eps * (noise_scale(ratio) * torch.linalg.vector_norm(x, dim=1, keepdim=True) / math.sqrt(d))
     else:  # random
         u = _rand((Bn,), generator).to(x.device)
         if exact:
@@ -539,3 +543,10 @@ def mask_snippets(s: torch.Tensor,                       # (..., d) snippets
         eps = eps / torch.linalg.vector_norm(eps, dim=1, keepdim=True) * torch.linalg.vector_norm(x, dim=1, keepdim=True)
         out = torch.where(rows[:, None], eps, x)
     return out.reshape(s.shape)
+
+def mask_cosine(s: torch.Tensor,          # (N, d) snippets (a bank's, normalised or not)
+                ratio: float, strategy: str = "zero",
+                seed: int = 0) -> float:
+    "Mean cosine between snippets and their masked copies: how much of the snippet a strategy leaves at `ratio`."
+    m = mask_snippets(s, ratio, strategy, torch.Generator().manual_seed(seed))
+    return float(torch.nn.functional.cosine_similarity(m.float(), s.float(), dim=-1).mean())

@@ -22,9 +22,9 @@ __all__ = ['CLEANFID_INCEPTION', 'INCEPTION_WEIGHTS', 'FID_MODES', 'PIPELINES', 
            'fid_helper_inception_path', 'InceptionPool3', 'load_inception', 'tf_resize_bilinear', 'gmem_cache_dir',
            'file_sha256', 'onnxruntime_available', 'inception_onnx', 'ort_session', 'FIDFeatures', 'RunningStats',
            'feature_stats', 'fid_from_stats', 'fid_from_features', 'save_stats', 'load_stats', 'stats_mode',
-           'default_cache_dir', 'reference_stats', 'fid', 'mnist_reference', 'cifar_reference', 'fid_against_stats',
-           'bootstrap_indices', 'fid_interval', 'precision_recall', 'data_copying', 'nearest_neighbors',
-           'neighbor_grid']
+           'default_cache_dir', 'reference_stats', 'fid', 'mnist_split_features', 'cifar_reference',
+           'fid_against_stats', 'bootstrap_indices', 'fid_interval', 'precision_recall', 'CopyingTest', 'data_copying',
+           'nearest_neighbors', 'neighbor_grid']
 
 # %% ../nbs/api/08_eval.ipynb #e912be46
 CLEANFID_INCEPTION = Path("/tmp") / "inception-2015-12-05.pt"  # where clean-fid keeps its download
@@ -505,13 +505,27 @@ def fid(real,                       # uint8 (N,3,H,W) tensor, iterable of batche
     return value
 
 # %% ../nbs/api/08_eval.ipynb #a3400332
-def mnist_reference(image_size: int, n_ref: int, progress: bool = False):
-    "(mu, sigma, meta) of the first `n_ref` MNIST-5k digits at `image_size`, cached."
-    def batches():
-        ds = Mnist5kDataset(image_size=image_size)
-        for lo in range(0, min(n_ref, len(ds)), 50):
-            yield to_uint8(torch.stack([ds[i][0] for i in range(lo, min(n_ref, len(ds), lo + 50))]))
-    return reference_stats("mnist5k", "train", image_size, count=n_ref, batches_fn=batches, progress=progress)
+def mnist_split_features(split: str,             # "train" (4,000 digits) / "heldout" (1,000): gmem.data.mnist5k_split
+                         image_size: int,
+                         n: int | None = None,   # the first n digits of the split (None: all)
+                         extractor: "FIDFeatures | None" = None,   # default: FIDFeatures() (clean mode)
+                         cache_dir=None,         # default: default_cache_dir()
+                         progress: bool = False) -> np.ndarray:
+    """Inception pool3 features (n, 2048) of the first `n` digits of one MNIST-5k split in the split's order, cached as
+    npy by split, size, count and network file: the reference sets of the smoke/cpu reports (FID, precision/recall,
+    C_T)."""
+    ext = extractor or FIDFeatures()
+    tag = hashlib.sha256(json.dumps(ext.info.get("weights"), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    ds = Mnist5kDataset(image_size=image_size, split=split)
+    N = len(ds) if n is None else min(int(n), len(ds))
+    path = Path(cache_dir or default_cache_dir()) / f"mnist5k_{split}_{image_size}_{N}_{ext.mode}_{tag}.features.npy"
+    if path.is_file(): return np.load(path)
+    f = np.concatenate([ext(to_uint8(torch.stack([ds[i][0] for i in range(lo, min(lo + 250, N))])))
+                        for lo in (tqdm(range(0, N, 250), desc=f"features mnist5k {split}") if progress
+                                   else range(0, N, 250))]).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp: np.save(open(tmp, "wb"), f)
+    return f
 
 #| export
 def cifar_reference(root: str, n_ref: int, progress: bool = False):
@@ -630,41 +644,81 @@ def _mann_whitney_z(a: np.ndarray, b: np.ndarray) -> float:
     var = m * n / 12 * ((N + 1) - (counts ** 3 - counts).sum() / (N * (N - 1)))
     return float((u - m * n / 2) / math.sqrt(var)) if var > 0 else 0.0
 
+class CopyingTest:
+    """Meehan et al. (2020)'s data-copying statistic C_T against one training and one held-out set. The training
+    features are split into k-means cells; in each cell the distances of the generated samples to their nearest
+    training image are compared with those of the held-out images by a Mann-Whitney test (z-score), and the z-scores
+    are averaged with the held-out share of each cell as weight. Well below 0: the samples sit closer to training
+    images than new real images do (copying); about 0: as close as new data; well above 0: farther (underfitting).
+    The cells and the held-out distances are computed once, so many generated sets are cheap to score."""
+    def __init__(self,
+                 train_feats,        # (N, d) features of the training images (what the model saw)
+                 heldout_feats,      # (n, d) features of held-out images from the same distribution, never trained on
+                 n_cells: int = 10,  # k-means cells of the training features
+                 min_gen: int = 20,  # cells with fewer generated (or held-out) samples are left out, as in the paper
+                 seed: int = 0,      # k-means initialisation
+                 ):
+        from sklearn.cluster import KMeans
+        T, P = (np.asarray(x, np.float64) for x in (train_feats, heldout_feats))
+        if not (T.ndim == P.ndim == 2 and T.shape[1] == P.shape[1]):
+            raise ValueError(f"need (N, d) and (n, d) features with one d, got {T.shape} and {P.shape}")
+        if n_cells < 1 or len(T) < n_cells: raise ValueError(f"n_cells={n_cells} needs at least that many training rows")
+        self.km = KMeans(n_clusters=n_cells, n_init=10, random_state=seed).fit(T)
+        self.T, self.n_cells, self.min_gen, self.n_heldout = torch.as_tensor(T), n_cells, min_gen, len(P)
+        self.dP, self.cP = self._nn_dist(P), self.km.predict(P)
+
+    def _nn_dist(self, x: np.ndarray) -> np.ndarray:
+        "Distance of each row to its nearest training row."
+        return torch.cat([torch.cdist(torch.as_tensor(x[i:i + 2048]), self.T).min(1).values
+                          for i in range(0, len(x), 2048)]).numpy()
+
+    def _ct(self, dQ: np.ndarray, cQ: np.ndarray, strict: bool = True):
+        cells, zs, ws = [], [], []
+        for c in range(self.n_cells):
+            p, q = self.dP[self.cP == c], dQ[cQ == c]
+            if len(q) < self.min_gen or len(p) < self.min_gen: continue
+            z = _mann_whitney_z(q, p)
+            cells.append(dict(cell=c, n_heldout=len(p), n_gen=len(q), z=z)); zs.append(z); ws.append(len(p) / self.n_heldout)
+        if not zs:
+            if not strict: return None, cells, ws
+            raise ValueError(f"no cell holds {self.min_gen} generated and {self.min_gen} held-out samples: use fewer "
+                             "cells or more samples")
+        return float(np.average(zs, weights=ws)), cells, ws
+
+    def __call__(self,
+                 gen_feats,          # (m, d) features of generated images
+                 n_boot: int = 0,    # bootstrap replicates over the generated samples (0: no interval)
+                 boot_seed: int = 0, # the same for every arm: paired replicates (gmem.eval.bootstrap_indices)
+                 level: float = 0.95,
+                 ) -> dict:
+        "C_T of one generated set: {ct, cells, ...}; with `n_boot`, `ct_lo`, `ct_hi` and the centred `ct_boot`."
+        Q = np.asarray(gen_feats, np.float64)
+        if Q.ndim != 2 or Q.shape[1] != self.T.shape[1]:
+            raise ValueError(f"need (m, {self.T.shape[1]}) generated features, got {Q.shape}")
+        dQ, cQ = self._nn_dist(Q), self.km.predict(Q)
+        ct, cells, ws = self._ct(dQ, cQ)
+        out = dict(ct=ct, cells=cells, n_cells=self.n_cells, cells_used=len(cells), heldout_share_used=float(sum(ws)),
+                   n_train=len(self.T), n_heldout=self.n_heldout, n_gen=len(Q))
+        if n_boot > 0:   # resample the generated set (the held-out set is shared by every arm)
+            reps = np.array([v for ii in bootstrap_indices(len(Q), n_boot, boot_seed)
+                             if (v := self._ct(dQ[ii], cQ[ii], strict=False)[0]) is not None])
+            boot = reps - reps.mean() + ct
+            a = (1 - level) / 2
+            out.update(ct_lo=float(np.quantile(boot, a)), ct_hi=float(np.quantile(boot, 1 - a)),
+                       ct_boot=[float(v) for v in boot])
+        return out
+
 def data_copying(train_feats,        # (N, d) features of the training images (what the model saw)
                  heldout_feats,      # (n, d) features of held-out images from the same distribution, never trained on
                  gen_feats,          # (m, d) features of generated images
                  n_cells: int = 10,  # k-means cells of the training features
                  min_gen: int = 20,  # cells with fewer generated (or held-out) samples are left out, as in the paper
                  seed: int = 0,      # k-means initialisation
+                 n_boot: int = 0,    # bootstrap replicates over the generated samples (0: no interval)
                  ) -> dict:
-    """Meehan et al. (2020)'s data-copying statistic C_T. The training features are split into k-means cells; in each
-    cell the distances of the generated samples to their nearest training image are compared with those of the
-    held-out images by a Mann-Whitney test (z-score), and the z-scores are averaged with the held-out share of each
-    cell as weight. Well below 0: the samples sit closer to training images than new real images do (copying); about
-    0: as close as new data; well above 0: farther (underfitting)."""
-    from sklearn.cluster import KMeans
-    T, P, Q = (np.asarray(x, np.float64) for x in (train_feats, heldout_feats, gen_feats))
-    if not (T.ndim == P.ndim == Q.ndim == 2 and T.shape[1] == P.shape[1] == Q.shape[1]):
-        raise ValueError(f"need (N, d), (n, d) and (m, d) features with one d, got {T.shape}, {P.shape}, {Q.shape}")
-    if n_cells < 1 or len(T) < n_cells: raise ValueError(f"n_cells={n_cells} needs at least that many training rows")
-    km = KMeans(n_clusters=n_cells, n_init=10, random_state=seed).fit(T)
-    Tt = torch.as_tensor(T)
-    def nn_dist(x):                                                         # distance to the nearest training row
-        return torch.cat([torch.cdist(torch.as_tensor(x[i:i + 2048]), Tt).min(1).values
-                          for i in range(0, len(x), 2048)]).numpy()
-    dP, dQ = nn_dist(P), nn_dist(Q)
-    cP, cQ = km.predict(P), km.predict(Q)
-    cells, zs, ws = [], [], []
-    for c in range(n_cells):
-        p, q = dP[cP == c], dQ[cQ == c]
-        if len(q) < min_gen or len(p) < min_gen: continue
-        z = _mann_whitney_z(q, p)
-        cells.append(dict(cell=c, n_heldout=len(p), n_gen=len(q), z=z)); zs.append(z); ws.append(len(p) / len(P))
-    if not zs:
-        raise ValueError(f"no cell holds {min_gen} generated and {min_gen} held-out samples: use fewer cells or more samples")
-    ct = float(np.average(zs, weights=ws))
-    return dict(ct=ct, cells=cells, n_cells=n_cells, cells_used=len(zs), heldout_share_used=float(sum(ws)),
-                n_train=len(T), n_heldout=len(P), n_gen=len(Q))
+    """Meehan et al. (2020)'s C_T of one generated set (`CopyingTest`): below 0 copying, about 0 like new data, above 0
+    underfitting. Returns a dict with `ct` (and with `n_boot`, its interval `ct_lo`, `ct_hi` and replicates `ct_boot`)."""
+    return CopyingTest(train_feats, heldout_feats, n_cells=n_cells, min_gen=min_gen, seed=seed)(gen_feats, n_boot=n_boot)
 
 
 # %% ../nbs/api/08_eval.ipynb #b6a1a24f

@@ -16,22 +16,23 @@ from fastcore.basics import patch
 from .report import cached_arm, config_hash, markdown_table, parameter_defaults, write_metrics, save_image_grid
 from .arms import arm_cache, train_arm
 from .paper import PAPER, REPORTS
-from .eval import mnist_reference, cifar_reference, fid_interval, FIDFeatures, load_stats, stats_mode
+from .eval import (cifar_reference, fid_interval, FIDFeatures, load_stats, stats_mode, mnist_split_features,
+                       precision_recall, CopyingTest)
 from .utils import atomic_write, get_device, repo_root, to_uint8
 from .bank import MemoryBank, per_class_subset
 from .checkpoint import latest_checkpoint
 from .config import TrainConfig, get_preset
 from .data import Cifar10Dataset, Mnist5kDataset
-from .factory import build_bank_file, build_dataset
+from .factory import build_bank_file, build_dataset, build_encoder
 from .inference import decode_samples, generate, load_run
 from .samplers import sampler_settings
 from .tokenizers import LatentDataset, LatentDecoder
 from .train import read_metrics
 
 # %% auto #0
-__all__ = ['PRESET_NAMES', 'LOCAL_PRESETS', 'SCALES', 'IMAGENET_TRAIN_IMAGES', 'PAPER_RUNS', 'PAPER_INPUTS', 'SCALE_PARAMS',
-           'resolve_out_dir', 'report_command', 'Scale', 'paper_scale', 'scale_for', 'require_paper_inputs',
-           'paper_run_inputs', 'start', 'arm_config', 'Experiment']
+__all__ = ['PRESET_NAMES', 'LOCAL_PRESETS', 'SCALES', 'IMAGENET_TRAIN_IMAGES', 'PAPER_RUNS', 'PAPER_INPUTS', 'REPORT_SCALES',
+           'SCALE_PARAMS', 'SCORE_FIELDS', 'resolve_out_dir', 'report_command', 'Scale', 'paper_scale', 'scale_for',
+           'require_paper_inputs', 'paper_run_inputs', 'start', 'arm_config', 'Experiment', 'score_fields']
 
 # %% ../nbs/api/12_experiments.ipynb #acd19d96
 PRESET_NAMES = ("smoke", "cpu", "paper")
@@ -62,7 +63,8 @@ class Scale:
     pca_dim: int = 32                  # smoke bank encoder: PCA of the pixels with this many components
     svd_rank: int = 16                 # rank of the low-rank ("SVD on") bank; paper default 64 of 768
     n_samples: int = 48                # generated images per FID (equal for every arm); paper: 50,000
-    n_ref: int = 300                   # real images behind the reference statistics (smoke; paper: whole set)
+    n_ref: int = 300                   # real images behind the reference (smoke/cpu: held-out digits, at most 1,000; paper: whole set)
+    n_train_ref: int = 300             # smoke/cpu: training digits behind fid_train and C_T (at most 4,000)
     sample_steps: int = 25             # default sampler steps (smoke: Euler, NFE = steps)
     mode: str = "sde"                  # default solver: "sde" (paper's choice) or "ode"
     method: str = "euler"              # "euler" or "heun"
@@ -71,6 +73,7 @@ class Scale:
     n_boot: int = 200                  # bootstrap replicates behind each FID interval (0: none)
     seeds: int = 1                     # training seeds of the headline arms (GMem vs class-conditional)
     n_curve: int = 0                   # samples per FID-curve point, the last included (0: n_samples); one N for the whole curve
+    sampler: str = ""                  # default sampler: a gmem.samplers.SAMPLER_PRESETS name ("": mode/method/sample_steps)
 
     def __post_init__(self):
         for k in ("train_steps", "batch_size", "ckpt_every", "image_size", "n_samples", "n_ref", "sample_steps", "grid"):
@@ -81,12 +84,14 @@ class Scale:
 
 SCALES = {
     "smoke": Scale(),   # CI: proves the code runs; its numbers decide nothing
-    # cpu: decides claims on a 2-core CPU. 2,500 steps x 32 (80k images, ~4.5 min per arm) is where GMem's samples
-    # become digits and the arms separate; 1,000 samples per FID against the whole training set (5,000 digits, as
-    # the paper scores CIFAR-10), SDE Heun with 25 steps (49 NFE), 3 training seeds for the headline comparison.
+    # cpu: decides claims on a 2-core CPU. The arms train on the 4,000 training digits of MNIST-5k's fixed split;
+    # 2,500 steps x 32 (80k images, ~3 min per arm) is where GMem's samples become digits and the arms separate;
+    # 1,000 samples per FID against the 1,000 held-out digits (`fid_heldout`, the verdicts; the paper's ImageNet
+    # protocol) and the 4,000 training digits (`fid_train`, its CIFAR protocol); the official SDE (Heun, 50 steps,
+    # 99 NFE, final mean step); 2 training seeds per compared arm (REPORT_SCALES: efficiency runs 3, to 320k images).
     "cpu": Scale(train_steps=2500, batch_size=32, ckpt_every=125, image_size=16, pca_dim=32, svd_rank=16,
-                 n_samples=1000, n_ref=5000, sample_steps=25, mode="sde", method="heun", grid=64, n_boot=200, seeds=3,
-                 n_curve=250),
+                 n_samples=1000, n_ref=1000, n_train_ref=4000, sample_steps=50, mode="sde", method="heun", grid=64, n_boot=200, seeds=2,
+                 n_curve=500, sampler="official-sde"),
     # paper: FID-50K, SDE sampler, rank-64 bank; steps, batch, checkpoints and backbone come from the trainer preset
     # of the run (`paper_scale`): CIFAR-10 pixels (Table 6: Euler 50 steps) or ImageNet latents (official: Heun 50)
     "paper": Scale(train_steps=200_000, batch_size=128, ckpt_every=10_000, image_size=32, pca_dim=768, svd_rank=64,
@@ -156,6 +161,12 @@ def paper_run_inputs(trainer_preset: str) -> dict[str, str]:
                          f"and latent-store presets")
     return PAPER_INPUTS[ds]
 
+REPORT_SCALES: dict[str, dict[str, dict]] = {   # report -> preset -> what differs from SCALES[preset]
+    # Table 2 at cpu: 10,000 steps x 32 = 320k images (80 epochs of the 4,000 training digits), 3 seeds of GMem and
+    # the class-conditional baseline, checkpoints every 250 steps for a log-spaced curve
+    "efficiency": {"cpu": dict(train_steps=10_000, ckpt_every=250, seeds=3)},
+}
+
 SCALE_PARAMS = ("train_steps", "batch_size", "ckpt_every", "n_samples", "n_ref", "sample_steps", "model", "seeds",
                 "n_curve")   # notebook parameters that size the preset's Scale (None: the preset's value)
 
@@ -175,6 +186,8 @@ def start(name: str,                 # report name
         if not torch.cuda.is_available():
             import warnings
             warnings.warn("preset 'paper' without a GPU: at the paper's settings this would take months on a CPU")
+    scale_overrides = {**REPORT_SCALES.get(name, {}).get(preset, {}),
+                       **{k: v for k, v in scale_overrides.items() if v is not None}}
     scale = scale_for(preset, trainer, **scale_overrides)
     return Experiment(name, preset, params["out_dir"], scale, cache_dir=params.get("cache_dir", ""),
                       device=params.get("device"), num_threads=params.get("num_threads", 0),
@@ -203,8 +216,10 @@ def arm_config(scale: Scale,                 # from `scale_for`
     "The `gmem.config.TrainConfig` of one arm."
     if preset in LOCAL_PRESETS:
         cfg = get_preset("mnist-smoke")
-        ov = {"data.limit": None, "data.image_size": scale.image_size, "bank.pca_dim": scale.pca_dim,
-              "bank.batch_size": 500, "model.patch_size": 4}
+        # the 4,000 training digits of MNIST-5k's fixed split: training, bank and PCA encoder; the 1,000 held-out
+        # digits are only ever scored against (gmem.data.mnist5k_split)
+        ov = {"data.limit": None, "data.split": "train", "data.image_size": scale.image_size,
+              "bank.pca_dim": scale.pca_dim, "bank.batch_size": 500, "model.patch_size": 4}
     elif preset == "paper":
         cfg = get_preset(paper_preset, optim="paper")
         ov = {"data.root": data_root or cfg.data.root, "bank.encoder_weights": encoder_weights or None}
@@ -266,6 +281,7 @@ class Experiment:
         self.tokenizer_weights = tokenizer_weights
         self.t0 = time.perf_counter()
         self._ref = None
+        self._encoder, self._copying = None, {}   # bank encoder and C_T tests of smoke/cpu (bank_codes, copying_test)
         self._costs: dict[str, float] = {}   # "kind/cache hash" -> its recorded seconds (see _cached, compute_seconds)
 
     def _cached(self, kind: str, key: dict, fn, *cost_fields: str) -> dict:
@@ -282,10 +298,12 @@ class Experiment:
 
     def standard(self, method: str = "gmem", **knobs):
         """The config of a named arm shared by the reports (same config = same cached arm): "gmem" (Table 4's
-        reference row: zero mask 0.4, SVD bank), "sit" (class-conditional SiT baseline), "uncond"; `knobs` change it."""
+        reference row: zero mask 0.4, trained on the full snippets as the official code trains; `evaluate` samples it
+        from the rank-`scale.svd_rank` bank, the paper's "SVD" setting), "sit" (class-conditional SiT baseline),
+        "uncond"; `knobs` change it (`svd_rank=k`: also *train* on the rank-k bank, an extra row)."""
         conds = dict(gmem="snippet", sit="class", uncond="none")
         if method not in conds: raise ValueError(f"unknown method {method!r}; valid: {', '.join(conds)}")
-        base = dict(mask_ratio=0.4, mask_strategy="zero", svd_rank=self.scale.svd_rank)
+        base = dict(mask_ratio=0.4, mask_strategy="zero", svd_rank=None)
         return self.config(cond=conds[method], **dict(base, **knobs))
 
 # %% ../nbs/api/12_experiments.ipynb #010db9c2
@@ -355,9 +373,12 @@ def _half_bank(self: Experiment, cfg, run: Path, fraction: float):
 # %% ../nbs/api/12_experiments.ipynb #822520cb
 @patch
 def reference(self: Experiment):
-    "(mu, sigma, meta) of the real images FID compares with."
+    """(mu, sigma, meta) of the real images FID compares with: at smoke/cpu the held-out MNIST-5k digits (the first
+    `n_ref` of the 1,000 nothing trains on; the paper's ImageNet protocol), at paper the paper's reference."""
     if self._ref is None:
-        if self.preset in LOCAL_PRESETS: self._ref = mnist_reference(self.scale.image_size, self.scale.n_ref, self.progress)
+        if self.preset in LOCAL_PRESETS:
+            f = self.real_features("heldout")
+            self._ref = (f.mean(0), np.cov(f, rowvar=False), dict(mode="clean", name="mnist5k", split="heldout", n=len(f)))
         elif self.fid_stats:
             self._ref = load_stats(self.fid_stats)
         elif self.dataset == "latents":
@@ -367,47 +388,88 @@ def reference(self: Experiment):
     return self._ref
 
 @patch
+def real_features(self: Experiment, split: str) -> np.ndarray:
+    """Inception features of the smoke/cpu reference sets: the first `n_ref` held-out digits ("heldout") or the first
+    `n_train_ref` training digits ("train"), from `gmem.eval.mnist_split_features` (cached)."""
+    n = self.scale.n_ref if split == "heldout" else self.scale.n_train_ref
+    return mnist_split_features(split, self.scale.image_size, n, progress=self.progress)
+
+@patch
+def bank_codes(self: Experiment, images: torch.Tensor | None = None, split: str | None = None) -> np.ndarray:
+    """Images in [-1, 1] (or a reference split, as `real_features`) in the bank encoder's space: the PCA encoder of
+    the standard GMem arm's bank, fitted on the training digits (smoke/cpu only)."""
+    if self._encoder is None:
+        enc_dir = self.bank_file(self.standard("gmem")).parent
+        self._encoder = build_encoder(self.standard("gmem"), None, enc_dir, device="cpu")
+    if split is not None:
+        n = self.scale.n_ref if split == "heldout" else self.scale.n_train_ref
+        ds = Mnist5kDataset(image_size=self.scale.image_size, split=split)
+        images = torch.stack([ds[i][0] for i in range(min(n, len(ds)))])
+    with torch.no_grad():
+        return torch.cat([self._encoder(images[i:i + 500].float().cpu())[0]
+                          for i in range(0, len(images), 500)]).double().numpy()
+
+@patch
+def copying_test(self: Experiment, space: str, n_gen: int) -> CopyingTest:
+    "The C_T test of one feature space ('inception' or 'bank') against the reference sets (10 cells; tiny runs: 2)."
+    big = n_gen >= 400
+    key = (space, big)
+    if key not in self._copying:
+        get = self.real_features if space == "inception" else (lambda sp: self.bank_codes(split=sp))
+        self._copying[key] = CopyingTest(get("train"), get("heldout"), n_cells=10 if big else 2, min_gen=20 if big else 1)
+    return self._copying[key]
+
+@patch
 def evaluate(self: Experiment,
              run: Path,                 # run folder from train_arm
              step: int | None = None,   # checkpoint step (None = the last)
              *,
-             steps: int | None = None,  # sampler steps (None = scale.sample_steps)
-             mode: str | None = None,   # "sde" | "ode" (None = scale.mode)
-             method: str | None = None, # "euler" | "heun" (None = scale.method)
+             steps: int | None = None,  # sampler steps (None = the scale's sampler)
+             mode: str | None = None,   # "sde" | "ode" (None = the scale's sampler)
+             method: str | None = None, # "euler" | "heun" (None = the scale's sampler)
              n: int | None = None,      # samples (None = scale.n_samples)
              sample_seed: int | None = None,  # first sample seed (None = the experiment's)
              sampler: str | None = None,  # official settings ("official-ode": Euler, 49 steps, shift 0.3); others override
+             bank_rank: int | None = None,  # sampling bank of a GMem arm trained on full snippets: None = rank
+                                            # scale.svd_rank (the paper's "SVD" row, sampled the official way), 0 = full
              ) -> dict:
-    "FID (and NFE, timings, sample grid path) of a checkpoint under one sampler; cached."
+    """Scores of a checkpoint under one sampler, cached: FID with its interval and NFE; at smoke/cpu also `fid_heldout`
+    (= `fid`), `fid_train`, precision/recall and C_T in Inception and bank-encoder space (`score_fields`)."""
     sc = self.scale
-    settings = sampler_settings(sampler if sampler is not None else dict(mode=sc.mode, method=sc.method,
-                                steps=sc.sample_steps), steps=steps, mode=mode, method=method)   # resolved once
+    base = sc.sampler or dict(mode=sc.mode, method=sc.method, steps=sc.sample_steps)
+    settings = sampler_settings(sampler if sampler is not None else base, steps=steps, mode=mode, method=method)
     steps, mode, method, n = settings.steps, settings.mode, settings.method, n or sc.n_samples
     if step is None:
         last = latest_checkpoint(run)
         if last is None: raise FileNotFoundError(f"no checkpoint in {run}: train the arm first")
         step = int(last.stem.split("-")[1])
     ckpt = run / "checkpoints" / f"step-{step:08d}.pt"
+    cfg = TrainConfig.from_yaml(run / "config.yaml")
+    rank = None
+    if cfg.model.cond == "snippet" and not cfg.bank.rank:
+        rank = sc.svd_rank if bank_rank is None else (int(bank_rank) or None)
     ref_key = (dict(stats=str(self.fid_stats)) if self.preset == "paper" and self.fid_stats else
                dict(dataset="cifar10", root=str(self.data_root), n_ref=sc.n_ref) if self.preset == "paper" else
-               dict(dataset="mnist5k", size=sc.image_size, n_ref=sc.n_ref))
+               dict(dataset="mnist5k", size=sc.image_size, heldout=sc.n_ref, train=sc.n_train_ref, format=2))
     seed = self.sample_seed if sample_seed is None else sample_seed
-    key = dict(kind="eval", run=run.parent.name, step=step, steps=steps, mode=mode, method=method, n=n,
-               seed=seed, reference=ref_key, n_boot=sc.n_boot, **({"sampler": sampler} if sampler else {}))
+    key = dict(kind="eval", run=run.parent.name, step=step, settings=settings.to_dict(), n=n, seed=seed,
+               reference=ref_key, n_boot=sc.n_boot, sample_bank_rank=rank)
     def fn(d: Path) -> dict:
         if not ckpt.exists(): raise FileNotFoundError(f"checkpoint {ckpt} is missing (kept: keep_last too small?)")
-        return self._evaluate(ckpt, d, settings=settings, n=n, seed=seed)
+        return self._evaluate(ckpt, d, settings=settings, n=n, seed=seed, rank=rank)
     res = self._cached("eval", key, fn, "sample_seconds", "fid_seconds")
     res["grid_path"] = str(self.cache / "eval" / config_hash(key) / "samples.png")
     return dict(res, step=step)
 
 @patch
 @torch.no_grad()
-def _evaluate(self: Experiment, ckpt: Path, d: Path, *, settings, n, seed) -> dict:
+def _evaluate(self: Experiment, ckpt: Path, d: Path, *, settings, n, seed, rank=None) -> dict:
     run = load_run(ckpt, device=self.device)
     sample_bank = ckpt.parent.parent / "bank-sample.safetensors"
     if run.bank is not None and sample_bank.exists():       # half bank: sample from the kept rows only
         run.bank = MemoryBank.load(sample_bank).to(run.device)
+    if run.bank is not None and rank:                       # official SVD: trained on full snippets, sampled low-rank
+        run.bank = run.bank.with_rank(rank)
     t = time.perf_counter()
     xs = [self._to_images(run, x) for x in generate(run, n, seed=seed, sampler=settings,
                                                       batch_size=min(n, 256))]
@@ -416,21 +478,51 @@ def _evaluate(self: Experiment, ckpt: Path, d: Path, *, settings, n, seed) -> di
     save_image_grid(x[: self.scale.grid], d / "samples.png", nrow=int(math.sqrt(self.scale.grid)) or 1,
                     scale=4 if x.shape[-1] <= 32 else 1)
     t = time.perf_counter()
-    iv, weights = self.fid_interval_of(x)
-    return dict(fid=iv["fid"], lo=iv["lo"], hi=iv["hi"], boot=iv["boot"], n=iv["n"], nfe=settings.nfe,
-                sample_seconds=t_sample, fid_seconds=time.perf_counter() - t, fid_weights=weights)
+    iv, weights, feats = self.fid_interval_of(x, return_features=True)
+    out = dict(fid=iv["fid"], lo=iv["lo"], hi=iv["hi"], boot=iv["boot"], n=iv["n"], nfe=settings.nfe,
+               sample_bank_rank=rank or 0, fid_weights=weights)
+    if self.preset in LOCAL_PRESETS: out.update(self._local_scores(x, feats))
+    return dict(out, sample_seconds=t_sample, fid_seconds=time.perf_counter() - t)
 
 @patch
-def fid_interval_of(self: Experiment, images: torch.Tensor, n_boot: int | None = None) -> tuple[dict, str | None]:
+def _local_scores(self: Experiment, x: torch.Tensor, feats: np.ndarray) -> dict:
+    "fid_heldout / fid_train with intervals, precision/recall and C_T (Inception and bank encoder) of samples `x`."
+    sc, out = self.scale, {}
+    tr = self.real_features("train")
+    t = fid_interval(tr.mean(0), np.cov(tr, rowvar=False), feats, n_boot=sc.n_boot, seed=self.sample_seed)
+    h = fid_interval(*self.reference()[:2], feats, n_boot=sc.n_boot, seed=self.sample_seed)
+    out.update(fid_heldout=h["fid"], fid_heldout_lo=h["lo"], fid_heldout_hi=h["hi"], fid_train=t["fid"],
+               fid_train_lo=t["lo"], fid_train_hi=t["hi"], fid_train_boot=t["boot"])
+    codes = self.bank_codes(x)
+    for space, f, held in (("", feats, self.real_features("heldout")), ("_bank", codes, self.bank_codes(split="heldout"))):
+        pr = precision_recall(held, f)
+        c = self.copying_test("inception" if not space else "bank", len(f))(f, n_boot=sc.n_boot, boot_seed=self.sample_seed)
+        out.update({f"precision{space}": pr["precision"], f"recall{space}": pr["recall"], f"ct{space}": c["ct"],
+                    f"ct{space}_lo": c.get("ct_lo"), f"ct{space}_hi": c.get("ct_hi"),
+                    f"ct{space}_boot": c.get("ct_boot", []), f"ct{space}_cells": c["cells_used"]})
+    return out
+
+SCORE_FIELDS = ("fid_heldout", "fid_heldout_lo", "fid_heldout_hi", "fid_train", "fid_train_lo", "fid_train_hi",
+                "precision", "recall", "ct", "ct_lo", "ct_hi", "precision_bank", "recall_bank", "ct_bank",
+                "ct_bank_lo", "ct_bank_hi")
+
+def score_fields(ev: dict) -> dict:
+    "The columns every report row records from an `evaluate` result (None where the preset does not compute them)."
+    return {k: ev.get(k) for k in SCORE_FIELDS}
+
+@patch
+def fid_interval_of(self: Experiment, images: torch.Tensor, n_boot: int | None = None,
+                    return_features: bool = False) -> tuple:
     """FID of images in [-1, 1] against this experiment's reference with its bootstrap interval (`fid_interval`,
-    paired across arms: same bootstrap seed), and the Inception 'weights (mode, backend)' used."""
+    paired across arms: same bootstrap seed), and the Inception 'weights (mode, backend)' used (and the features)."""
     mu_r, sig_r, meta_r = self.reference()
     ext = FIDFeatures(device=self.device, mode=stats_mode(meta_r))   # the reference's pipeline (ADM's npz: TF resize)
     u8 = to_uint8(images)
     feats = ext(u8)
     nb = self.scale.n_boot if n_boot is None else n_boot
-    return (fid_interval(mu_r, sig_r, feats, n_boot=nb, seed=self.sample_seed),
-            f"{ext.info.get('weights')} ({ext.mode}, {ext.backend})")
+    out = (fid_interval(mu_r, sig_r, feats, n_boot=nb, seed=self.sample_seed),
+           f"{ext.info.get('weights')} ({ext.mode}, {ext.backend})")
+    return out + (feats,) if return_features else out
 
 @patch
 def fid_of(self: Experiment, images: torch.Tensor) -> tuple[float, int, str | None]:
@@ -471,10 +563,11 @@ def tokenizer(self: Experiment) -> str:
 def real_images(self: Experiment, n: int, start: int | None = None) -> torch.Tensor:
     """`n` real training images in [-1, 1], as the arms' data shows them: MNIST digits (smoke), CIFAR-10 images, or
     (latent presets) the store's latents of the unflipped views decoded by its tokenizer - which puts the
-    tokenizer's own reconstruction error into the floor, as it is in every generated image. `start` None: after
-    the `n_ref` reference images when the set has room (held out from the reference), else from item 0.
-    Sets `real_kind`: "held-out" when none of them is among the reference images, else "training" (the reference
-    is the whole set, as at `cpu`), "real" when the reference is a statistics file."""
+    tokenizer's own reconstruction error into the floor, as it is in every generated image. smoke/cpu: the first `n`
+    training digits (`start`: from that one), which are not among the held-out reference digits. Else, `start` None:
+    after the `n_ref` reference images when the set has room (held out from the reference), else from item 0.
+    Sets `real_kind`: "training" (smoke/cpu: training digits, disjoint from the held-out reference), "held-out"
+    when none of them is among the reference images, "real" when the reference is a statistics file."""
     def first(N):
         a = max(0, min(self.scale.n_ref, N - n)) if start is None else start
         self.real_kind = ("real" if self.preset == "paper" and self.fid_stats else
@@ -489,7 +582,9 @@ def real_images(self: Experiment, n: int, start: int | None = None) -> torch.Ten
     if self.dataset == "cifar10":
         ds = Cifar10Dataset(self.data_root, image_size=32)
     else:
-        ds = Mnist5kDataset(image_size=self.scale.image_size)
+        ds = Mnist5kDataset(image_size=self.scale.image_size, split="train")
+        a, self.real_kind = start or 0, "training"
+        return torch.stack([ds[i][0] for i in range(a, min(a + n, len(ds)))])
     a = first(len(ds))
     return torch.stack([ds[i][0] for i in range(a, min(a + n, len(ds)))])
 

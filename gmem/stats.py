@@ -8,16 +8,19 @@ import math
 import numpy as np
 
 # %% auto #0
-__all__ = ['Z_DETECT', 'VERDICTS', 'compare', 'direction', 'no_worse', 'check_line', 'speedup', 'curve_steps', 'speedup_interval']
+__all__ = ['Z_DETECT', 'VERDICTS', 'COPYING_THRESHOLD', 'compare', 'direction', 'no_worse', 'check_line', 'speedup',
+           'copying_checks', 'curve_steps', 'speedup_interval']
 
 # %% ../nbs/api/08a_stats.ipynb #d9218b1c
 Z_DETECT = 1.959964 + 0.841621   # two-sided 5% test with 80% power: detectable gap = Z_DETECT x SE
 
-def _runs(x) -> list[dict]:
-    "A result dict, a list of per-seed result dicts, or a bare FID -> list of {fid, boot}."
+def _runs(x, metric: str = "fid") -> list[dict]:
+    """A result dict, a list of per-seed result dicts, or a bare number -> list of {fid, boot}: the `metric` and its
+    centred bootstrap replicates (`boot` for FID, `<metric>_boot` for another, e.g. `ct`)."""
     if isinstance(x, dict): x = [x]
-    elif isinstance(x, (int, float, np.floating)): x = [dict(fid=float(x))]
-    runs = [dict(fid=float(r["fid"]), boot=list(r.get("boot") or [])) for r in x]
+    elif isinstance(x, (int, float, np.floating)): x = [{metric: float(x)}]
+    bk = "boot" if metric == "fid" else f"{metric}_boot"
+    runs = [dict(fid=float(r[metric]), boot=list(r.get(bk) or [])) for r in x]
     if not runs: raise ValueError("compare needs at least one result per arm")
     return runs
 
@@ -26,9 +29,10 @@ def compare(a,                    # arm A: result dict(s) with 'fid' and 'boot' 
             n_outer: int = 2000,  # hierarchical bootstrap replicates
             seed: int = 0,
             level: float = 0.95,
+            metric: str = "fid",  # the statistic compared: "fid", or another with `<metric>_boot` replicates ("ct")
             ) -> dict:
     "Interval on gap = mean FID(B) - mean FID(A) over training seeds and sampling noise (hierarchical bootstrap)."
-    A, B = _runs(a), _runs(b)
+    A, B = _runs(a, metric), _runs(b, metric)
     gap = float(np.mean([r["fid"] for r in B]) - np.mean([r["fid"] for r in A]))
     nb = min(len(r["boot"]) for r in A + B)
     if nb == 0 and (len(A) < 2 or len(B) < 2):
@@ -55,7 +59,7 @@ def compare(a,                    # arm A: result dict(s) with 'fid' and 'boot' 
 # %% ../nbs/api/08a_stats.ipynb #eff79881
 VERDICTS = ("holds", "contradicted", "unresolved")
 
-def _mean_fid(x) -> float: return float(np.mean([r["fid"] for r in _runs(x)]))
+def _mean_fid(x, metric: str = "fid") -> float: return float(np.mean([r["fid"] for r in _runs(x, metric)]))
 
 def _ci_text(c: dict) -> str:
     return f"95% interval [{c['lo']:+.2f}, {c['hi']:+.2f}], covering {c['covers']}"
@@ -66,13 +70,14 @@ def direction(claim: str,        # e.g. "SDE beats ODE"
               better_name: str = "", worse_name: str = "",
               noise: float | None = None,       # without bootstrap replicates: FID change from sampling noise alone
               paper_gap: float | None = None,   # the paper's FID gap (worse - better), shown beside ours
+              metric: str = "fid",              # the results' key: "fid", or "fid_train" (another reference set)
               ) -> dict:
     """A claim "A beats B" (lower FID is better), checked on an interval of the gap FID(B) - FID(A): `holds` when it
     excludes zero in the paper's direction, `contradicted` when it excludes zero the other way, else `unresolved`,
     with the smallest gap this budget could detect. Results with bootstrap replicates (`fid_interval`) get a paired
     interval; bare numbers fall back on a sampling-noise estimate (`noise`), and with neither nothing is decided."""
-    fb, fw = _mean_fid(better), _mean_fid(worse)
-    c = compare(better, worse)
+    fb, fw = _mean_fid(better, metric), _mean_fid(worse, metric)
+    c = compare(better, worse, metric=metric)
     gap = fw - fb
     head = (f"{better_name or 'first'} {fb:.2f} vs {worse_name or 'second'} {fw:.2f}: gap {gap:+.2f} FID"
             + (f" (paper {paper_gap:+.2f})" if paper_gap is not None else ""))
@@ -98,15 +103,16 @@ def no_worse(claim: str,      # e.g. "half bank costs little"
              noise: float | None = None,      # without bootstrap replicates: FID change from sampling noise alone
              margin: float | None = None,     # the cost that still counts as "little" (None: 5% of the base FID)
              paper_gap: float | None = None,  # the paper's cost (arm - base)
+             metric: str = "fid",             # the results' key: "fid", or "fid_train" (another reference set)
              ) -> dict:
     """A "costs little" claim as a non-inferiority check on cost = FID(arm) - FID(base): `holds` when the interval
     lies below `margin`, `contradicted` when it lies above it, else `unresolved`. Being better holds too.
     Stored like `direction`'s (a positive gap is the paper's direction): gap = -cost, its interval and the paper's
     gap likewise negated; `cost`, `cost_lo`, `cost_hi` and `paper_cost` keep the cost view."""
-    fa, fb = _mean_fid(arm), _mean_fid(base)
+    fa, fb = _mean_fid(arm, metric), _mean_fid(base, metric)
     cost = fa - fb
     margin = 0.05 * fb if margin is None else margin
-    c = compare(base, arm)
+    c = compare(base, arm, metric=metric)
     head = (f"{arm_name or 'first'} {fa:.2f} vs {base_name or 'second'} {fb:.2f}: "
             f"{'worse' if cost > 0 else 'better'} by {abs(cost):.2f} FID"
             + (f" (paper {paper_gap:+.2f})" if paper_gap is not None else "") + f"; margin {margin:.2f}")
@@ -152,6 +158,43 @@ def speedup(gmem_curve: list[tuple[float, float]],      # [(images seen, FID)] o
                         speedup=target_images / imgs, bound="interpolated")
     return dict(target_fid=target, baseline_images=target_images, gmem_images=None,
                 speedup=target_images / g[-1][0], bound="at most (GMem never reached the baseline's final FID)")
+
+# %% ../nbs/api/08a_stats.ipynb #4394123d
+COPYING_THRESHOLD = -2.0   # C_T below this: significantly closer to the training images than new data (copying)
+
+def _copy_check(claim, c, cut, names, detail_head) -> dict:
+    verdict = "holds" if c["lo"] > cut else "contradicted" if c["hi"] < cut else "unresolved"
+    return dict(claim=claim, kind="copying", verdict=verdict, holds=verdict == "holds",
+                within_noise=verdict == "unresolved", gap=c["gap"], lo=c["lo"], hi=c["hi"], margin=cut,
+                detectable=c["detectable"], seeds=list(c["seeds"]),
+                detail=f"{detail_head}; 95% interval [{c['lo']:+.2f}, {c['hi']:+.2f}], covering {c['covers']}")
+
+def copying_checks(gmem,                      # GMem's results with `ct` and `ct_boot`: a dict or one per training seed
+                   base,                      # the baseline's, the same way (same samples seeds: paired)
+                   gmem_name: str = "GMem", base_name: str = "class-conditional SiT",
+                   space: str = "Inception",  # the feature space of the C_T, for the claim's text
+                   metric: str = "ct",        # the results' key ("ct": Inception; "ct_bank": the bank encoder's)
+                   margin: float = 1.0,       # "no lower" allows this much (z-units)
+                   threshold: float = COPYING_THRESHOLD,
+                   ) -> list[dict]:
+    """The two checks of "GMem does not merely memorize": C_T no lower than the baseline's, and above the copying
+    threshold; each `holds` / `contradicted` / `unresolved` on its interval."""
+    G, B = _runs(gmem, metric), _runs(base, metric)
+    c1 = compare(base, gmem, metric=metric)                       # gap = C_T(GMem) - C_T(base)
+    g, b = float(np.mean([r["fid"] for r in G])), float(np.mean([r["fid"] for r in B]))
+    first = _copy_check(f"GMem copies no more than the {base_name}: C_T ({space}) no lower (margin {margin:g})", c1,
+                        -margin, (gmem_name, base_name),
+                        f"C_T {gmem_name} {g:+.2f} vs {base_name} {b:+.2f}: difference {c1['gap']:+.2f}")
+    nb = min(len(r["boot"]) for r in G)
+    const = dict(**{metric: threshold, f"{metric}_boot": [threshold] * nb})
+    c2 = compare(const, gmem, metric=metric)                      # gap = C_T(GMem) - threshold
+    c2 = dict(c2, lo=c2["lo"] + threshold if c2["lo"] is not None else None,
+              hi=c2["hi"] + threshold if c2["hi"] is not None else None, gap=g)
+    if c2["lo"] is None: c2 = dict(c2, lo=-math.inf, hi=math.inf)
+    second = _copy_check(f"{gmem_name} does not copy: C_T ({space}) above the copying threshold {threshold:g}", c2,
+                         threshold, (gmem_name,), f"C_T {gmem_name} {g:+.2f}")
+    second["seeds"] = [len(G)]
+    return [first, second]
 
 # %% ../nbs/api/08a_stats.ipynb #f2386ddd
 def curve_steps(total: int,        # training steps of the arm
