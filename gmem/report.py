@@ -195,16 +195,22 @@ def cached_arm(root: str | os.PathLike,       # folder of the sweep's arms
                fn: Callable[[Path], dict],    # runs the arm in the given folder, returns a JSON-able dict
                force: bool = False,           # recompute even when a finished result exists
                ) -> dict:
-    "Return the arm's stored result when it finished before, else run `fn(arm_dir)` and store its result."
+    """Return the arm's stored result when it finished before, else run `fn(arm_dir)` and store its result. Processes
+    that share the cache (two reports run side by side) take a lock per arm: the second waits and reuses the result."""
+    from filelock import FileLock
     d = Path(root) / config_hash(config)
     res = d / "result.json"
     if res.exists() and not force:
         return json.loads(res.read_text())["result"]
-    d.mkdir(parents=True, exist_ok=True)
-    result = _jsonable(fn(d))
-    _check_finite(result, "result")
-    with atomic_write(res, "w") as f:
-        json.dump(dict(config=_jsonable(config), result=result, provenance=provenance()), f, indent=2)
+    d.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{d}.lock"):
+        if res.exists() and not force:            # finished by another process while this one waited
+            return json.loads(res.read_text())["result"]
+        d.mkdir(parents=True, exist_ok=True)
+        result = _jsonable(fn(d))
+        _check_finite(result, "result")
+        with atomic_write(res, "w") as f:
+            json.dump(dict(config=_jsonable(config), result=result, provenance=provenance()), f, indent=2)
     return result
 
 # %% ../nbs/api/11_report.ipynb #a092e6d4
