@@ -84,17 +84,20 @@ def test_paper_experiment_on_a_latent_store(paper_inputs, tmp_path):
     assert exp.dataset == "latents" and exp.dataset_label == "ImageNet 256"
     cfg = exp.standard("gmem")
     assert (cfg.data.dataset, cfg.data.root, cfg.bank.path) == ("latents", str(p["store"]), str(p["bank"]))
-    assert cfg.model.repa_depth == 4 and cfg.data.flip_prob == 0.5 and cfg.bank.rank == 8   # official REPA and flips
+    assert cfg.model.repa_depth == 4 and cfg.data.flip_prob == 0.5   # official REPA and flips
+    assert cfg.bank.rank is None        # official SVD: trained on each image's full snippet, sampled from the rank-8 bank
     run, tr = exp.train_arm(cfg)
     assert tr["steps"] == 2 and math.isfinite(tr["loss"])
     ev = exp.evaluate(run)
     assert math.isfinite(ev["fid"]) and ev["fid"] > 0 and ev["n"] == 4 and ev["nfe"] == 2
+    assert ev["sample_bank_rank"] == 8
     from PIL import Image
     assert Image.open(ev["grid_path"]).size[0] >= 2 * SIZE                      # decoded 32 px images, not latents
     assert exp.evaluate(run)["fid"] == ev["fid"]                                # cached
     # the experiment's images are the store's tokenizer applied to the model's de-normalised latents
     r = load_run(run, device="cpu")
-    assert r.bank.rank == 8 and len(r.bank) == N_IMAGES          # the given full bank, compressed to the arm's rank
+    assert not r.bank.rank and len(r.bank) == N_IMAGES           # the given full bank: the arm trained on it
+    assert exp.evaluate(run, bank_rank=0)["sample_bank_rank"] == 0  # sampling from the full bank is a separate evaluation
     x = next(generate(r, 2, seed=0, steps=2, mode="sde", method="euler"))
     assert x.shape == (2, 4, 16, 16)
     imgs = decode_samples(r, x)
