@@ -24,7 +24,7 @@ ROWS = {  # labels every default sweep must produce
     "nfe_sweep": {f"{m} @ NFE {k}" for m in ("GMem", "SiT (class-conditional)") for k in (2, 4)},
     "backbones": {"SiT-T/2 / pixels", "LightningDiT-T/1 / pixels"},
     "quality": {"MNIST-5k (16x16): GMem", "MNIST-5k (16x16): SiT (class-conditional)",
-                "MNIST-5k (16x16): real held-out images (FID floor at N=8)"},
+                "MNIST-5k (16x16): real training images (FID floor at N=8)"},
 }
 
 
