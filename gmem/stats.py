@@ -5,11 +5,12 @@
 # %% ../nbs/api/08a_stats.ipynb #d7e4fa47
 from __future__ import annotations
 import math
+from typing import Callable
 import numpy as np
 
 # %% auto #0
 __all__ = ['Z_DETECT', 'VERDICTS', 'COPYING_THRESHOLD', 'compare', 'direction', 'no_worse', 'check_line', 'speedup',
-           'copying_checks', 'curve_steps', 'speedup_interval']
+           'copying_checks', 'memorisation_checks', 'with_training_digits', 'curve_steps', 'speedup_interval']
 
 # %% ../nbs/api/08a_stats.ipynb #d9218b1c
 Z_DETECT = 1.959964 + 0.841621   # two-sided 5% test with 80% power: detectable gap = Z_DETECT x SE
@@ -195,6 +196,31 @@ def copying_checks(gmem,                      # GMem's results with `ct` and `ct
                          threshold, (gmem_name,), f"C_T {gmem_name} {g:+.2f}")
     second["seeds"] = [len(G)]
     return [first, second]
+
+def memorisation_checks(gmem, base, base_name: str = "class-conditional SiT") -> list[dict]:
+    """`copying_checks` in Inception space (`ct`) and in the bank encoder's (`ct_bank`), for whichever the results
+    carry ([] when they have no C_T, as at the paper preset)."""
+    first = gmem[0] if isinstance(gmem, (list, tuple)) else gmem
+    return [c for space, metric in (("Inception", "ct"), ("bank encoder", "ct_bank"))
+            if isinstance(first, dict) and first.get(metric) is not None
+            for c in copying_checks(gmem, base, base_name=base_name, space=space, metric=metric)]
+
+# %% ../nbs/api/08a_stats.ipynb #713849f8
+def with_training_digits(fn: Callable,  # `direction` or `no_worse`
+                         *args,         # its arguments (claim, arm, arm, names...)
+                         **kw) -> dict:
+    """`fn(*args, **kw)` on the held-out FID (the verdict), with the same claim scored against the training images
+    (`fid_train`) beside it: its verdict and gap, and a note in the detail where the two protocols disagree. Where the
+    results have no `fid_train` (the paper preset), just `fn`'s check."""
+    check = fn(*args, **kw)
+    first = args[1][0] if isinstance(args[1], (list, tuple)) and args[1] else args[1]
+    if not isinstance(first, dict) or first.get("fid_train") is None: return check
+    t = fn(*args, metric="fid_train", **kw)
+    check.update(training_digits_verdict=t["verdict"], training_digits_gap=t["gap"])
+    if t["verdict"] != check["verdict"]:
+        check["detail"] += (f" [against the training digits: **{t['verdict']}**, gap {t['gap']:+.2f}: "
+                            "the protocols disagree]")
+    return check
 
 # %% ../nbs/api/08a_stats.ipynb #f2386ddd
 def curve_steps(total: int,        # training steps of the arm
