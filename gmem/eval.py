@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from scipy import stats
 from .utils import atomic_path, atomic_write, get_device, git_commit
 import gmem
-from .data import Cifar10Dataset, Mnist5kDataset
+from .data import Cifar10Dataset, Mnist5kDataset, split_subset
 
 # %% auto #0
 __all__ = ['CLEANFID_INCEPTION', 'INCEPTION_WEIGHTS', 'FID_MODES', 'PIPELINES', 'FEATURE_BACKENDS', 'ONNX_EXPORT_VERSION',
@@ -511,16 +511,18 @@ def mnist_split_features(split: str,             # "train" (4,000 digits) / "hel
                          extractor: "FIDFeatures | None" = None,   # default: FIDFeatures() (clean mode)
                          cache_dir=None,         # default: default_cache_dir()
                          progress: bool = False) -> np.ndarray:
-    """Inception pool3 features (n, 2048) of the first `n` digits of one MNIST-5k split in the split's order, cached as
-    npy by split, size, count and network file: the reference sets of the smoke/cpu reports (FID, precision/recall,
-    C_T)."""
+    """Inception pool3 features (n, 2048) of `n` digits of one MNIST-5k split (all: in the split's order; fewer: the
+    class-covering subset `gmem.data.split_subset`), cached as npy by split, size, count and network file: the
+    reference sets of the smoke/cpu reports (FID, precision/recall, C_T)."""
     ext = extractor or FIDFeatures()
     tag = hashlib.sha256(json.dumps(ext.info.get("weights"), sort_keys=True, default=str).encode()).hexdigest()[:8]
     ds = Mnist5kDataset(image_size=image_size, split=split)
     N = len(ds) if n is None else min(int(n), len(ds))
-    path = Path(cache_dir or default_cache_dir()) / f"mnist5k_{split}_{image_size}_{N}_{ext.mode}_{tag}.features.npy"
+    sub = "" if N == len(ds) else "_subset"
+    path = Path(cache_dir or default_cache_dir()) / f"mnist5k_{split}_{image_size}_{N}{sub}_{ext.mode}_{tag}.features.npy"
     if path.is_file(): return np.load(path)
-    f = np.concatenate([ext(to_uint8(torch.stack([ds[i][0] for i in range(lo, min(lo + 250, N))])))
+    idx = split_subset(len(ds), N)
+    f = np.concatenate([ext(to_uint8(torch.stack([ds[int(i)][0] for i in idx[lo:lo + 250]])))
                         for lo in (tqdm(range(0, N, 250), desc=f"features mnist5k {split}") if progress
                                    else range(0, N, 250))]).astype(np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
