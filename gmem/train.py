@@ -138,7 +138,12 @@ def train(cfg: TrainConfig,                       # the run's configuration
     if isinstance(cfg, dict): cfg = TrainConfig.from_dict(cfg)
     out = Path(out_dir)
     info = init_distributed(cfg.device)
-    try: return _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn)
+    try:
+        summary = _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn)
+        # every rank has finished before the group goes away (a rank that tears down gloo while the other is still in
+        # its last collective aborts: "terminate called without an active exception", seen on a loaded 2-core machine)
+        if info.owns_group and dist.is_initialized(): dist.barrier()
+        return summary
     finally:
         if info.owns_group: dist.destroy_process_group()
 
