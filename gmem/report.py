@@ -309,8 +309,9 @@ def _at_a_glance(root: Path) -> list[str]:
         m = d.get("metrics", {})
         preset = m.get("preset", "smoke")
         rows = [r for r in (m.get("rows") or []) + (m.get("curve") or []) if isinstance(r, dict)]
-        if preset == "cpu" and not any(r.get("fid_train") is not None for r in rows):
-            preset = "cpu, earlier protocol (training-set FID)"   # made before the held-out split: see its commit
+        if (preset == "cpu" and any(isinstance(r.get("fid"), (int, float)) for r in rows)
+                and not any(r.get("fid_train") is not None for r in rows)):
+            preset = "cpu, earlier protocol (training-set FID)"   # FID rows made before the held-out split: see its commit
         for c in m.get("checks", []) or []:
             lo, hi = c.get("lo"), c.get("hi")
             iv = f" [{lo:+.2f}, {hi:+.2f}]" if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) else ""
