@@ -15,8 +15,8 @@ from .utils import sha256_tensors
 # %% auto #0
 __all__ = ['tensor_pm1_to_uint8', 'IMG_EXTENSIONS', 'CIFAR10_URL', 'MNIST5K_SPLITS', 'MNIST5K_HELDOUT', 'DATASETS',
            'center_crop_arr', 'pil_to_tensor_pm1', 'UnreadableImageError', 'load_rgb', 'ImageFolderDataset',
-           'Cifar10Dataset', 'mnist5k_split', 'split_subset', 'Mnist5kDataset', 'create_dataset', 'limit_dataset',
-           'dataset_identity', 'identity_mismatch', 'describe_identity']
+           'Cifar10Dataset', 'mnist5k_split', 'split_subset', 'Mnist5kDataset', 'mnist5k_images', 'create_dataset',
+           'limit_dataset', 'dataset_identity', 'identity_mismatch', 'describe_identity']
 
 # %% ../nbs/api/05_data.ipynb #e2cbcafd
 def center_crop_arr(pil_image: Image.Image,  # an RGB (or any mode) PIL image
@@ -288,6 +288,14 @@ class Mnist5kDataset(torch.utils.data.Dataset):
     def __len__(self): return len(self.targets)
     def __getitem__(self, i: int):
         return self.data[i].float().div(127.5).sub(1.0).expand(3, -1, -1).clone(), self.targets[i]
+
+def mnist5k_images(split: str,           # "all", "train" or "heldout": mnist5k_split
+                   image_size: int,
+                   n: int | None = None  # how many (None: the whole split)
+                   ) -> torch.Tensor:
+    "(n, 3, S, S) digits in [-1, 1] of one MNIST-5k split: its reference subset `split_subset` (all of it: split order)."
+    ds = Mnist5kDataset(image_size=image_size, split=split)
+    return torch.stack([ds[int(i)][0] for i in split_subset(len(ds), n)])
 
 # %% ../nbs/api/05_data.ipynb #d16220e1
 DATASETS = {

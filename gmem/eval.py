@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from scipy import stats
 from .utils import atomic_path, atomic_write, get_device, git_commit
 import gmem
-from .data import Cifar10Dataset, Mnist5kDataset, split_subset
+from .data import Cifar10Dataset, mnist5k_split, mnist5k_images
 
 # %% auto #0
 __all__ = ['CLEANFID_INCEPTION', 'INCEPTION_WEIGHTS', 'FID_MODES', 'PIPELINES', 'FEATURE_BACKENDS', 'ONNX_EXPORT_VERSION',
@@ -516,13 +516,13 @@ def mnist_split_features(split: str,             # "train" (4,000 digits) / "hel
     reference sets of the smoke/cpu reports (FID, precision/recall, C_T)."""
     ext = extractor or FIDFeatures()
     tag = hashlib.sha256(json.dumps(ext.info.get("weights"), sort_keys=True, default=str).encode()).hexdigest()[:8]
-    ds = Mnist5kDataset(image_size=image_size, split=split)
-    N = len(ds) if n is None else min(int(n), len(ds))
-    sub = "" if N == len(ds) else "_subset"
+    size = len(mnist5k_split(split))
+    N = size if n is None else min(int(n), size)
+    sub = "" if N == size else "_subset"
     path = Path(cache_dir or default_cache_dir()) / f"mnist5k_{split}_{image_size}_{N}{sub}_{ext.mode}_{tag}.features.npy"
     if path.is_file(): return np.load(path)
-    idx = split_subset(len(ds), N)
-    f = np.concatenate([ext(to_uint8(torch.stack([ds[int(i)][0] for i in idx[lo:lo + 250]])))
+    x = mnist5k_images(split, image_size, N)
+    f = np.concatenate([ext(to_uint8(x[lo:lo + 250]))
                         for lo in (tqdm(range(0, N, 250), desc=f"features mnist5k {split}") if progress
                                    else range(0, N, 250))]).astype(np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from .utils import atomic_write, get_device, repo_root, to_uint8
 from .bank import MemoryBank, per_class_subset
 from .checkpoint import latest_checkpoint
 from .config import TrainConfig, get_preset
-from .data import Cifar10Dataset, Mnist5kDataset, split_subset
+from .data import Cifar10Dataset, MNIST5K_HELDOUT, mnist5k_split, mnist5k_images
 from .factory import build_bank_file, build_dataset, build_encoder
 from .inference import decode_samples, generate, load_run
 from .samplers import sampler_settings
@@ -403,8 +403,7 @@ def bank_codes(self: Experiment, images: torch.Tensor | None = None, split: str 
         self._encoder = build_encoder(self.standard("gmem"), None, enc_dir, device="cpu")
     if split is not None:
         n = self.scale.n_ref if split == "heldout" else self.scale.n_train_ref
-        ds = Mnist5kDataset(image_size=self.scale.image_size, split=split)
-        images = torch.stack([ds[int(i)][0] for i in split_subset(len(ds), n)])
+        images = mnist5k_images(split, self.scale.image_size, n)
     with torch.no_grad():
         return torch.cat([self._encoder(images[i:i + 500].float().cpu())[0]
                           for i in range(0, len(images), 500)]).double().numpy()
@@ -451,7 +450,8 @@ def evaluate(self: Experiment,
     ref_key = (dict(stats=str(self.fid_stats)) if self.preset == "paper" and self.fid_stats else
                dict(dataset="cifar10", root=str(self.data_root), n_ref=sc.n_ref) if self.preset == "paper" else
                dict(dataset="mnist5k", size=sc.image_size, heldout=sc.n_ref, train=sc.n_train_ref, format=2,
-                    **({} if sc.n_ref >= 1000 and sc.n_train_ref >= 4000 else dict(subset="class-covering"))))
+                    **({} if sc.n_ref >= MNIST5K_HELDOUT and sc.n_train_ref >= len(mnist5k_split("train"))
+                       else dict(subset="class-covering"))))
     seed = self.sample_seed if sample_seed is None else sample_seed
     key = dict(kind="eval", run=run.parent.name, step=step, settings=settings.to_dict(), n=n, seed=seed,
                reference=ref_key, n_boot=sc.n_boot, sample_bank_rank=rank)
@@ -583,10 +583,8 @@ def real_images(self: Experiment, n: int, start: int | None = None) -> torch.Ten
     if self.dataset == "cifar10":
         ds = Cifar10Dataset(self.data_root, image_size=32)
     else:
-        ds = Mnist5kDataset(image_size=self.scale.image_size, split="train")
         a, self.real_kind = start or 0, "training"
-        idx = split_subset(len(ds), a + n)[a:]      # every class, though the split is ordered by class
-        return torch.stack([ds[int(i)][0] for i in idx])
+        return mnist5k_images("train", self.scale.image_size, a + n)[a:]   # every class: the split is ordered by class
     a = first(len(ds))
     return torch.stack([ds[i][0] for i in range(a, min(a + n, len(ds)))])
 
