@@ -20,7 +20,7 @@ __all__ = ['ARM_KEY_FORMAT', 'NOT_IN_KEY', 'arm_key', 'arm_cache', 'arm_dir', 't
 
 # %% ../nbs/api/11a_arms.ipynb #09a204ac
 ARM_KEY_FORMAT = 3                          # what a key holds; bumped when that changes
-NOT_IN_KEY = ("device", "tensorboard")      # where an arm runs and what it logs do not change its result
+NOT_IN_KEY = ("device", "tensorboard", "threads")  # where an arm runs and what it logs do not change its result
 
 def arm_key(cfg: TrainConfig,               # the arm's resolved config
             *,

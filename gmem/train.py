@@ -16,14 +16,14 @@ import torch.nn.functional as F
 import torch.distributed as dist
 import yaml
 
-from .utils import atomic_write, atomic_path, get_device, autocast, git_commit, remove_atomic_leftovers
+from .utils import atomic_write, atomic_path, get_device, autocast, git_commit, remove_atomic_leftovers, torch_threads
 from .bankbuild import build_progress
 from .tblog import TensorBoardLog
 from . import __version__
 
 # %% auto #0
-__all__ = ['step_generator', 'data_position', 'epoch_permutation', 'StepBatches', 'ema_decay_at', 'ema_update', 'MetricsCSV',
-           'read_metrics', 'NonFiniteLossError', 'train']
+__all__ = ['TRAIN_LOOP_VERSION', 'step_generator', 'data_position', 'epoch_permutation', 'StepBatches', 'ema_decay_at',
+           'ema_update', 'MetricsCSV', 'read_metrics', 'train_threads', 'NonFiniteLossError', 'train']
 
 # %% ../nbs/api/09_train.ipynb #07d3d26c
 from .utils import derive_seed
@@ -73,13 +73,15 @@ def ema_decay_at(step: int, decay: float, warmup: bool = False) -> float:
 
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float):
-    "In place: ema_p <- decay * ema_p + (1 - decay) * p for parameters; buffers are copied."
-    for e, p in zip(ema.parameters(), model.parameters()): e.lerp_(p.detach().to(e.dtype), 1 - decay)
+    "In place: ema_p <- decay * ema_p + (1 - decay) * p for parameters (one foreach call); buffers are copied."
+    ep = list(ema.parameters())
+    if ep: torch._foreach_lerp_(ep, [p.detach().to(e.dtype) for e, p in zip(ep, model.parameters())], 1 - decay)
     for e, b in zip(ema.buffers(), model.buffers()): e.copy_(b)
 
 # %% ../nbs/api/09_train.ipynb #8f9b37cc
 class MetricsCSV:
     "Append-only CSV of per-step metrics; `keep_until=k` keeps the existing rows with step <= k (resume)."
+    flush_every = 100                   # rows buffered between writes to disk (one flush per step cost ~1% of a CPU step)
     def __init__(self, path: str | os.PathLike, keep_until: int | None = None):
         self.path, self.columns, self._f = Path(path), None, None
         rows = []
@@ -106,7 +108,13 @@ class MetricsCSV:
             self._f = open(self.path, "a", newline="")
             if new: csv.writer(self._f).writerow(self.columns)
         csv.writer(self._f).writerow([row.get(c, "") for c in self.columns])
-        self._f.flush()
+        self._pending = getattr(self, "_pending", 0) + 1
+        if self._pending >= self.flush_every: self.flush()
+
+    def flush(self):
+        "Push the buffered rows to disk (the loop calls this at every checkpoint, so no row of a saved step is lost)."
+        if self._f is not None: self._f.flush()
+        self._pending = 0
 
     def close(self):
         if self._f is not None: self._f.close(); self._f = None
@@ -121,6 +129,17 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
     with open(path, newline="") as f: return [{k: num(v) for k, v in r.items()} for r in csv.DictReader(f)]
 
 # %% ../nbs/api/09_train.ipynb #399bf2ee
+TRAIN_LOOP_VERSION = 2   # 1: per-parameter AdamW and EMA, a DataLoader per step, torch's threads (commit 1073d65 and before);
+                         # 2: foreach AdamW and EMA, in-process batches, buffered metrics, one thread for small networks.
+                         # 2 computes the same bits as 1 (tested in tests/test_train_speed.py), so it is recorded in each
+                         # checkpoint but is not part of the arms' cache key: arms trained by either loop are the same arms.
+
+def train_threads(cfg: TrainConfig, model: nn.Module, device: torch.device) -> int | None:
+    "torch CPU threads for the loop: `cfg.threads`, else 1 on the CPU for networks under 10 M parameters; None: unchanged."
+    if device.type != "cpu": return None
+    if cfg.threads is not None: return cfg.threads
+    return 1 if sum(p.numel() for p in model.parameters()) < 10_000_000 else None
+
 class NonFiniteLossError(FloatingPointError):
     "Raised when the loss or gradient norm of a step is NaN or infinite."
 
@@ -193,8 +212,10 @@ def _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn):
         bank = bank.to(dev) if hasattr(bank, "to") else bank
     model = model.to(dev)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
-                            weight_decay=cfg.optim.weight_decay, fused=dev.type == "cuda" or None)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay,
+                            # CUDA: one fused kernel; CPU: the foreach path (the same bits as the per-parameter one;
+                            # the fused CPU kernel is no faster here and differs in the last bits)
+                            fused=True if dev.type == "cuda" else None, foreach=dev.type == "cpu" or None)
     step, elapsed = 0, 0.0
     if ckpt is not None:
         model.load_state_dict(ckpt["model"]); ema.load_state_dict(ckpt["ema"]); opt.load_state_dict(ckpt["optimizer"])
@@ -219,8 +240,12 @@ def _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn):
         metrics = MetricsCSV(out / "metrics.csv", keep_until=step if ckpt is not None else None)
     tb = _tensorboard(out) if info.main and cfg.tensorboard else None
     sampler = StepBatches(len(ids), cfg.batch_size, cfg.seed, step, cfg.steps, info.rank, info.world_size)
-    loader = torch.utils.data.DataLoader(ids, batch_sampler=sampler, num_workers=cfg.data.num_workers,
-                                         collate_fn=collate, pin_memory=dev.type == "cuda")
+    if cfg.data.num_workers > 0 or dev.type == "cuda":
+        loader = torch.utils.data.DataLoader(ids, batch_sampler=sampler, num_workers=cfg.data.num_workers,
+                                             collate_fn=collate, pin_memory=dev.type == "cuda")
+    else:                              # the same items and collate as a worker-less DataLoader, without its per-batch machinery
+        loader = (collate([ids[k] for k in b]) for b in sampler)
+    threads = torch_threads(train_threads(cfg, model, dev)); threads.__enter__()
     bar = _progress(cfg, step, progress and info.main)
     grids = cfg.sample.every > 0 and info.main and x0.shape[0] in (1, 3)   # latents would need decoding: no grids
     start_step, t0, last_ckpt, loss_val = step, time.perf_counter(), ckpt_path, None
@@ -275,6 +300,7 @@ def _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn):
                     state = _checkpoint_state(cfg, model, ema, opt, step, now, len(ids), fingerprint)
                     state.update(data_shape=list(x0.shape), num_classes=n_cls)
                     last_ckpt = save_checkpoint(state, out, step, cfg.keep_last)
+                    metrics.flush()
                 _barrier(info)
             if grids and (step % cfg.sample.every == 0 or step == cfg.steps):
                 sc = cfg.sample
@@ -283,6 +309,7 @@ def _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn):
                                       mode=sc.mode, method=sc.method)
                 if tb is not None: tb.log_images("samples", xs, step * cfg.batch_size)
     finally:
+        threads.__exit__(None, None, None)
         if metrics is not None: metrics.close()
         if bar is not None: bar.close()
         if tb is not None: tb.close()
@@ -321,7 +348,8 @@ def _checkpoint_state(cfg, model, ema, opt, step, elapsed, n, fingerprint) -> di
                 model=model.state_dict(), ema=ema.state_dict(), optimizer=opt.state_dict(), step=step,
                 images=step * cfg.batch_size, elapsed=elapsed,
                 data=dict(epoch=epoch, position=pos, seed=cfg.seed, num_items=n, batch_size=cfg.batch_size),
-                rng=capture_rng(), bank_fingerprint=fingerprint, gmem_version=__version__, git_commit=git_commit() or "")
+                rng=capture_rng(), bank_fingerprint=fingerprint, gmem_version=__version__, git_commit=git_commit() or "",
+                train_loop=TRAIN_LOOP_VERSION)
 
 def _progress(cfg, step, enabled):
     if not enabled: return None

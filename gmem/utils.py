@@ -11,8 +11,8 @@ import torch
 import gmem
 
 # %% auto #0
-__all__ = ['atomic_path', 'atomic_write', 'remove_atomic_leftovers', 'get_device', 'autocast', 'to_uint8', 'single_thread',
-           'seed_everything', 'git_commit', 'sha256_tensors', 'derive_seed', 'repo_root']
+__all__ = ['atomic_path', 'atomic_write', 'remove_atomic_leftovers', 'get_device', 'autocast', 'to_uint8', 'torch_threads',
+           'single_thread', 'seed_everything', 'git_commit', 'sha256_tensors', 'derive_seed', 'repo_root']
 
 # %% ../nbs/api/00_utils.ipynb #73131045
 def _default_mode() -> int:
@@ -80,12 +80,18 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 # %% ../nbs/api/00_utils.ipynb #c57525b9
 @contextlib.contextmanager
+def torch_threads(n: int | None):
+    "Run the block with `n` torch CPU threads (None: leave the count as it is), then restore the thread count."
+    old = torch.get_num_threads()
+    if n is not None:
+        if n < 1: raise ValueError(f"threads must be >= 1 (or None to keep torch's {old}), got {n}")
+        torch.set_num_threads(int(n))
+    try: yield
+    finally: torch.set_num_threads(old)
+
 def single_thread():
     "Run the block with one torch CPU thread (deterministic LAPACK results), then restore the thread count."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try: yield
-    finally: torch.set_num_threads(n)
+    return torch_threads(1)
 
 # %% ../nbs/api/00_utils.ipynb #0e0ac4b3
 def seed_everything(seed: int) -> torch.Generator:
