@@ -432,14 +432,15 @@ def fit(cls: SSLEncoder, data,          # images in [-1,1]: tensor (N,3,H,W), it
         opt, lambda t: min(1.0, (t + 1) / warm) * 0.5 * (1 + math.cos(math.pi * t / total)))
     net.train(); head.train()
     bar = tqdm(total=total, desc=f"ssl-{dim} fit (SimCLR)", disable=not progress, leave=False)
-    for _ in range(cfg.epochs):
-        order = torch.randperm(len(x), generator=g)
-        for i in range(per_epoch):
-            b = x[order[i * bs:(i + 1) * bs]]                                    # (bs, 3, s, s)
-            views = torch.cat([ssl_augment(b, cfg, g), ssl_augment(b, cfg, g)])  # (2bs, 3, s, s)
-            loss = nt_xent(head(net(views)), cfg.temperature)
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
-            bar.update(); bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    with torch.enable_grad():                        # also when called under no_grad / inference code
+        for _ in range(cfg.epochs):
+            order = torch.randperm(len(x), generator=g)
+            for i in range(per_epoch):
+                b = x[order[i * bs:(i + 1) * bs]]                                    # (bs, 3, s, s)
+                views = torch.cat([ssl_augment(b, cfg, g), ssl_augment(b, cfg, g)])  # (2bs, 3, s, s)
+                loss = nt_xent(head(net(views)), cfg.temperature)
+                opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
+                bar.update(); bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     bar.close()
     meta = dict(seed=seed, images=len(x), data_sha256=key, seconds=round(time.perf_counter() - t0, 2),
                 final_loss=round(loss.item(), 4), steps=total, threads=torch.get_num_threads(),
