@@ -405,6 +405,7 @@ def fit(cls: SSLEncoder, data,          # images in [-1,1]: tensor (N,3,H,W), it
         *,
         max_count: int | None = None,    # images used for the fit (None: all)
         cache_dir=None,                  # None: $GMEM_CACHE/encoders; False: no cache; or a folder
+        refit: bool = False,             # fit even when the cache holds this fit (and replace the cached file)
         progress: bool = True,           # tqdm bar over the steps
         **settings,                      # other SSLConfig fields (epochs, width, temperature, ...)
         ) -> "SSLEncoder":
@@ -416,8 +417,8 @@ def fit(cls: SSLEncoder, data,          # images in [-1,1]: tensor (N,3,H,W), it
     path = None
     if cache_dir is not False:
         path = Path(cache_dir if cache_dir is not None else gmem_cache_dir() / "encoders") / f"ssl-{dim}-{key[:16]}.safetensors"
-        if path.exists(): return cls.load(path)
-    t0 = time.perf_counter()
+        if path.exists() and not refit: return cls.load(path)
+    t0, load = time.perf_counter(), os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):          # the initial weights from `seed`; the caller's RNG untouched
         torch.manual_seed(seed)
@@ -444,6 +445,7 @@ def fit(cls: SSLEncoder, data,          # images in [-1,1]: tensor (N,3,H,W), it
     bar.close()
     meta = dict(seed=seed, images=len(x), data_sha256=key, seconds=round(time.perf_counter() - t0, 2),
                 final_loss=round(loss.item(), 4), steps=total, threads=torch.get_num_threads(),
+                load_average=load,                                               # the machine's 1-minute load at the start
                 objective="SimCLR NT-Xent (Chen et al. 2020)")
     enc = cls(cfg, meta)
     enc.net.load_state_dict(net.state_dict())
