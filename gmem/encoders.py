@@ -335,31 +335,34 @@ def _ssl_cnn(cfg: SSLConfig) -> nn.Sequential:
     return nn.Sequential(*block(3, w, 1), *block(w, 2 * w, 2), *block(2 * w, 4 * w, 2),   # (B, 4w, S/4, S/4)
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, cfg.dim))   # (B, dim)
 
-def _fit_images(data, max_count: int | None, who: str) -> torch.Tensor:
-    "All images of `data` as one float tensor (N, 3, H, W) in [-1, 1]; a ValueError that names the fix otherwise."
+def _fit_images(data, max_count: int | None, size: int, who: str) -> torch.Tensor:
+    """The images of `data`, average-pooled batch by batch to `size` (the fit never stacks them at full size), as one
+    float tensor (N, 3, size, size) in [-1, 1]; a ValueError that names the fix for anything else."""
     fix = ("pass images in [-1, 1] as a tensor (N, 3, H, W) (e.g. gmem.data.mnist5k_images('train', 16)), a dataset "
            "of (image, label) items, or an iterable of such batches")
     if hasattr(data, "__array__") and not isinstance(data, torch.Tensor): data = torch.as_tensor(data)
-    try:
-        rows, n = [], 0
-        for b in _iter_image_batches(data):
-            rows.append(torch.as_tensor(b)); n += len(rows[-1])
-            if max_count and n >= max_count: break
-        x = torch.cat(rows)[:max_count] if rows else torch.zeros(0)
-    except (TypeError, RuntimeError, IndexError, ValueError) as e:
-        raise ValueError(f"{who}: could not read images from {type(data).__name__} ({e}); {fix}") from e
-    if x.ndim != 4 or x.shape[1] != 3:
-        gray = " (grayscale (N, 1, H, W): x.expand(-1, 3, -1, -1))" if x.ndim == 4 and x.shape[1] == 1 else ""
-        raise ValueError(f"{who}: expected images (N, 3, H, W), got shape {tuple(x.shape)}{gray}; {fix}")
-    if not x.is_floating_point():
-        raise ValueError(f"{who}: expected float images in [-1, 1], got {x.dtype} (8-bit pixels: x.float() / 127.5 - 1)")
-    if len(x) < 2: raise ValueError(f"{who}: needs at least 2 images for contrastive pairs, got {len(x)}")
-    lo, hi = float(x.min()), float(x.max())
+    batches, rows, n, lo, hi = iter(_iter_image_batches(data)), [], 0, math.inf, -math.inf
+    while not (max_count and n >= max_count):
+        try:
+            b = next(batches, None)
+            if b is None: break
+            b = torch.as_tensor(b)
+        except (TypeError, RuntimeError, IndexError, ValueError) as e:
+            raise ValueError(f"{who}: could not read images from {type(data).__name__} ({e}); {fix}") from e
+        if b.ndim != 4 or b.shape[1] != 3:
+            gray = " (grayscale (N, 1, H, W): x.expand(-1, 3, -1, -1))" if b.ndim == 4 and b.shape[1] == 1 else ""
+            raise ValueError(f"{who}: expected images (N, 3, H, W), got batches of shape {tuple(b.shape)}{gray}; {fix}")
+        if not b.is_floating_point():
+            raise ValueError(f"{who}: expected float images in [-1, 1], got {b.dtype} (8-bit pixels: x.float() / 127.5 - 1)")
+        lo, hi = min(lo, float(b.min())), max(hi, float(b.max()))
+        rows.append(F.adaptive_avg_pool2d(b.float(), size) if b.shape[-2:] != (size, size) else b.float())
+        n += len(b)
+    if n < 2: raise ValueError(f"{who}: needs at least 2 images for contrastive pairs, got {n}")
     if lo < -1.001 or hi > 1.001 or lo >= 0:
         hint = "x / 127.5 - 1" if hi > 1.001 else "x * 2 - 1" if lo >= 0 else "x.clamp(-1, 1)"
         raise ValueError(f"{who}: images must be in [-1, 1] (background -1), got values in [{lo:.3g}, {hi:.3g}]: "
                          f"rescale them ({hint})")
-    return x.float()
+    return torch.cat(rows)[:max_count]                                  # (N, 3, size, size)
 
 class SSLEncoder(Encoder):
     "Self-supervised CNN (SimCLR, fitted without labels): pooled images -> `(B, dim)` features; no patch tokens."
@@ -410,9 +413,8 @@ def fit(cls: SSLEncoder, data,          # images in [-1,1]: tensor (N,3,H,W), it
         **settings,                      # other SSLConfig fields (epochs, width, temperature, ...)
         ) -> "SSLEncoder":
     "Fit the encoder with SimCLR on `data` (no labels), or read the cached fit of the same images and settings."
-    x = _fit_images(data, max_count, "SSLEncoder.fit")
-    cfg = SSLConfig(dim=dim, **settings)
-    x = F.adaptive_avg_pool2d(x, cfg.input_size) if x.shape[-2:] != (cfg.input_size,) * 2 else x   # (N, 3, s, s)
+    cfg = SSLConfig(dim=dim, **settings)                                      # refuses a dim the CNN cannot give
+    x = _fit_images(data, max_count, cfg.input_size, "SSLEncoder.fit")       # (N, 3, s, s) pooled, checked
     key = sha256_tensors({"images": x}, dict(format=SSL_FORMAT, config=asdict(cfg), seed=seed))
     path = None
     if cache_dir is not False:
