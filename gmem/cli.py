@@ -288,10 +288,10 @@ def _add_bank_build_args(p):
     p.add_argument("--data", required=True, metavar="SPEC",
                    help="image folder (class sub-folders), mnist5k, cifar10:ROOT, cifar10-test:ROOT or imagenet:DIR")
     p.add_argument("--encoder", default="dinov2-b", metavar="NAME",
-                   help="gmem.encoders name: dinov2-s|b|l, inception, pca (default dinov2-b, the paper's). 'pca' "
-                        "without --weights is fitted on the data first and saved as OUT.pca-encoder.safetensors")
+                   help="gmem.encoders name: dinov2-s|b|l, inception, pca, ssl (default dinov2-b, the paper's). 'pca' "
+                        "and 'ssl' without --weights are fitted on the data first and saved as OUT.NAME-encoder.safetensors")
     p.add_argument("--out", required=True, metavar="FILE", help="bank file to write (safetensors); work folder FILE.shards/")
-    p.add_argument("--weights", type=existing_path, metavar="PATH", help="encoder weights file (DINOv2 offline, or a fitted PCA)")
+    p.add_argument("--weights", type=existing_path, metavar="PATH", help="encoder weights file (DINOv2 offline, or a fitted PCA / SSL file)")
     p.add_argument("--image-size", type=positive_int, default=256, help="dataset image side after the ADM center crop (default 256)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="images per encoder forward pass (default 256)")
     p.add_argument("--shard-size", type=positive_int, default=8192, help="images per shard, the unit of resume (default 8192)")
@@ -300,7 +300,8 @@ def _add_bank_build_args(p):
     p.add_argument("--patch-tokens", action="store_true",
                    help="also write the patch tokens (REPA targets) to OUT.patch_tokens.npy, fp16 memmap "
                         "(DINOv2-B: 384 KiB per image)")
-    p.add_argument("--pca-dim", type=positive_int, default=64, help="width of a PCA encoder fitted here (default 64)")
+    p.add_argument("--encoder-dim", "--pca-dim", dest="pca_dim", type=positive_int, default=64,
+                   help="width of a pca / ssl encoder fitted here (default 64)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--num-workers", type=non_negative_int, default=0, help="DataLoader workers decoding images (default 0)")
     p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="only N images spread over the dataset (quick runs; a fixed seeded subset in dataset order)")
@@ -311,7 +312,7 @@ def _run_bank_build(args) -> int:
     import torch
     from gmem.bankbuild import build_bank, patch_store_path
     from gmem.data import create_dataset
-    from gmem.encoders import create_encoder, PCAEncoder
+    from gmem.encoders import FITTED_ENCODERS, create_encoder, fit_encoder
     from gmem.utils import get_device
     ds = create_dataset(args.data, args.image_size)
     name = args.data
@@ -322,11 +323,11 @@ def _run_bank_build(args) -> int:
             ds, name = limit_dataset(ds, args.limit), f"{args.data}[limit={args.limit}]"
     out = Path(args.out)
     weights = args.weights
-    if args.encoder == "pca" and weights is None:
-        weights = out.with_name(out.name.removesuffix(".safetensors") + ".pca-encoder.safetensors")
+    if args.encoder in FITTED_ENCODERS and weights is None:
+        weights = out.with_name(out.name.removesuffix(".safetensors") + f".{args.encoder}-encoder.safetensors")
         if not weights.exists():
-            PCAEncoder.fit(ds, dim=args.pca_dim).save(weights)
-            print(f"fitted a {args.pca_dim}-d PCA encoder on {name}: {weights}")
+            fit_encoder(args.encoder, ds, args.pca_dim).save(weights)
+            print(f"fitted a {args.pca_dim}-d {args.encoder.upper()} encoder on {name}: {weights}")
     enc = create_encoder(args.encoder, weights=weights, device=get_device(args.device))
     bank = build_bank(ds, enc, out, batch_size=args.batch_size, shard_size=args.shard_size,
                       dtype=torch.float16 if args.dtype == "fp16" else torch.float32, rank=args.rank,

@@ -64,11 +64,13 @@ class DataConfig:
 @dataclass
 class BankConfig:
     path: str | None = None            # a saved MemoryBank (rows in dataset order); None = build OUT/bank.safetensors from the data
-    encoder: str = "dinov2-b"          # representation model f (gmem.encoders name) for building the bank and for REPA
-                                       # targets of pixel runs (official DINOv2-B; tiny runs: "pca")
-    encoder_weights: str | None = None # encoder weights file (DINOv2 offline, or a fitted PCA); None = the encoder's default,
-                                       # and for "pca" a PCA fitted on the training images (saved as OUT/pca-encoder.safetensors)
-    pca_dim: int = 64                  # width of a PCA encoder fitted here
+    encoder: str = "dinov2-b"          # representation model f (a gmem.encoders.ENCODERS name, checked when it is built) for
+                                       # building the bank and for REPA targets of pixel runs (official DINOv2-B; tiny runs:
+                                       # "pca", pixel PCA, or "ssl", a SimCLR CNN: both fitted on the training images)
+    encoder_weights: str | None = None # encoder weights file (DINOv2 offline, or a fitted PCA / SSL file); None = the encoder's
+                                       # default, and for "pca" / "ssl" one fitted on the training images (saved as
+                                       # OUT/pca-encoder.safetensors / OUT/ssl-encoder.safetensors)
+    pca_dim: int = 64                  # width of an encoder fitted here ("pca": components; "ssl": feature width)
     rank: int | None = None            # SVD rank of a bank built here (None = full bank, as all official configs)
     batch_size: int = 256              # images per encoder batch while building
 

@@ -18,7 +18,7 @@ from .config import DataConfig, TrainConfig
 from .bank import MemoryBank
 from .bankbuild import build_bank as build_bank_from_images
 from .data import dataset_identity, describe_identity, identity_mismatch, limit_dataset
-from .encoders import PCAEncoder, create_encoder
+from .encoders import FITTED_ENCODERS, create_encoder, fit_encoder
 from .model import create_model
 from .tokenizers import LatentDataset
 import gmem.data as gd
@@ -99,15 +99,17 @@ def num_classes_of(ds, cfg: DataConfig) -> int:
     return 1 + max(IndexedDataset(ds)[i]["label"] for i in range(len(ds)))
 
 def build_encoder(cfg: TrainConfig, ds=None, out_dir: Path | None = None, device=None):
-    "The bank encoder of `cfg.bank`; a 'pca' encoder without weights is fitted on `ds` (and saved in `out_dir`)."
+    """The bank encoder of `cfg.bank`. An encoder fitted on data (gmem.encoders.FITTED_ENCODERS: 'pca', 'ssl') without
+    weights is fitted on `ds` (width `bank.pca_dim`; 'ssl' with seed 0, whatever the run's seed, as a pretrained f would
+    be) and saved in `out_dir` as NAME-encoder.safetensors, which later calls read."""
     b = cfg.bank
-    if b.encoder == "pca" and b.encoder_weights is None:
-        saved = Path(out_dir) / "pca-encoder.safetensors" if out_dir is not None else None
+    if b.encoder in FITTED_ENCODERS and b.encoder_weights is None:
+        saved = Path(out_dir) / f"{b.encoder}-encoder.safetensors" if out_dir is not None else None
         if saved is None or not saved.exists():
-            if ds is None: raise ValueError("a 'pca' encoder needs bank.encoder_weights or data to fit on")
-            enc = PCAEncoder.fit(ds, dim=b.pca_dim)
+            if ds is None: raise ValueError(f"a {b.encoder!r} encoder needs bank.encoder_weights or data to fit on")
+            enc = fit_encoder(b.encoder, ds, b.pca_dim)
             if saved is not None: enc.save(saved)
-        return create_encoder("pca", weights=saved, device=device) if saved is not None else enc.to(get_device(device))
+        return create_encoder(b.encoder, weights=saved, device=device) if saved is not None else enc.to(get_device(device))
     return create_encoder(b.encoder, weights=b.encoder_weights, device=device)
 
 def run_bank(cfg: TrainConfig, ds, out_dir: Path, info: DistInfo = DistInfo()):

@@ -23,7 +23,7 @@ from .samplers import SamplerSettings, bank_rows_for_seeds, sample_seeded, sampl
 from .bank import MemoryBank, normalize_rows, reconstruct
 from .conditioning import check_encoder, snippets_from_images
 from .config import TrainConfig
-from .encoders import DINOV2, DINOv2Encoder, PCAEncoder
+from .encoders import DINOV2, DINOv2Encoder, PCAEncoder, SSLConfig, SSLEncoder
 from .inference import TrainedRun, decode_samples, load_run
 from .manipulate import run_encoder
 from .model import create_model_from_config
@@ -104,38 +104,44 @@ class GMemBank(ModelMixin, ConfigMixin):
 
 # %% ../nbs/api/17_pipeline.ipynb #2784d3c6
 class GMemEncoder(ModelMixin, ConfigMixin):
-    "The bank's encoder f (a fitted `PCAEncoder` or a `DINOv2Encoder`, as `.net`) as a diffusers component."
+    "The bank's encoder f (a fitted `PCAEncoder` or `SSLEncoder`, or a `DINOv2Encoder`, as `.net`) as a diffusers component."
     @register_to_config
     def __init__(self,
-                 kind: str = "pca",               # "pca" or a gmem.encoders.DINOV2 name ("dinov2-b", ...)
-                 encoder_name: str | None = None, # the name banks record (e.g. "pca-64", "dinov2-b")
+                 kind: str = "pca",               # "pca", "ssl" or a gmem.encoders.DINOV2 name ("dinov2-b", ...)
+                 encoder_name: str | None = None, # the name banks record (e.g. "pca-64", "ssl-64", "dinov2-b")
                  dim: int = 64,                   # pca: number of components
                  pool_size: int = 16,             # pca: pooled side
                  input_size: int = 224,           # dinov2: network resolution
                  antialias: bool = False,         # dinov2: antialiased resize
+                 ssl_config: dict | None = None,  # ssl: the gmem.encoders.SSLConfig fields (architecture and fit settings)
                  ):
         super().__init__()
         if kind == "pca":
             D = 3 * pool_size ** 2
             self.net = PCAEncoder(torch.zeros(D), torch.zeros(dim, D), pool_size)   # weights: loaded after construction
+        elif kind == "ssl":
+            self.net = SSLEncoder(SSLConfig(**(ssl_config or {})))   # weights: loaded after construction
         elif kind in DINOV2:
             self.net = DINOv2Encoder(kind, weights="random", input_size=input_size, antialias=antialias)
             self.net.pretrained = True                            # the trained weights are loaded after construction
         else:
-            raise ValueError(f"unknown encoder kind {kind!r}; valid: pca, {', '.join(DINOV2)}")
+            raise ValueError(f"unknown encoder kind {kind!r}; valid: pca, ssl, {', '.join(DINOV2)}")
         if encoder_name: self.net.name = encoder_name
 
     @classmethod
     def from_encoder(cls, encoder: torch.nn.Module) -> "GMemEncoder":
-        "Wrap (a copy of) a `PCAEncoder` or `DINOv2Encoder`; ValueError for other encoders."
+        "Wrap (a copy of) a `PCAEncoder`, `SSLEncoder` or `DINOv2Encoder`; ValueError for other encoders."
         if isinstance(encoder, PCAEncoder):
             out = cls(kind="pca", encoder_name=encoder.name, dim=encoder.dim, pool_size=encoder.input_size)
+        elif isinstance(encoder, SSLEncoder):
+            out = cls(kind="ssl", encoder_name=encoder.name, dim=encoder.dim, ssl_config=dataclasses.asdict(encoder.config))
+            out.net.meta = dict(encoder.meta)
         elif isinstance(encoder, DINOv2Encoder):
             out = cls(kind=encoder.name.split("[")[0], encoder_name=encoder.name, input_size=encoder.input_size,
                       antialias=encoder.antialias)
         else:
             raise ValueError(f"encoder {getattr(encoder, 'name', type(encoder).__name__)!r} cannot be exported to a "
-                             "pipeline (only PCAEncoder and DINOv2Encoder); export without an encoder")
+                             "pipeline (only PCAEncoder, SSLEncoder and DINOv2Encoder); export without an encoder")
         out.net.load_state_dict(encoder.state_dict())
         return out.eval()
 
