@@ -289,9 +289,17 @@ class FIDFeatures:
         finally:
             if pool is not None: pool.shutdown(wait=True, cancel_futures=True)
 
-    def __call__(self, x) -> np.ndarray:
-        "uint8 `(N, 3, H, W)` (any N) -> `(N, 2048)` float64 features."
-        return next(self.stream([x]))
+    def __call__(self, x, progress: bool | dict = False) -> np.ndarray:
+        "uint8 `(N, 3, H, W)` (any N) -> `(N, 2048)` float64 features; `progress`: a tqdm bar (a dict: its options)."
+        if not progress: return next(self.stream([x]))
+        from tqdm.auto import tqdm
+        x, step = _as_uint8_batch(x), self.chunk * max(1, 200 // self.chunk)   # whole chunks: the same network calls
+        opts = dict(desc="features", unit="img", leave=False) | (progress if isinstance(progress, dict) else {})
+        out = []
+        with tqdm(total=len(x), **opts) as bar:
+            for f in self.stream(x[i:i + step] for i in range(0, max(len(x), 1), step)):
+                out.append(f); bar.update(len(f))
+        return np.concatenate(out)
 
 
 # %% ../nbs/api/08_eval.ipynb #ad4d6652

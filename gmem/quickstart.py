@@ -10,19 +10,20 @@ import numpy as np
 import pandas as pd
 import torch
 from .report import markdown_table, plot_bars, plot_lines, save_image_grid, write_metrics, plot_snippet_usage, save_figure
-from .utils import atomic_write, get_device, repo_root, to_uint8
+from .utils import atomic_write, get_device, repo_root, to_uint8, torch_threads
 from .arms import train_arm
 from .config import get_preset
-from .data import Mnist5kDataset
-from .eval import FIDFeatures, data_copying, fid_interval, nearest_neighbors, neighbor_grid, precision_recall
+from .data import Mnist5kDataset, mnist5k_images
+from .eval import (FIDFeatures, data_copying, fid_interval, mnist_split_features, nearest_neighbors, neighbor_grid,
+                       precision_recall)
 from .factory import build_encoder
 from .inference import generate, load_run, snippet_usage
 from .stats import check_line, direction
 from .samplers import sampler_settings
 
 # %% auto #0
-__all__ = ['ARMS', 'QuickstartConfig', 'quickstart_config', 'quickstart_arm', 'real_images', 'sample_arm', 'run_quickstart',
-           'write_quickstart_readme']
+__all__ = ['ARMS', 'QuickstartConfig', 'quickstart_config', 'quickstart_arm', 'real_images', 'sample_arm', 'arm_job',
+           'run_arm_jobs', 'run_quickstart', 'write_quickstart_readme']
 
 # %% ../nbs/api/15_quickstart.ipynb #d706a2ba
 @dataclasses.dataclass
@@ -39,7 +40,10 @@ class QuickstartConfig:
     sampler: str = "official-sde"     # the authors' SDE: Heun, 50 steps, 99 NFE (gmem.samplers.SAMPLER_PRESETS)
     sample_steps: int | None = None   # override the sampler's steps (None: the sampler's)
     seed: int = 0                     # training seed (same for all arms) and first sample seed
-    arms: tuple = ("gmem", "class")   # which arms to run ("uncond" too: another ~2-3 min of training)
+    arms: tuple = ("gmem", "class")   # which arms to run ("uncond" too: another ~2 min of training)
+    workers: int = 2                  # CPU: arms trained, sampled and featurised side by side, one process of one thread
+                                      # each (a small network gains nothing from a second thread; a second arm does);
+                                      # 1: one after another in this process. CUDA: always 1
     device: str | None = None         # None = CUDA when available, else CPU
     progress: bool = True             # tqdm bars
 
@@ -54,6 +58,7 @@ class QuickstartConfig:
         sampler_settings(self.sampler)   # a known sampler name (the error lists them)
         if self.n_fid < 2: raise ValueError(f"n_fid must be >= 2 (FID needs a covariance), got {self.n_fid}")
         if self.n_boot < 0: raise ValueError(f"n_boot must be >= 0, got {self.n_boot}")
+        if self.workers < 1: raise ValueError(f"workers must be >= 1, got {self.workers}")
 
 ARMS = {"gmem": "snippet", "class": "class", "uncond": "none"}  # arm -> model conditioning mode
 
@@ -71,32 +76,53 @@ def quickstart_config(arm: str, qc: QuickstartConfig):
     cfg.device = qc.device
     return cfg
 
-def quickstart_arm(arm: str, qc: QuickstartConfig) -> tuple[Path, dict]:
+def quickstart_arm(arm: str, qc: QuickstartConfig, position: int = 0) -> tuple[Path, dict]:
     "Train one arm with `gmem.arms.train_arm` (the runner every report uses) in the cache OUT/runs, or reuse it: (run folder, summary)."
-    return train_arm(quickstart_config(arm, qc), Path(qc.out) / "runs", progress=qc.progress)
+    bar = dict(desc=f"train {arm}", position=position) if qc.progress else False
+    return train_arm(quickstart_config(arm, qc), Path(qc.out) / "runs", progress=bar)
 
 # %% ../nbs/api/15_quickstart.ipynb #f762c5da
 def _uint8(x: torch.Tensor) -> torch.Tensor:
     "[-1, 1] model-space pixels -> uint8 on the CPU, with the official rounding of `gmem.utils.to_uint8`."
     return to_uint8(x.float()).cpu()
 
-def real_images(n: int | None = None,    # how many (None: the whole split)
-                split: str = "train",      # "train" (4,000) or "heldout" (1,000): gmem.data.mnist5k_split
-                seed: int = 0, image_size: int = 16) -> torch.Tensor:
-    "`n` digits of one MNIST-5k split (uint8, 3 x size x size), from a fixed random permutation."
-    ds = Mnist5kDataset(image_size=image_size, split=split)
-    n = len(ds) if n is None else n
-    perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n]
-    if len(perm) < n: raise ValueError(f"asked for {n} real images; the {split} split has {len(ds)}")
-    return torch.stack([_uint8(ds[int(i)][0]) for i in perm])
+def real_images(split: str = "train", n: int | None = None, image_size: int = 16) -> torch.Tensor:
+    "The reference digits of one MNIST-5k split (uint8, 3 x size x size): `gmem.data.mnist5k_images`, the reports' subset rule."
+    return _uint8(mnist5k_images(split, image_size, n))
 
-def sample_arm(run_dir: Path, qc: QuickstartConfig) -> tuple[torch.Tensor, float, object]:
+def sample_arm(run_dir: Path, qc: QuickstartConfig, position: int = 0) -> tuple[torch.Tensor, float, object]:
     "Generate `n_fid` samples of a trained arm (uint8), with the seconds it took and the loaded run."
+    from tqdm.auto import tqdm
     run = load_run(run_dir, device=get_device(qc.device))
     t0 = time.time()
-    x = torch.cat([_uint8(b) for b in generate(run, qc.n_fid, seed=qc.seed, sampler=qc.sampler, steps=qc.sample_steps,
-                                               batch_size=256)])
+    batches = generate(run, qc.n_fid, seed=qc.seed, sampler=qc.sampler, steps=qc.sample_steps, batch_size=256)
+    with tqdm(total=qc.n_fid, desc=f"sample {run.cfg.model.cond}", unit="img", position=position,
+              disable=not qc.progress, leave=False) as bar:
+        x = torch.cat([_uint8(b) for b in batches if bar.update(len(b)) or True])
     return x, time.time() - t0, run
+
+def arm_job(arm: str, qc: QuickstartConfig, position: int = 0, threads: int | None = None) -> dict:
+    "One arm end to end, in a worker process or here: train (or reuse), sample `n_fid` images, their Inception features."
+    with torch_threads(threads):
+        run_dir, timings = quickstart_arm(arm, qc, position)
+        x, timings["sample_seconds"], _ = sample_arm(run_dir, qc, position)
+        t0 = time.time()
+        f = FIDFeatures(device=get_device(qc.device))(x, progress=dict(desc=f"features {arm}", position=position)
+                                                      if qc.progress else False)
+        timings["feature_seconds"] = time.time() - t0
+    return dict(arm=arm, run_dir=run_dir, timings=timings, samples=x, features=f)
+
+def run_arm_jobs(qc: QuickstartConfig) -> dict:
+    "Every arm's `arm_job`: `qc.workers` at a time in processes of one thread each on the CPU, else one after another."
+    if qc.workers == 1 or len(qc.arms) == 1 or get_device(qc.device).type != "cpu":
+        return {a: arm_job(a, qc) for a in qc.arms}
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    from gmem.quickstart import arm_job as job, QuickstartConfig as QC   # the module's: a fresh process imports them by name
+    qc = QC(**{f.name: getattr(qc, f.name) for f in dataclasses.fields(qc)})
+    with ProcessPoolExecutor(min(qc.workers, len(qc.arms)), mp_context=mp.get_context("spawn")) as pool:
+        futs = {a: pool.submit(job, a, qc, i % qc.workers, 1) for i, a in enumerate(qc.arms)}
+        return {a: f.result() for a, f in futs.items()}
 
 # %% ../nbs/api/15_quickstart.ipynb #6f010cdb
 def _loss_plot(out: Path, runs: dict) -> Path:
@@ -134,23 +160,27 @@ def run_quickstart(qc: QuickstartConfig | None = None, **kw) -> dict:
     t_start = time.time()
     timings, rows, samples, runs = {}, [], {}, {}
 
-    for arm in qc.arms:
-        print(f"[quickstart] training arm '{arm}' ({qc.steps} steps x {qc.batch_size} images)")
-        runs[arm], timings[arm] = quickstart_arm(arm, qc)
-    for arm in qc.arms:
-        x, secs, run = sample_arm(runs[arm], qc)
-        samples[arm] = (x, run)
-        timings[arm]["sample_seconds"] = secs
-        save_image_grid(x[:64], out / f"samples_{arm}.png", nrow=8, scale=max(1, 64 // qc.image_size))
+    side = qc.workers > 1 and len(qc.arms) > 1 and get_device(qc.device).type == "cpu"
+    print(f"[quickstart] arms {', '.join(qc.arms)}: train ({qc.steps} steps x {qc.batch_size} images), sample {qc.n_fid}, "
+          f"Inception features" + (f"; {min(qc.workers, len(qc.arms))} side by side, one process each" if side else ""))
+    t0 = time.time()
+    jobs = run_arm_jobs(qc)
+    feats = {}
+    for arm, j in jobs.items():
+        runs[arm], timings[arm], feats[arm] = j["run_dir"], j["timings"], j["features"]
+        samples[arm] = (j["samples"], load_run(j["run_dir"], device=get_device(qc.device)))
+        save_image_grid(j["samples"][:64], out / f"samples_{arm}.png", nrow=8, scale=max(1, 64 // qc.image_size))
+    arms_seconds = time.time() - t0
 
     print(f"[quickstart] FID of {qc.n_fid} samples per arm against the 1,000 held-out digits (and {qc.n_fid} training "
           f"digits), precision/recall, data copying; {len(qc.arms)} arms")
     t0 = time.time()
     extractor = FIDFeatures(device=get_device(qc.device))   # Inception pool3 (ONNX Runtime on the CPU when installed)
-    held_x = real_images(None, "heldout", image_size=qc.image_size)   # the 1,000 digits nothing trained on
-    train_x = real_images(None, "train", image_size=qc.image_size)    # the 4,000 training digits, fixed order
-    held = extractor(held_x)                                          # (1000, 2048)
-    trainf = extractor(train_x[:qc.n_fid])                            # = real_images(qc.n_fid, "train")
+    # the reference digits' features are the same in every run: computed once, then read from the cache
+    held = mnist_split_features("heldout", qc.image_size, None, extractor, progress=qc.progress)     # (1000, 2048)
+    trainf = mnist_split_features("train", qc.image_size, qc.n_fid, extractor, progress=qc.progress)  # (n_fid, 2048)
+    held_x = real_images("heldout", image_size=qc.image_size)   # the 1,000 digits nothing trained on
+    train_x = real_images("train", image_size=qc.image_size)    # the 4,000 training digits (bank rows, in order)
     gauss = lambda f: (f.mean(0), np.cov(f, rowvar=False))
     (mu_h, sig_h), (mu_t, sig_t) = gauss(held), gauss(trainf)
     # every arm: the same sample seeds and the same bootstrap draws, so the intervals of differences are paired
@@ -165,7 +195,7 @@ def run_quickstart(qc: QuickstartConfig | None = None, **kw) -> dict:
             enc_train, enc_held = code(train_x), code(held_x)
     ivs, ivs_train = {}, {}
     for arm in qc.arms:
-        f = extractor(samples[arm][0])
+        f = feats[arm]
         ivs[arm], ivs_train[arm] = h, t = iv(mu_h, sig_h, f), iv(mu_t, sig_t, f)
         pr = precision_recall(held, f)
         ct = None
@@ -220,14 +250,14 @@ def run_quickstart(qc: QuickstartConfig | None = None, **kw) -> dict:
                    "space; C_T (data copying) in the bank encoder's space against all 4,000 training digits",
                    snippet_usage=usage, nearest_neighbours=nn_note, encoder="pca (fitted on the training digits; "
                    "not the FID network)",
-                   timings=dict(fid_seconds=fid_seconds, total_seconds=total,
+                   timings=dict(arms_seconds=arms_seconds, fid_seconds=fid_seconds, total_seconds=total, workers=qc.workers,
                                 per_arm=timings, runs={a: str(r.relative_to(out)) for a, r in runs.items()}))
     write_metrics(out / "metrics.json", metrics, config=qc,
                   command="make quickstart-report" if Path(qc.out).resolve() == (repo_root() / "reports" / "quickstart")
                   else f"gmem quickstart --out {qc.out}",
                   sampler=dict(name=qc.sampler, **sampler_settings(qc.sampler, steps=qc.sample_steps).to_dict()),
                   fid_weights=extractor.info)
-    write_quickstart_readme(out, df, floor_iv, qc, nn_note, total, checks, usage)
+    write_quickstart_readme(out, df, floor_iv, qc, nn_note, total, checks, usage, metrics["timings"])
     print(f"[quickstart] done in {total / 60:.1f} min -> {out}/README.md")
     return metrics
 
@@ -242,8 +272,19 @@ def _usage_sentence(usage: dict) -> str:
         parts.append(f"{arm}: own {m['own']:.3f}, shuffled {m['shuffled']:.3f}, null {m['null']:.3f}")
     return "Mean velocity error over the noisy half (t < 0.5): " + "; ".join(parts) + "."
 
+def _time_sentence(timings: dict) -> str:
+    "Where the run's minutes went, stage by stage."
+    per = timings["per_arm"]
+    arm = lambda k: " / ".join(f"{a} {t.get(k, 0):.0f} s" for a, t in per.items())
+    side = f"{timings['workers']} side by side, " if timings.get("workers", 1) > 1 and len(per) > 1 else ""
+    return (f"Where the time went: arms ({side}{timings['arms_seconds']:.0f} s in all): training {arm('train_seconds')} "
+            f"(0 s: reused from OUT/runs), sampling {arm('sample_seconds')}, Inception features of the samples "
+            f"{arm('feature_seconds')}; scoring (reference features, read from the cache after the first run, FID "
+            f"intervals, precision/recall, C_T) {timings['fid_seconds']:.0f} s; the rest (figures, the snippet-usage "
+            f"diagnostic) {timings['total_seconds'] - timings['arms_seconds'] - timings['fid_seconds']:.0f} s.")
+
 def write_quickstart_readme(out: Path, df: pd.DataFrame, floor_iv: dict, qc: QuickstartConfig, nn_note, total: float,
-                            checks: list | None = None, usage: dict | None = None):
+                            checks: list | None = None, usage: dict | None = None, timings: dict | None = None):
     "The human-readable report: what ran, the numbers with intervals, the verdicts, what they do and do not show."
     floor = floor_iv["fid"]
     fmt = lambda f, lo, hi: f"{f:.1f} [{lo:.1f}, {hi:.1f}]" if lo is not None else f"{f:.1f}"
@@ -262,6 +303,8 @@ def write_quickstart_readme(out: Path, df: pd.DataFrame, floor_iv: dict, qc: Qui
           f"{qc.batch_size} images per arm ({qc.steps * qc.batch_size:,} images), same seed; sampler {qc.sampler} "
           f"({s.method} {s.mode.upper()}, {s.steps} steps, {s.nfe} NFE). Bank encoder: PCA fitted on the training "
           "digits (not the FID network).",
+          "",
+          _time_sentence(timings) if timings else None,
           "",
           markdown_table(table, list(table[0]), ".1f"),
           "",

@@ -147,7 +147,7 @@ def train(cfg: TrainConfig,                       # the run's configuration
           out_dir: str | os.PathLike,             # OUT: metrics.csv, config.yaml, checkpoints/, samples/, bank.safetensors
           *,
           resume: bool = False,                   # continue from OUT's latest checkpoint
-          progress: bool = True,                  # tqdm bar (rank 0)
+          progress: bool | dict = True,           # tqdm bar (rank 0); a dict: the bar's options (desc, position)
           model: nn.Module | None = None,         # use this network instead of building cfg.model (tests, custom nets)
           dataset=None,                           # use this dataset of (x, label) instead of cfg.data
           bank=None,                              # use this MemoryBank instead of cfg.bank
@@ -245,7 +245,7 @@ def _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn):
                                              collate_fn=collate, pin_memory=dev.type == "cuda")
     else:                              # the same items and collate as a worker-less DataLoader, without its per-batch machinery
         loader = (collate([ids[k] for k in b]) for b in sampler)
-    threads = torch_threads(train_threads(cfg, model, dev)); threads.__enter__()
+    threads = torch_threads(train_threads(cfg, model, dev)); threads.__enter__(); n_threads = torch.get_num_threads()
     bar = _progress(cfg, step, progress and info.main)
     grids = cfg.sample.every > 0 and info.main and x0.shape[0] in (1, 3)   # latents would need decoding: no grids
     start_step, t0, last_ckpt, loss_val = step, time.perf_counter(), ckpt_path, None
@@ -317,7 +317,7 @@ def _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn):
     done = (step - start_step) * cfg.batch_size
     return dict(step=step, images=step * cfg.batch_size, loss=loss_val, checkpoint=str(last_ckpt) if last_ckpt else None,
                 out_dir=str(out), seconds=secs, images_per_s=done / secs if secs else 0.0,
-                rank=info.rank, world_size=info.world_size)
+                rank=info.rank, world_size=info.world_size, threads=n_threads)
 
 def _fresh_start_note(cfg, out: Path, bank) -> str:
     "What `--resume` does in a run folder without a checkpoint yet: start at step 0, reusing a bank build's finished shards."
@@ -354,8 +354,8 @@ def _checkpoint_state(cfg, model, ema, opt, step, elapsed, n, fingerprint) -> di
 def _progress(cfg, step, enabled):
     if not enabled: return None
     from tqdm.auto import tqdm
-    return tqdm(total=cfg.steps * cfg.batch_size, initial=step * cfg.batch_size, unit="img", unit_scale=True,
-                desc="train", dynamic_ncols=True)
+    opts = dict(desc="train", dynamic_ncols=True) | (enabled if isinstance(enabled, dict) else {})
+    return tqdm(total=cfg.steps * cfg.batch_size, initial=step * cfg.batch_size, unit="img", unit_scale=True, **opts)
 
 def _tensorboard(out):
     "The run's TensorBoard view in OUT/tb (cfg.tensorboard; rank 0): gmem.tblog.TensorBoardLog."

@@ -1,6 +1,9 @@
 #!/usr/bin/env python
 """Training and sampling throughput of the GMem diffusion transformer (images/s), fp32 vs bf16, eager vs torch.compile.
 
+    python tools/bench_train.py --loops                          # CPU: today's training loop against an older commit's,
+                                                                 # end to end on the experiments' config (~10 min)
+    python tools/bench_train.py --loops --loop-steps 20 60       # the same, a smoke-size run
     python tools/bench_train.py --quick                          # CPU smoke run (~1 min): SiT-T/2, few steps
     python tools/bench_train.py                                  # CPU default: SiT-T/2 and SiT-S/2 on 4x32x32
     python tools/bench_train.py --device cuda                    # GPU default: the paper models, bf16+fp32, eager+compile
@@ -17,9 +20,17 @@ compilation, is reported separately as `compile_s`), `torch.cuda.synchronize()` 
 `--repeats` timed groups, median reported (all groups kept in the JSON). Peak memory: CUDA `max_memory_allocated`;
 on the CPU the process's peak RSS (a high-water mark over the whole run, so later configurations include earlier ones).
 Writes reports/perf/train_<device>.json and regenerates reports/perf/README.md from every JSON in that folder.
+
+`--loops` measures what the experiments pay instead of one step: `gmem.train.train` itself (data, bank, checkpoints,
+metrics included) on the configuration the cpu experiments train (the quickstart's: MNIST-5k 1x16x16, batch 32, GMem
+arm; SiT-T/2 and LightningDiT-T/1), once with this checkout's loop and once with the loop of `--baseline` (a commit,
+extracted with `git archive` and run from there), each in its own process, a short and a long run of each, in
+alternation. The time of a 2,500-step arm is projected from the two (a + b * steps: fixed costs such as the bank
+build count), and the ratio old / new is reported with the fraction of the fp32 peak (sgemm measured in the same run).
+Writes reports/perf/loops_cpu.json.
 """
 from __future__ import annotations
-import argparse, copy, json, math, os, platform, resource, shlex, statistics, sys, time
+import argparse, copy, json, math, os, platform, resource, shlex, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import torch
@@ -51,6 +62,15 @@ Figures reported by others, **not measured here** (from `shared/reference/anchor
 - DiT-XL/2 (fast-DiT, 1xA100, batch 128, mixed precision, pre-extracted latents): 0.84 steps/s (~108 img/s), 27.5 GB [S].
 - Sampling, XL at 256^2 without CFG on one H100 [E]: NFE 100 -> 25-40 img/s; NFE 50 -> 50-85 img/s.
 """
+
+
+def _cpu_name() -> str:
+    "The CPU's model name (Linux), else the platform's word for it."
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"): return line.split(":", 1)[1].strip()
+    except OSError: pass
+    return platform.processor() or platform.machine()
 
 
 def _sync(device):
@@ -187,6 +207,112 @@ def bench_one(name, shape, *, device, batch, precision, compiled, steps, warmup,
     return res
 
 
+LOOP_BASELINE = "1073d65"   # the last commit of training loop version 1 (gmem.train.TRAIN_LOOP_VERSION)
+LOOP_MODELS = ("SiT-T/2", "LightningDiT-T/1")
+LOOP_SCRIPT = r"""
+import json, sys, time, shutil
+import torch
+from gmem.quickstart import QuickstartConfig, quickstart_config
+from gmem.train import train, read_metrics
+model, steps, out, threads, workers = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+cfg = quickstart_config("gmem", QuickstartConfig(steps=steps, progress=False))
+cfg.model.name, cfg.ckpt_every, cfg.device = model, steps, "cpu"
+# patch 4 for every backbone, as the experiments train them (gmem.experiments: 16 tokens at 16x16)
+if threads != "loop": torch.set_num_threads(int(threads))    # what the old loop ran with (it never chose)
+if workers > 1: cfg.cpu_workers = workers
+shutil.rmtree(out, ignore_errors=True)
+t = time.perf_counter(); s = train(cfg, out, progress=False); wall = time.perf_counter() - t
+losses = [r["loss"] for r in read_metrics(out + "/metrics.csv")]
+print("RESULT " + json.dumps(dict(wall_s=wall, loop_s=s["seconds"], steps=s["step"], loss_first=losses[:50],
+                                  threads=s.get("threads", torch.get_num_threads()))))
+"""
+
+
+def sgemm_gflops(threads=None, n=2048, reps=10):
+    "fp32 GEMM throughput of this machine now (GFLOP/s), with `threads` torch threads (default: torch's)."
+    old = torch.get_num_threads()
+    if threads: torch.set_num_threads(threads)
+    try:
+        a = torch.rand(n, n); a @ a
+        t = time.perf_counter()
+        for _ in range(reps): a @ a
+        return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
+    finally:
+        torch.set_num_threads(old)
+
+
+def _baseline_tree(commit: str) -> Path:
+    "The gmem package of `commit`, extracted into a temporary folder (its root goes on PYTHONPATH)."
+    d = Path(tempfile.mkdtemp(prefix=f"gmem-{commit}-"))
+    tar = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "gmem"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(d)], input=tar, check=True)
+    return d
+
+
+def _loop_run(pythonpath, model, steps, threads, workers=1):
+    "One `gmem.train.train` run in a fresh process; its RESULT dict."
+    with tempfile.TemporaryDirectory() as out:
+        env = {**os.environ, "PYTHONPATH": str(pythonpath), "TQDM_DISABLE": "1"}
+        p = subprocess.run([sys.executable, "-c", LOOP_SCRIPT, model, str(steps), out + "/run", str(threads), str(workers)],
+                           env=env, cwd=out, capture_output=True, text=True)
+        line = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")]
+        if p.returncode or not line:
+            raise RuntimeError(f"training run failed ({model}, {steps} steps, PYTHONPATH={pythonpath}):\n{p.stderr[-3000:]}")
+        return json.loads(line[0][7:])
+
+
+def bench_loops(models, steps_short, steps_long, baseline, workers=(1,), arm_steps=2500, progress=True):
+    "Old loop (commit `baseline`, torch's 2 threads) against this checkout's, end to end; a result dict per model."
+    from tqdm.auto import tqdm
+    old_tree = _baseline_tree(baseline)
+    peak = sgemm_gflops()
+    loops = [("old", old_tree, "2", 1)] + [(f"new{'' if w == 1 else f'-{w}workers'}", ROOT, "loop", w) for w in workers]
+    results = []
+    bar = tqdm(total=len(models) * len(loops) * 2, desc="loop runs", disable=not progress)
+    for m in models:
+        runs = {name: {} for name, *_ in loops}
+        for n in (steps_short, steps_long):          # alternate old and new at each length: drift hits both
+            for name, tree, threads, w in loops:
+                runs[name][n] = _loop_run(tree, m, n, threads, w); bar.update()
+        res = dict(model=m, steps_short=steps_short, steps_long=steps_long, loops={})
+        for name, r in runs.items():
+            a_s, b_s = r[steps_short]["wall_s"], r[steps_long]["wall_s"]
+            per_step = (b_s - a_s) / (steps_long - steps_short)
+            fixed = a_s - per_step * steps_short
+            res["loops"][name] = dict(wall_short_s=a_s, wall_long_s=b_s, s_per_step=per_step, fixed_s=fixed,
+                                      arm_s=fixed + per_step * arm_steps, img_s=32 / per_step,
+                                      threads=r[steps_long]["threads"], loss_first=r[steps_long]["loss_first"])
+        old = res["loops"]["old"]
+        for name, r in res["loops"].items():
+            r["speedup_vs_old"] = old["arm_s"] / r["arm_s"]
+            d = [abs(x - y) / abs(x) for x, y in zip(old["loss_first"], r["loss_first"])]
+            r["loss_max_rel_diff_vs_old"] = max(d) if d else None
+            r["loss_bit_identical_to_old"] = old["loss_first"] == r["loss_first"]
+        C, H = 1, 16
+        net = create_model(m, input_size=H, in_channels=C, snippet_dim=64, patch_size=4)
+        res["fwd_gflop_per_img"] = fwd_gflop(net, (C, H, H), torch.device("cpu"))
+        if res["fwd_gflop_per_img"]:
+            for r in res["loops"].values():
+                r["fraction_of_fp32_peak"] = 3 * res["fwd_gflop_per_img"] * r["img_s"] / peak
+        results.append(res)
+    bar.close()
+    return dict(sgemm_gflops=peak, baseline=baseline, arm_steps=arm_steps, results=results)
+
+
+def loops_table(d) -> str:
+    head = ["model", "loop", "threads", "s/step", "img/s", "fixed s", f"{d['arm_steps']}-step arm s", "x old",
+            "of fp32 peak", "losses vs old (first 50 steps)"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for res in d["results"]:
+        for name, r in res["loops"].items():
+            same = "bit-identical" if r["loss_bit_identical_to_old"] else f"max rel. diff {r['loss_max_rel_diff_vs_old']:.1e}"
+            rows.append("| " + " | ".join([res["model"], name, str(r["threads"]), f"{r['s_per_step'] * 1e3:.1f} ms",
+                                           f"{r['img_s']:.0f}", f"{r['fixed_s']:.1f}", f"{r['arm_s']:.0f}",
+                                           f"**{r['speedup_vs_old']:.2f}x**", _fmt(r.get("fraction_of_fp32_peak"), 3),
+                                           same]) + " |")
+    return "\n".join(rows)
+
+
 def _fmt(v, nd=2):
     if v is None: return "-"
     if isinstance(v, float): return f"{v:.{nd}f}" if abs(v) < 1e4 else f"{v:.3g}"
@@ -218,6 +344,7 @@ def write_readme(folder: Path) -> Path:
              "Each section says the command that regenerates its JSON. Numbers are whatever the run measured.\n"]
     jsons = sorted(folder.glob("*.json"))
     trains = [p for p in jsons if p.name.startswith("train_")]
+    others_known = ("loops_",)
     parts.append("## Training and sampling throughput (`tools/bench_train.py`)\n")
     for p in trains:
         d = json.loads(p.read_text())
@@ -235,6 +362,18 @@ def write_readme(folder: Path) -> Path:
         parts.append("### GPU\n\nNot measured: no GPU was available to this session. To measure on a GPU: "
                      "`python tools/bench_train.py --device cuda` (paper models LightningDiT-B/1 and LightningDiT-XL/1 on "
                      "32x16x16, SiT-XL/2 on 4x32x32; bf16 and fp32; eager and torch.compile) writes `train_cuda.json`.\n")
+    for p in [p for p in jsons if p.name.startswith("loops_")]:
+        d = json.loads(p.read_text())
+        parts.append(f"## The training loop end to end (`{p.name}`)\n")
+        parts.append(f"- command: `{d.get('command')}`\n- {d.get('device_name')}, torch {d.get('torch')}, git {d.get('git_commit')}, "
+                     f"{d.get('time_utc')}, load average at start {d.get('loadavg')}; other processes: {d.get('note') or '-'}\n"
+                     f"- `gmem.train.train` on the quickstart's configuration (MNIST-5k 1x16x16, batch 32, GMem arm, PCA-64 "
+                     f"bank built in each run), old = commit {d['baseline']} (loop version 1, torch's 2 threads), new = this "
+                     f"checkout; each run in its own process; a {d['arm_steps']}-step arm projected from a "
+                     f"{d['results'][0]['steps_short']}- and a {d['results'][0]['steps_long']}-step run (fixed costs count). "
+                     f"Fraction of the fp32 peak: 3 x forward FLOPs x img/s against a {d['sgemm_gflops']:.0f} GFLOP/s "
+                     f"sgemm (2048^2, torch's threads) measured in the same run.\n")
+        parts.append(loops_table(d) + "\n")
     feats = [p for p in jsons if p.name.startswith("features_")]
     if feats:
         parts.append("## Encoder and FID feature throughput (`tools/bench_features.py`)\n")
@@ -261,7 +400,7 @@ def write_readme(folder: Path) -> Path:
                              f"- largest feature difference from plain (features reach {s['max_abs_feature']:.2f}): {diff}\n"
                              f"- {s['fid_note']}: {fids} (equal to 4 significant digits: "
                              f"{'yes' if s['fid_equal_to_4_significant_digits'] else 'no'})\n")
-    others = [p for p in jsons if p not in trains and p not in feats]
+    others = [p for p in jsons if p not in trains and p not in feats and not p.name.startswith(others_known)]
     for p in others:
         parts.append(f"## `{p.name}`\n\n(not summarised: unknown format)\n")
     parts.append("## Reference figures from peers (theirs, not ours)\n\n" + PEERS)
@@ -299,6 +438,13 @@ def main(argv=None):
                          "can be several times faster than 2 (no spin-waiting for a busy core)")
     ap.add_argument("--quick", action="store_true",
                     help="CI smoke run: SiT-T/2 only, batch 4, 2 steps x 2 groups, sampler steps 3, 1 CPU thread, eager fp32 on CPU")
+    ap.add_argument("--loops", action="store_true",
+                    help="CPU: gmem.train.train end to end, this checkout's loop against --baseline's (writes loops_cpu.json)")
+    ap.add_argument("--baseline", default=LOOP_BASELINE, help=f"--loops: the commit whose loop is 'old' (default {LOOP_BASELINE})")
+    ap.add_argument("--loop-steps", type=int, nargs=2, default=(250, 1000), metavar=("SHORT", "LONG"),
+                    help="--loops: the short and long runs a 2,500-step arm is projected from")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1],
+                    help="--loops: the new loop's cpu_workers values to measure (e.g. 1 2)")
     ap.add_argument("--note", default=None, help="free-text note stored in the JSON and the README")
     ap.add_argument("--out", default=None, help="JSON path (default reports/perf/train_<device>.json); the README is "
                                                  "regenerated in the same folder")
@@ -311,6 +457,19 @@ def main(argv=None):
         print(f"wrote {write_readme(out.parent)}"); return None
     if device.type == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda but CUDA is not available")
+    if a.loops:
+        if device.type != "cpu": ap.error("--loops measures the CPU loop; use --device cpu")
+        out = Path(a.out or ROOT / "reports" / "perf" / "loops_cpu.json")
+        res = dict(device="cpu", device_name=_cpu_name(), torch=torch.__version__, git_commit=git_commit(ROOT),
+                   command="python tools/bench_train.py " + shlex.join(list(argv) if argv is not None else sys.argv[1:]),
+                   time_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), cpu_count=os.cpu_count(),
+                   loadavg=os.getloadavg(), note=a.note)
+        res.update(bench_loops(a.model or list(LOOP_MODELS), *a.loop_steps, a.baseline, workers=a.workers))
+        with atomic_write(out, "w") as f:
+            json.dump(res, f, indent=1)
+        print(loops_table(res)); print(f"wrote {out}")
+        if not a.no_readme: print(f"wrote {write_readme(out.parent)}")
+        return res
     if a.threads or a.quick:
         torch.set_num_threads(a.threads or 1)
     gpu = device.type == "cuda"
