@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from .utils import atomic_path, atomic_write, git_commit, repo_root, to_uint8
 from .paper import PAPER, REPORTS
-from .stats import check_line, _verdict
+from .stats import check_line, speedup_text, _verdict
 import gmem
 
 # %% auto #0
@@ -326,6 +326,13 @@ def _at_a_glance(root: Path) -> list[str]:
                           "smallest detectable": _num(c.get("detectable"))})
         imgs = [r.get("images") for r in m.get("curve", []) or [] if isinstance(r.get("images"), (int, float))]
         for base, s in (m.get("speedup") or {}).items():
+            if isinstance(s, dict) and "per_level" in s:      # speedup_curves: seed-mean curves, FID levels, censoring
+                per = "; ".join(f"FID {p['level']:.1f}: {speedup_text(p)}" for p in s["per_level"])
+                speed.append(f"- `{name}` ({preset}): GMem vs {base}: **{speedup_text(s)}** on the seed-mean curves "
+                             f"({'/'.join(str(k) for k in s.get('seeds') or [])} training seeds), per FID level: {per}; "
+                             f"the largest speed-up this curve could show is {s['largest_showable']:.0f}x. "
+                             "Paper: 50x vs SiT-XL, 25x vs REPA (ImageNet 256).")
+                continue
             iv = (f" [{s['lo']:.2f}, {s['hi']:.2f}]" if s.get("lo") is not None else " (one seed, no interval)")
             bounds = f"; some seeds are bounds only: {'; '.join(s['bounds'])}" if s.get("censored") else ""
             reach = (f"; this curve ({min(imgs):,.0f} to {max(imgs):,.0f} images) can show at most "
