@@ -23,8 +23,8 @@ __all__ = ['CLEANFID_INCEPTION', 'INCEPTION_WEIGHTS', 'FID_MODES', 'PIPELINES', 
            'file_sha256', 'onnxruntime_available', 'inception_onnx', 'ort_session', 'FIDFeatures', 'RunningStats',
            'feature_stats', 'fid_from_stats', 'fid_from_features', 'save_stats', 'load_stats', 'stats_mode',
            'default_cache_dir', 'reference_stats', 'fid', 'mnist_split_features', 'cifar_reference',
-           'fid_against_stats', 'bootstrap_indices', 'fid_interval', 'precision_recall', 'CopyingTest', 'data_copying',
-           'nearest_neighbors', 'neighbor_grid']
+           'fid_against_stats', 'bootstrap_indices', 'fid_interval', 'precision_recall', 'CopyingTest',
+           'pixel_features', 'data_copying', 'nearest_neighbors', 'neighbor_grid']
 
 # %% ../nbs/api/08_eval.ipynb #e912be46
 CLEANFID_INCEPTION = Path("/tmp") / "inception-2015-12-05.pt"  # where clean-fid keeps its download
@@ -720,6 +720,12 @@ class CopyingTest:
             out.update(ct_lo=float(np.quantile(boot, al)), ct_hi=float(np.quantile(boot, 1 - al)),
                        ct_boot=[float(v) for v in boot])
         return out
+
+def pixel_features(images: torch.Tensor,  # (n, C, S, S) images in [-1, 1]
+                   ) -> np.ndarray:         # (n, S*S) float64
+    """Images as points of pixel space, the copying space no arm is conditioned on: each image's channel mean (the
+    digits are grey) flattened, so that L2 between rows is L2 on the digits."""
+    return torch.as_tensor(images).detach().float().cpu().mean(1).flatten(1).double().numpy()
 
 def data_copying(train_feats,        # (N, d) features of the training images (what the model saw)
                  heldout_feats,      # (n, d) features of held-out images from the same distribution, never trained on

@@ -368,8 +368,9 @@ def index_markdown(reports_dir: str | os.PathLike) -> str:
            "digits of a fixed split, 1,000 samples per FID against the 1,000 held-out digits (the verdicts; the "
            "paper's ImageNet protocol) and against the 4,000 training digits (its CIFAR protocol), the authors' "
            "samplers, 95% bootstrap intervals over samples and training seeds (per arm: the *seeds* "
-           "column). Precision/recall (Kynkaanniemi et al.) and C_T (Meehan et al.'s data copying: below 0 "
-           "copies, above 0 underfits) are in Inception space, C_T also in the bank encoder's. Numbers "
+           "column). Precision/recall (Kynkaanniemi et al.) are in Inception space; C_T (Meehan et al.'s data copying: below 0 "
+           "copies, above 0 underfits) in pixel space (L2 on the digits, no arm's conditioning space: the copying checks "
+           "use it), Inception and the bank encoder's (secondary). Numbers "
            "in brackets are 95% intervals. *full*: the `paper` preset (CIFAR-10 at the Table 6 settings, GPU). "
            "*paper*: the value printed in the paper (FID-50K on CIFAR-10 / ImageNet), for the row that our row "
            "stands in for - different data and scale, so compare directions, not values.", ""]
@@ -398,8 +399,9 @@ def index_markdown(reports_dir: str | os.PathLike) -> str:
                     row.update({"FID (training digits)": _num(r.get("fid_train")),
                                 "precision / recall": (f"{r['precision']:.2f} / {r['recall']:.2f}"
                                                        if r.get("precision") is not None else ""),
-                                "C_T Inception / bank": (f"{r['ct']:+.1f} / {r['ct_bank']:+.1f}"
-                                                         if r.get("ct") is not None else ""),
+                                "C_T pixel / Inception / bank": " / ".join(
+                                    "" if r.get(k) is None else f"{r[k]:+.1f}" for k in ("ct_pixel", "ct", "ct_bank"))
+                                    if r.get("ct") is not None or r.get("ct_pixel") is not None else "",
                                 "seeds": _num(r.get("seeds"), "d")})
                 row.update({"ours, full": _num(f.get("fid")) if f else "not run",
                             "paper": _num(r.get("paper_fid")), "paper row": r.get("paper_row", "")})

@@ -9,9 +9,9 @@ from typing import Callable
 import numpy as np
 
 # %% auto #0
-__all__ = ['Z_DETECT', 'VERDICTS', 'COPYING_THRESHOLD', 'compare', 'direction', 'no_worse', 'check_line', 'copying_checks',
-           'memorisation_checks', 'with_training_digits', 'curve_steps', 'speedup_levels', 'speedup_curves',
-           'speedup_text']
+__all__ = ['Z_DETECT', 'VERDICTS', 'COPYING_THRESHOLD', 'COPYING_SPACES', 'compare', 'direction', 'no_worse', 'check_line',
+           'copying_checks', 'memorisation_checks', 'with_training_digits', 'curve_steps', 'speedup_levels',
+           'speedup_curves', 'speedup_text']
 
 # %% ../nbs/api/08a_stats.ipynb #d9218b1c
 Z_DETECT = 1.959964 + 0.841621   # two-sided 5% test with 80% power: detectable gap = Z_DETECT x SE
@@ -158,7 +158,7 @@ def copying_checks(gmem,                      # GMem's results with `ct` and `ct
                    base,                      # the baseline's, the same way (same samples seeds: paired)
                    gmem_name: str = "GMem", base_name: str = "class-conditional SiT",
                    space: str = "Inception",  # the feature space of the C_T, for the claim's text
-                   metric: str = "ct",        # the results' key ("ct": Inception; "ct_bank": the bank encoder's)
+                   metric: str = "ct",        # the results' key ("ct_pixel": pixels; "ct": Inception; "ct_bank": bank)
                    margin: float = 1.0,       # "no lower" allows this much (z-units)
                    threshold: float = COPYING_THRESHOLD,
                    ) -> list[dict]:
@@ -181,13 +181,20 @@ def copying_checks(gmem,                      # GMem's results with `ct` and `ct
     second["seeds"] = [len(G)]
     return [first, second]
 
-def memorisation_checks(gmem, base, base_name: str = "class-conditional SiT") -> list[dict]:
-    """`copying_checks` in Inception space (`ct`) and in the bank encoder's (`ct_bank`), for whichever the results
-    carry ([] when they have no C_T, as at the paper preset)."""
+COPYING_SPACES = {"pixel": "ct_pixel", "Inception": "ct", "bank encoder": "ct_bank"}   # space -> results' key
+
+def memorisation_checks(gmem, base, base_name: str = "class-conditional SiT",
+                        spaces: tuple = ("pixel",),   # COPYING_SPACES keys; pixels, which no arm is conditioned on, decide
+                        ) -> list[dict]:
+    """`copying_checks` in each of `spaces` the results carry: by default pixel space only (`ct_pixel`, L2 on the
+    digits), the primary copying space; Inception and bank-encoder C_T stay secondary columns of the tables (the bank
+    encoder's is GMem's own conditioning space, which favours the class arm). [] when the results have no C_T there
+    (the paper preset, or results made before pixel C_T)."""
     first = gmem[0] if isinstance(gmem, (list, tuple)) else gmem
-    return [c for space, metric in (("Inception", "ct"), ("bank encoder", "ct_bank"))
-            if isinstance(first, dict) and first.get(metric) is not None
-            for c in copying_checks(gmem, base, base_name=base_name, space=space, metric=metric)]
+    bad = sorted(set(spaces) - set(COPYING_SPACES))
+    if bad: raise ValueError(f"unknown copying spaces {bad}; valid: {', '.join(COPYING_SPACES)}")
+    return [c for space in spaces if isinstance(first, dict) and first.get(COPYING_SPACES[space]) is not None
+            for c in copying_checks(gmem, base, base_name=base_name, space=space, metric=COPYING_SPACES[space])]
 
 # %% ../nbs/api/08a_stats.ipynb #713849f8
 def with_training_digits(fn: Callable,  # `direction` or `no_worse`
