@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from .utils import atomic_path, atomic_write, git_commit, repo_root, to_uint8
 from .paper import PAPER, REPORTS
-from .stats import check_line, speedup_text, _verdict
+from .stats import check_line, holm_family, speedup_text, _verdict
 import gmem
 
 # %% auto #0
@@ -302,7 +302,7 @@ def _scalars(d: dict, prefix="") -> dict:
 
 def _at_a_glance(root: Path) -> list[str]:
     "reports/README.md's first section: every checked claim's verdict, gap and interval, and the measured speed-up."
-    table, speed = [], []
+    table, speed, fams = [], [], {}
     for name in REPORTS:
         d = _load(root / name / "metrics.json")
         if d is None: continue
@@ -313,12 +313,14 @@ def _at_a_glance(root: Path) -> list[str]:
                 and not any(r.get("fid_train") is not None for r in rows)):
             preset = "cpu, earlier protocol (training-set FID)"   # FID rows made before the held-out split: see its commit
         for c in m.get("checks", []) or []:
+            c = dict(c, role=c.get("role") or "secondary")    # unmarked (older) checks count as secondary
+            fams.setdefault(preset, []).append(c)
             lo, hi = c.get("lo"), c.get("hi")
             iv = f" [{lo:+.2f}, {hi:+.2f}]" if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) else ""
             if c.get("kind") == "no_worse" and isinstance(c.get("margin"), (int, float)):
                 iv += f"; threshold {-c['margin']:+.2f}"
-            table.append({"report": f"`{name}`", "preset": preset, "claim": c.get("claim", ""),
-                          "verdict": f"**{_verdict(c)}**",
+            table.append({"report": f"`{name}`", "preset": preset, "role": c["role"], "claim": c.get("claim", ""),
+                          "verdict": f"**{_verdict(c)}**", "Holm (primary family)": c,
                           "vs training digits": c.get("training_digits_verdict") or "",
                           "seeds": "/".join(str(s) for s in c.get("seeds") or []),
                           "ours: gap [95% interval]": (_num(c.get("gap"), "+.2f") + iv) if c.get("gap") is not None else "",
@@ -343,6 +345,12 @@ def _at_a_glance(root: Path) -> list[str]:
             speed.append(f"- `{name}` ({preset}): GMem vs {base}: **{s['speedup']:.2f}x**{iv}"
                          + (f" over {s['seeds']} training seed(s), per seed {per}" if s.get("seeds") else "") + bounds
                          + f"{reach}. Paper: 50x vs SiT-XL, 25x vs REPA (ImageNet 256).")
+    for fam in fams.values(): holm_family(fam)        # one family of primary claims per preset
+    for row in table:
+        c = row.pop("Holm (primary family)")
+        row["Holm (primary family)"] = (f"{c['holm_verdict']} (p {c['p_holm']:.3f})" if c.get("p_holm") is not None
+                                        else c.get("holm_verdict", "") if c["role"] == "primary" else "")
+    table.sort(key=lambda r: r["role"] != "primary")   # the paper's headline claims first (stable within each)
     if not table and not speed: return []
     out = ["## At a glance: the paper's claims as measured here", "",
            "Verdicts: **holds** (the 95% interval of the gap excludes zero in the paper's direction), **contradicted** "
@@ -352,7 +360,10 @@ def _at_a_glance(root: Path) -> list[str]:
            "Verdicts use FID against held-out digits; *vs training digits* is the same claim scored against the "
            "training digits (where the two differ, that is evidence about memorisation). Data-copying claims compare "
            "C_T (z-units) with the baseline's (margin 1) or with the copying threshold -2. *seeds*: training seeds "
-           "per arm. Results of the `smoke` preset decide nothing.", ""]
+           "per arm. *role*: **primary** marks the paper's headline claims (quality at equal training, training speed-up, "
+           "sampling speed-up, not copying), listed first; *secondary* ones are exploratory. The primary claims of "
+           "one preset form one family: *Holm (primary family)* is its verdict after Holm's correction (adjusted "
+           "p-value from the bootstrap standard error). Results of the `smoke` preset decide nothing.", ""]
     if speed: out += ["Training speed-up (Table 2's reading of the FID-vs-images curves):", ""] + speed + [""]
     if table: out += [markdown_table(table), ""]
     return out

@@ -9,9 +9,10 @@ from typing import Callable
 import numpy as np
 
 # %% auto #0
-__all__ = ['Z_DETECT', 'VERDICTS', 'COPYING_THRESHOLD', 'COPYING_SPACES', 'compare', 'direction', 'no_worse', 'check_line',
-           'copying_checks', 'memorisation_checks', 'with_training_digits', 'curve_steps', 'speedup_levels',
-           'speedup_curves', 'speedup_text']
+__all__ = ['Z_DETECT', 'VERDICTS', 'COPYING_THRESHOLD', 'COPYING_SPACES', 'ROLES', 'compare', 'direction', 'no_worse',
+           'check_line', 'copying_checks', 'memorisation_checks', 'with_training_digits', 'curve_steps',
+           'speedup_levels', 'speedup_curves', 'speedup_text', 'mark', 'check_pvalue', 'holm', 'holm_family',
+           'speedup_check']
 
 # %% ../nbs/api/08a_stats.ipynb #d9218b1c
 Z_DETECT = 1.959964 + 0.841621   # two-sided 5% test with 80% power: detectable gap = Z_DETECT x SE
@@ -302,6 +303,7 @@ def _points(curve) -> list[tuple]:
 def speedup_curves(gmem_curves: list,        # GMem: one [(images, fid) or (images, fid, boot), ...] per training seed
                    baseline_curves: list,    # the baseline, the same way (seeds need not pair with GMem's)
                    levels: list[float] | None = None,  # FID levels declared before the run (None: speedup_levels' grid)
+                   include_final: bool = True,  # add the baseline's final FID to the levels (Table 2's reading)
                    n_boot: int = 2000,       # bootstrap replicates (training seeds within each arm, and samples)
                    seed: int = 0,
                    level: float = 0.95,
@@ -319,7 +321,8 @@ def speedup_curves(gmem_curves: list,        # GMem: one [(images, fid) or (imag
     declared = levels is not None
     grid = list(levels) if declared else speedup_levels(g, b)
     final = float(b[1][-1])
-    lv = grid + ([final] if all(abs(final - v) > 1e-12 for v in grid) else [])
+    lv = grid + ([final] if include_final and all(abs(final - v) > 1e-12 for v in grid) else [])
+    if not lv: raise ValueError("no FID level to read the speed-up at: give levels or include_final=True")
     per_level = [dict(_read_level(g, b, v), baseline_final=abs(v - final) <= 1e-12) for v in lv]
     s, censored, bound = _summary(per_level)
     use = [i for i, r in enumerate(per_level) if not r["censored"]]
@@ -354,4 +357,70 @@ def speedup_text(s: dict) -> str:
     if s.get("censored"): return f"{s.get('bound') or 'a bound:'} {v:.2f}x (censored)"
     iv = f" [{s['lo']:.2f}, {s['hi']:.2f}]" if s.get("lo") is not None and s.get("hi") is not None else ""
     return f"{v:.2f}x{iv}" + (" (inverse reading)" if s.get("reading") == "inverse" else "")
+
+
+# %% ../nbs/api/08a_stats.ipynb #8e446cd8
+ROLES = ("primary", "secondary")
+
+def mark(checks: list[dict], role: str) -> list[dict]:
+    """Mark checks as the paper's headline claims ("primary": quality at equal training, training speed-up, sampling
+    speed-up, not copying) or "secondary" (everything else); returns them."""
+    if role not in ROLES: raise ValueError(f"role={role!r}; choose one of: {', '.join(ROLES)}")
+    for c in checks: c["role"] = role
+    return checks
+
+def _threshold(c: dict) -> float:
+    "The value of a check's gap that separates its verdicts: 0, or the margin of a no_worse / copying check."
+    if c.get("kind") == "no_worse": return -float(c["margin"])
+    if c.get("kind") == "copying": return float(c["margin"])
+    return 0.0
+
+def check_pvalue(c: dict) -> float | None:
+    """Two-sided p-value of a check against its threshold, from its bootstrap standard error (`detectable` / Z_DETECT)
+    under a normal approximation; None where the check has no interval (or is censored)."""
+    det, gap = c.get("detectable"), c.get("gap")
+    if det is None or gap is None or not det > 0: return None
+    from scipy import stats
+    z = (float(gap) - _threshold(c)) / (det / Z_DETECT)
+    return float(2 * stats.norm.sf(abs(z)))
+
+def holm(pvalues: list,        # p-values of one family (None: no test; passed through as None)
+         ) -> list:
+    "Holm's step-down adjusted p-values: p_(i) x (m - i + 1), made monotone, capped at 1 (m: the non-None p-values)."
+    idx = sorted((i for i, p in enumerate(pvalues) if p is not None), key=lambda i: pvalues[i])
+    out, run, m = [None] * len(pvalues), 0.0, len(idx)
+    for r, i in enumerate(idx):
+        run = max(run, min(1.0, (m - r) * pvalues[i]))
+        out[i] = run
+    return out
+
+def holm_family(checks: list[dict],    # checks, each with `role` (mark); only the primary ones form the family
+                alpha: float = 0.05,
+                ) -> list[dict]:
+    """The primary family under Holm's correction: each primary check gets `p`, `p_holm` and `holm_verdict` (its
+    verdict when p_holm < alpha, else unresolved); secondary ones are left as they are. Returns the checks."""
+    fam = [c for c in checks if c.get("role") == "primary"]
+    ps = [check_pvalue(c) for c in fam]
+    for c, p, ph in zip(fam, ps, holm(ps)):
+        side = "holds" if (c.get("gap") or 0) - _threshold(c) > 0 else "contradicted"
+        c.update(p=p, p_holm=ph, holm_verdict=side if ph is not None and ph < alpha else "unresolved")
+    return checks
+
+def speedup_check(s: dict,             # speedup_curves' result
+                  base_name: str,      # the baseline's name
+                  paper: float | None = None,   # the paper's speed-up
+                  what: str = "trains faster",  # the claim's verb: "trains faster" (Table 2), "samples faster" (Table 3)
+                  ) -> dict:
+    """A speed-up as a checked claim "GMem trains (samples) faster than the baseline": `holds` when its interval lies
+    above 1, `contradicted` below 1, else `unresolved` (always, when the reading is censored). The gap is log speed-up."""
+    v, lo, hi = s.get("speedup"), s.get("lo"), s.get("hi")
+    ok = v is not None and not s.get("censored") and lo is not None and hi is not None
+    verdict = ("holds" if lo > 1 else "contradicted" if hi < 1 else "unresolved") if ok else "unresolved"
+    se = (math.log(hi) - math.log(lo)) / (2 * 1.959964) if ok else None
+    return dict(claim=f"GMem {what} than the {base_name} (speed-up above 1)", kind="speedup", verdict=verdict,
+                holds=verdict == "holds", within_noise=verdict == "unresolved",
+                gap=math.log(v) if v else None, lo=math.log(lo) if ok else None, hi=math.log(hi) if ok else None,
+                detectable=Z_DETECT * se if se else None, seeds=list(s.get("seeds") or []),
+                paper_gap=math.log(paper) if paper else None,
+                detail=f"speed-up {speedup_text(s)} (gap = log speed-up)" + (f"; paper {paper:g}x" if paper else ""))
 
