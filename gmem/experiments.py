@@ -95,7 +95,7 @@ SCALES = {
     "cpu": Scale(train_steps=2500, batch_size=32, ckpt_every=125, image_size=16, pca_dim=32, svd_rank=16,
                  n_samples=1000, n_ref=1000, n_train_ref=1000, n_copy_train=4000, sample_steps=50, mode="sde", method="heun", grid=64, n_boot=200, seeds=2,
                  n_curve=500, sampler="official-sde"),
-    # paper: FID-50K, SDE sampler, rank-64 bank; steps, batch, checkpoints and backbone come from the trainer preset
+    # paper: FID-50K, SDE sampler, the full bank (rank-64 for Table 4's SVD rows); steps, batch, checkpoints and backbone come from the trainer preset
     # of the run (`paper_scale`): CIFAR-10 pixels (Table 6: Euler 50 steps) or ImageNet latents (official: Heun 50)
     "paper": Scale(train_steps=200_000, batch_size=128, ckpt_every=10_000, image_size=32, pca_dim=768, svd_rank=64,
                    n_samples=50_000, n_ref=50_000, sample_steps=50, mode="sde", method="euler", grid=64,
@@ -302,7 +302,8 @@ class Experiment:
     def standard(self, method: str = "gmem", **knobs):
         """The config of a named arm shared by the reports (same config = same cached arm): "gmem" (Table 4's
         reference row: zero mask 0.4, trained on the full snippets as the official code trains; `evaluate` samples it
-        from the rank-`scale.svd_rank` bank, the paper's "SVD" setting), "sit" (class-conditional SiT baseline),
+        from the full bank as all the authors' configs do, and from the rank-`scale.svd_rank` bank only when asked
+        (`bank_rank`: Table 4's "SVD" rows)), "sit" (class-conditional SiT baseline),
         "uncond"; `knobs` change it (`svd_rank=k`: also *train* on the rank-k bank, an extra row)."""
         conds = dict(gmem="snippet", sit="class", uncond="none")
         if method not in conds: raise ValueError(f"unknown method {method!r}; valid: {', '.join(conds)}")
@@ -451,8 +452,9 @@ def evaluate(self: Experiment,
              n: int | None = None,      # samples (None = scale.n_samples)
              sample_seed: int | None = None,  # first sample seed (None = the experiment's)
              sampler: str | None = None,  # official settings ("official-ode": Euler, 49 steps, shift 0.3); others override
-             bank_rank: int | None = None,  # sampling bank of a GMem arm trained on full snippets: None = rank
-                                            # scale.svd_rank (the paper's "SVD" row, sampled the official way), 0 = full
+             bank_rank: int | None = None,  # sampling bank of a GMem arm trained on full snippets: None or 0 = the
+                                            # full bank (all the authors' configs: bank_type 'full'); k = the rank-k
+                                            # SVD bank (Table 4's SVD rows: scale.svd_rank)
              ) -> dict:
     """Scores of a checkpoint under one sampler, cached: FID with its interval and NFE; at smoke/cpu also `fid_heldout`
     (= `fid`), `fid_train`, precision/recall in Inception and bank-encoder space, and C_T in pixel space (`ct_pixel`, the
@@ -469,7 +471,7 @@ def evaluate(self: Experiment,
     cfg = TrainConfig.from_yaml(run / "config.yaml")
     rank = None
     if cfg.model.cond == "snippet" and not cfg.bank.rank:
-        rank = sc.svd_rank if bank_rank is None else (int(bank_rank) or None)
+        rank = int(bank_rank) if bank_rank else None
     ref_key = (dict(stats=str(self.fid_stats)) if self.preset == "paper" and self.fid_stats else
                dict(dataset="cifar10", root=str(self.data_root), n_ref=sc.n_ref) if self.preset == "paper" else
                dict(dataset="mnist5k", size=sc.image_size, heldout=sc.n_ref, train=sc.n_train_ref, format=3,

@@ -21,7 +21,8 @@ EXTRA = {"ablation": dict(sample_steps=4), "efficiency": dict(ckpt_every=2, samp
 ROWS = {  # labels every default sweep must produce
     "ablation": {"reference", "no_svd", "half_bank", "noise", "random", "ratio_0", "ratio_0.3", "ode"},
     "efficiency": {"GMem (final)", "SiT (class-conditional) (final)", "speed-up vs SiT (class-conditional)"},
-    "nfe_sweep": {f"{m} @ NFE {k}" for m in ("GMem", "SiT (class-conditional)") for k in (2, 4)},
+    "nfe_sweep": {f"{m} @ NFE {k} ({s})" for m in ("GMem", "SiT (class-conditional)")
+                  for s, ks in (("Euler", (2, 4)), ("SDE", (1, 3))) for k in ks},   # official SDE: NFE 2 steps - 1
     "backbones": {"SiT-T/2 / pixels", "LightningDiT-T/1 / pixels"},
     "quality": {"MNIST-5k (16x16): GMem", "MNIST-5k (16x16): SiT (class-conditional)",
                 "MNIST-5k (16x16): real training images (FID floor at N=8)"},
