@@ -23,8 +23,8 @@ __all__ = ['CLEANFID_INCEPTION', 'INCEPTION_WEIGHTS', 'FID_MODES', 'PIPELINES', 
            'file_sha256', 'onnxruntime_available', 'inception_onnx', 'ort_session', 'FIDFeatures', 'RunningStats',
            'feature_stats', 'fid_from_stats', 'fid_from_features', 'save_stats', 'load_stats', 'stats_mode',
            'default_cache_dir', 'reference_stats', 'fid', 'mnist_split_features', 'cifar_reference',
-           'fid_against_stats', 'bootstrap_indices', 'fid_interval', 'precision_recall', 'CopyingTest', 'data_copying',
-           'nearest_neighbors', 'neighbor_grid']
+           'fid_against_stats', 'bootstrap_indices', 'fid_interval', 'precision_recall', 'CopyingTest',
+           'pixel_features', 'data_copying', 'nearest_neighbors', 'neighbor_grid']
 
 # %% ../nbs/api/08_eval.ipynb #e912be46
 CLEANFID_INCEPTION = Path("/tmp") / "inception-2015-12-05.pt"  # where clean-fid keeps its download
@@ -644,28 +644,28 @@ def precision_recall(real_feats,    # (n, d) features of real images
     recall = _inside_any_ball(r, f, _knn_radii(f, k)).double().mean().item()
     return dict(precision=precision, recall=recall, k=k, n_real=len(r), n_fake=len(f))
 
-def _mann_whitney_z(a: np.ndarray, b: np.ndarray) -> float:
-    "z-score of the Mann-Whitney U of `a` against `b` (U = pairs with a > b, ties half; tie-corrected variance)."
-    m, n = len(a), len(b)
-    ranks = stats.rankdata(np.concatenate([a, b]))
-    u = ranks[:m].sum() - m * (m + 1) / 2                                   # pairs (a_i, b_j) with a_i > b_j
-    _, counts = np.unique(np.concatenate([a, b]), return_counts=True)
-    N = m + n
-    var = m * n / 12 * ((N + 1) - (counts ** 3 - counts).sum() / (N * (N - 1)))
-    return float((u - m * n / 2) / math.sqrt(var)) if var > 0 else 0.0
+def _meehan_z(q: np.ndarray, p: np.ndarray) -> float:
+    """Meehan et al.'s Z_U of generated distances `q` against held-out distances `p`, as their reference code computes
+    it: U = pairs with q > p (ties half), centred at mn/2 - 1/2 (their continuity correction) and scaled by
+    sqrt(mn(m+n+1)/12) (no tie correction). Below 0: the generated points lie closer to the training points."""
+    m, n = len(q), len(p)
+    u = stats.rankdata(np.concatenate([q, p]))[:m].sum() - m * (m + 1) / 2   # pairs (q_i, p_j) with q_i > p_j
+    return float((u - (m * n / 2 - 0.5)) / math.sqrt(m * n * (m + n + 1) / 12))
 
 class CopyingTest:
-    """Meehan et al. (2020)'s data-copying statistic C_T against one training and one held-out set. The training
-    features are split into k-means cells; in each cell the distances of the generated samples to their nearest
-    training image are compared with those of the held-out images by a Mann-Whitney test (z-score), and the z-scores
-    are averaged with the held-out share of each cell as weight. Well below 0: the samples sit closer to training
-    images than new real images do (copying); about 0: as close as new data; well above 0: farther (underfitting).
-    The cells and the held-out distances are computed once, so many generated sets are cheap to score."""
+    """Meehan et al. (2020)'s data-copying statistic C_T against one training and one held-out set, as their reference
+    code computes it. The training features are split into k-means cells; every held-out and generated point goes to
+    its cell and gets its distance to the nearest training point **of that cell**; in each cell with at least `min_gen`
+    generated points the generated distances are compared with the held-out ones by a Mann-Whitney z-score
+    (`_meehan_z`, their `Zu(Pn_cell, Qm_cell, T_cell)`), and the z-scores are averaged with the held-out share of each
+    cell as weight. Well below 0: the samples sit closer to training images than new real images do (copying); about 0:
+    as close as new data; well above 0: farther (underfitting). The cells and the held-out distances are computed once,
+    so many generated sets are cheap to score."""
     def __init__(self,
                  train_feats,        # (N, d) features of the training images (what the model saw)
                  heldout_feats,      # (n, d) features of held-out images from the same distribution, never trained on
                  n_cells: int = 10,  # k-means cells of the training features
-                 min_gen: int = 20,  # cells with fewer generated (or held-out) samples are left out, as in the paper
+                 min_gen: int = 20,  # cells with fewer generated samples are left out, as in the paper
                  seed: int = 0,      # k-means initialisation
                  ):
         from sklearn.cluster import KMeans
@@ -674,57 +674,74 @@ class CopyingTest:
             raise ValueError(f"need (N, d) and (n, d) features with one d, got {T.shape} and {P.shape}")
         if n_cells < 1 or len(T) < n_cells: raise ValueError(f"n_cells={n_cells} needs at least that many training rows")
         self.km = KMeans(n_clusters=n_cells, n_init=10, random_state=seed).fit(T)
-        self.T, self.n_cells, self.min_gen, self.n_heldout = torch.as_tensor(T), n_cells, min_gen, len(P)
-        self.dP, self.cP = self._nn_dist(P), self.km.predict(P)
+        cT = self.km.predict(T)
+        self.T = [torch.as_tensor(T[cT == c]) for c in range(n_cells)]        # the training points of each cell
+        self.n_cells, self.min_gen, self.n_train, self.n_heldout, self.d = n_cells, min_gen, len(T), len(P), T.shape[1]
+        self.cP = self.km.predict(P)
+        self.dP = self._nn_dist(P, self.cP)
 
-    def _nn_dist(self, x: np.ndarray) -> np.ndarray:
-        "Distance of each row to its nearest training row."
-        return torch.cat([torch.cdist(torch.as_tensor(x[i:i + 2048]), self.T).min(1).values
-                          for i in range(0, len(x), 2048)]).numpy()
+    def _nn_dist(self, x: np.ndarray, cells: np.ndarray) -> np.ndarray:
+        "Distance of each row to its nearest training row of its own cell (inf where the cell has no training row)."
+        out = np.full(len(x), np.inf)
+        for c in range(self.n_cells):
+            i = np.flatnonzero(cells == c)
+            for lo in range(0, len(i), 2048):
+                if len(self.T[c]): out[i[lo:lo + 2048]] = torch.cdist(torch.as_tensor(x[i[lo:lo + 2048]]),
+                                                                      self.T[c]).min(1).values.numpy()
+        return out
 
-    def _ct(self, dQ: np.ndarray, cQ: np.ndarray, strict: bool = True):
+    def _ct(self, dP, cP, dQ, cQ, strict: bool = True):
         cells, zs, ws = [], [], []
         for c in range(self.n_cells):
-            p, q = self.dP[self.cP == c], dQ[cQ == c]
-            if len(q) < self.min_gen or len(p) < self.min_gen: continue
-            z = _mann_whitney_z(q, p)
-            cells.append(dict(cell=c, n_heldout=len(p), n_gen=len(q), z=z)); zs.append(z); ws.append(len(p) / self.n_heldout)
+            p, q = dP[cP == c], dQ[cQ == c]
+            if len(q) < self.min_gen or len(p) == 0 or len(self.T[c]) == 0: continue   # held-out share 0: weight 0
+            z = _meehan_z(q, p)
+            cells.append(dict(cell=c, n_train=len(self.T[c]), n_heldout=len(p), n_gen=len(q), z=z))
+            zs.append(z); ws.append(len(p) / len(dP))
         if not zs:
             if not strict: return None, cells, ws
-            raise ValueError(f"no cell holds {self.min_gen} generated and {self.min_gen} held-out samples: use fewer "
-                             "cells or more samples")
+            raise ValueError(f"no cell holds {self.min_gen} generated samples and a held-out one: use fewer cells or "
+                             "more samples")
         return float(np.average(zs, weights=ws)), cells, ws
 
     def __call__(self,
                  gen_feats,          # (m, d) features of generated images
-                 n_boot: int = 0,    # bootstrap replicates over the generated samples (0: no interval)
+                 n_boot: int = 0,    # bootstrap replicates over the held-out and the generated samples (0: none)
                  boot_seed: int = 0, # the same for every arm: paired replicates (gmem.eval.bootstrap_indices)
                  level: float = 0.95,
                  ) -> dict:
         "C_T of one generated set: {ct, cells, ...}; with `n_boot`, `ct_lo`, `ct_hi` and the centred `ct_boot`."
         Q = np.asarray(gen_feats, np.float64)
-        if Q.ndim != 2 or Q.shape[1] != self.T.shape[1]:
-            raise ValueError(f"need (m, {self.T.shape[1]}) generated features, got {Q.shape}")
-        dQ, cQ = self._nn_dist(Q), self.km.predict(Q)
-        ct, cells, ws = self._ct(dQ, cQ)
+        if Q.ndim != 2 or Q.shape[1] != self.d:
+            raise ValueError(f"need (m, {self.d}) generated features, got {Q.shape}")
+        cQ = self.km.predict(Q)
+        dQ = self._nn_dist(Q, cQ)
+        ct, cells, ws = self._ct(self.dP, self.cP, dQ, cQ)
         out = dict(ct=ct, cells=cells, n_cells=self.n_cells, cells_used=len(cells), heldout_share_used=float(sum(ws)),
-                   n_train=len(self.T), n_heldout=self.n_heldout, n_gen=len(Q))
-        if n_boot > 0:   # resample the generated set (the held-out set is shared by every arm)
-            reps = np.array([v for ii in bootstrap_indices(len(Q), n_boot, boot_seed)
-                             if (v := self._ct(dQ[ii], cQ[ii], strict=False)[0]) is not None])
+                   n_train=self.n_train, n_heldout=self.n_heldout, n_gen=len(Q))
+        if n_boot > 0:   # resample both sets: generated with boot_seed, held-out with boot_seed + 1 (paired across arms)
+            iq, ip = bootstrap_indices(len(Q), n_boot, boot_seed), bootstrap_indices(self.n_heldout, n_boot, boot_seed + 1)
+            reps = np.array([v for a, b in zip(iq, ip)
+                             if (v := self._ct(self.dP[b], self.cP[b], dQ[a], cQ[a], strict=False)[0]) is not None])
             boot = reps - reps.mean() + ct
-            a = (1 - level) / 2
-            out.update(ct_lo=float(np.quantile(boot, a)), ct_hi=float(np.quantile(boot, 1 - a)),
+            al = (1 - level) / 2
+            out.update(ct_lo=float(np.quantile(boot, al)), ct_hi=float(np.quantile(boot, 1 - al)),
                        ct_boot=[float(v) for v in boot])
         return out
+
+def pixel_features(images: torch.Tensor,  # (n, C, S, S) images in [-1, 1]
+                   ) -> np.ndarray:         # (n, S*S) float64
+    """Images as points of pixel space, the copying space no arm is conditioned on: each image's channel mean (the
+    digits are grey) flattened, so that L2 between rows is L2 on the digits."""
+    return torch.as_tensor(images).detach().float().cpu().mean(1).flatten(1).double().numpy()
 
 def data_copying(train_feats,        # (N, d) features of the training images (what the model saw)
                  heldout_feats,      # (n, d) features of held-out images from the same distribution, never trained on
                  gen_feats,          # (m, d) features of generated images
                  n_cells: int = 10,  # k-means cells of the training features
-                 min_gen: int = 20,  # cells with fewer generated (or held-out) samples are left out, as in the paper
+                 min_gen: int = 20,  # cells with fewer generated samples are left out, as in the paper
                  seed: int = 0,      # k-means initialisation
-                 n_boot: int = 0,    # bootstrap replicates over the generated samples (0: no interval)
+                 n_boot: int = 0,    # bootstrap replicates over the held-out and generated samples (0: no interval)
                  ) -> dict:
     """Meehan et al. (2020)'s C_T of one generated set (`CopyingTest`): below 0 copying, about 0 like new data, above 0
     underfitting. Returns a dict with `ct` (and with `n_boot`, its interval `ct_lo`, `ct_hi` and replicates `ct_boot`)."""

@@ -17,7 +17,7 @@ from .report import cached_arm, config_hash, markdown_table, parameter_defaults,
 from .arms import arm_cache, train_arm
 from .paper import PAPER, REPORTS
 from .eval import (cifar_reference, fid_interval, FIDFeatures, load_stats, stats_mode, mnist_split_features,
-                       precision_recall, CopyingTest)
+                       precision_recall, CopyingTest, pixel_features)
 from .utils import atomic_write, get_device, repo_root, to_uint8
 from .bank import MemoryBank, per_class_subset
 from .checkpoint import latest_checkpoint
@@ -64,7 +64,8 @@ class Scale:
     svd_rank: int = 16                 # rank of the low-rank ("SVD on") bank; paper default 64 of 768
     n_samples: int = 48                # generated images per FID (equal for every arm); paper: 50,000
     n_ref: int = 300                   # real images behind the reference (smoke/cpu: held-out digits, at most 1,000; paper: whole set)
-    n_train_ref: int = 300             # smoke/cpu: training digits behind fid_train and C_T (at most 4,000)
+    n_train_ref: int = 300             # smoke/cpu: training digits behind fid_train (a class-covering subset; at most 4,000)
+    n_copy_train: int = 300            # smoke/cpu: training digits behind C_T (Meehan et al.'s T, the training set; at most 4,000)
     sample_steps: int = 25             # default sampler steps (smoke: Euler, NFE = steps)
     mode: str = "sde"                  # default solver: "sde" (paper's choice) or "ode"
     method: str = "euler"              # "euler" or "heun"
@@ -87,12 +88,14 @@ SCALES = {
     # cpu: decides claims on a 2-core CPU. The arms train on the 4,000 training digits of MNIST-5k's fixed split;
     # 2,500 steps x 32 (80k images, ~3 min per arm) is where GMem's samples become digits and the arms separate;
     # 1,000 samples per FID against the 1,000 held-out digits (`fid_heldout`, the verdicts; the paper's ImageNet
-    # protocol) and the 4,000 training digits (`fid_train`, its CIFAR protocol); the official SDE (Heun, 50 steps,
+    # protocol) and 1,000 training digits (`fid_train`, its CIFAR protocol: a fixed class-covering subset, so both
+    # references have one size and a reference-size bias cannot pass for memorisation); C_T against all 4,000
+    # training digits (Meehan et al.'s T); the official SDE (Heun, 50 steps,
     # 99 NFE, final mean step); 2 training seeds per compared arm (REPORT_SCALES: efficiency runs 3, to 320k images).
     "cpu": Scale(train_steps=2500, batch_size=32, ckpt_every=125, image_size=16, pca_dim=32, svd_rank=16,
-                 n_samples=1000, n_ref=1000, n_train_ref=4000, sample_steps=50, mode="sde", method="heun", grid=64, n_boot=200, seeds=2,
+                 n_samples=1000, n_ref=1000, n_train_ref=1000, n_copy_train=4000, sample_steps=50, mode="sde", method="heun", grid=64, n_boot=200, seeds=2,
                  n_curve=500, sampler="official-sde"),
-    # paper: FID-50K, SDE sampler, rank-64 bank; steps, batch, checkpoints and backbone come from the trainer preset
+    # paper: FID-50K, SDE sampler, the full bank (rank-64 for Table 4's SVD rows); steps, batch, checkpoints and backbone come from the trainer preset
     # of the run (`paper_scale`): CIFAR-10 pixels (Table 6: Euler 50 steps) or ImageNet latents (official: Heun 50)
     "paper": Scale(train_steps=200_000, batch_size=128, ckpt_every=10_000, image_size=32, pca_dim=768, svd_rank=64,
                    n_samples=50_000, n_ref=50_000, sample_steps=50, mode="sde", method="euler", grid=64,
@@ -299,7 +302,8 @@ class Experiment:
     def standard(self, method: str = "gmem", **knobs):
         """The config of a named arm shared by the reports (same config = same cached arm): "gmem" (Table 4's
         reference row: zero mask 0.4, trained on the full snippets as the official code trains; `evaluate` samples it
-        from the rank-`scale.svd_rank` bank, the paper's "SVD" setting), "sit" (class-conditional SiT baseline),
+        from the full bank as all the authors' configs do, and from the rank-`scale.svd_rank` bank only when asked
+        (`bank_rank`: Table 4's "SVD" rows)), "sit" (class-conditional SiT baseline),
         "uncond"; `knobs` change it (`svd_rank=k`: also *train* on the rank-k bank, an extra row)."""
         conds = dict(gmem="snippet", sit="class", uncond="none")
         if method not in conds: raise ValueError(f"unknown method {method!r}; valid: {', '.join(conds)}")
@@ -388,21 +392,22 @@ def reference(self: Experiment):
     return self._ref
 
 @patch
-def real_features(self: Experiment, split: str) -> np.ndarray:
-    """Inception features of the smoke/cpu reference sets: the first `n_ref` held-out digits ("heldout") or the first
-    `n_train_ref` training digits ("train"), from `gmem.eval.mnist_split_features` (cached)."""
-    n = self.scale.n_ref if split == "heldout" else self.scale.n_train_ref
+def real_features(self: Experiment, split: str, n: int | None = None) -> np.ndarray:
+    """Inception features of the smoke/cpu reference sets: `n_ref` held-out digits ("heldout") or `n_train_ref`
+    training digits ("train"), or `n` of them, from `gmem.eval.mnist_split_features` (cached)."""
+    n = n or (self.scale.n_ref if split == "heldout" else self.scale.n_train_ref)
     return mnist_split_features(split, self.scale.image_size, n, progress=self.progress)
 
 @patch
-def bank_codes(self: Experiment, images: torch.Tensor | None = None, split: str | None = None) -> np.ndarray:
+def bank_codes(self: Experiment, images: torch.Tensor | None = None, split: str | None = None,
+               n: int | None = None) -> np.ndarray:
     """Images in [-1, 1] (or a reference split, as `real_features`) in the bank encoder's space: the PCA encoder of
     the standard GMem arm's bank, fitted on the training digits (smoke/cpu only)."""
     if self._encoder is None:
         enc_dir = self.bank_file(self.standard("gmem")).parent
         self._encoder = build_encoder(self.standard("gmem"), None, enc_dir, device="cpu")
     if split is not None:
-        n = self.scale.n_ref if split == "heldout" else self.scale.n_train_ref
+        n = n or (self.scale.n_ref if split == "heldout" else self.scale.n_train_ref)
         images = mnist5k_images(split, self.scale.image_size, n)
     with torch.no_grad():
         return torch.cat([self._encoder(images[i:i + 500].float().cpu())[0]
@@ -410,13 +415,31 @@ def bank_codes(self: Experiment, images: torch.Tensor | None = None, split: str 
 
 @patch
 def copying_test(self: Experiment, space: str, n_gen: int) -> CopyingTest:
-    "The C_T test of one feature space ('inception' or 'bank') against the reference sets (10 cells; tiny runs: 2)."
-    big = n_gen >= 400
+    """The C_T test of one space against `n_copy_train` training digits (Meehan et al.'s T) and the held-out reference
+    (10 cells; tiny runs: 2): "pixel" (L2 on the digits, `pixel_features`: the primary copying space, which no arm is
+    conditioned on), "inception" or "bank" (the bank encoder's: GMem's own conditioning space)."""
+    sc, big = self.scale, n_gen >= 400
+    get = dict(pixel=lambda sp, n: pixel_features(mnist5k_images(sp, sc.image_size, n)),
+               inception=self.real_features, bank=lambda sp, n: self.bank_codes(split=sp, n=n))
+    if space not in get: raise ValueError(f"unknown copying space {space!r}; valid: {', '.join(get)}")
     key = (space, big)
     if key not in self._copying:
-        get = self.real_features if space == "inception" else (lambda sp: self.bank_codes(split=sp))
-        self._copying[key] = CopyingTest(get("train"), get("heldout"), n_cells=10 if big else 2, min_gen=20 if big else 1)
+        self._copying[key] = CopyingTest(get[space]("train", sc.n_copy_train), get[space]("heldout", sc.n_ref),
+                                         n_cells=10 if big else 2, min_gen=20 if big else 1)
     return self._copying[key]
+
+@patch
+def real_vs_real(self: Experiment) -> dict:
+    """The real-vs-real row of the smoke/cpu tables: the `n_train_ref` training digits (the same class-covering subset
+    as `fid_train`'s reference) scored as if generated against the held-out reference: FID with its interval and
+    precision/recall in Inception space, the ceiling a model's numbers are read against ({} at paper)."""
+    if self.preset not in LOCAL_PRESETS: return {}
+    tr = self.real_features("train")
+    iv = fid_interval(*self.reference()[:2], tr, n_boot=self.scale.n_boot, seed=self.sample_seed)
+    pr = precision_recall(self.real_features("heldout"), tr)
+    return dict(label=f"real training digits vs held-out (N={len(tr)})", method="real training digits", fid=iv["fid"],
+                fid_lo=iv["lo"], fid_hi=iv["hi"], precision=pr["precision"], recall=pr["recall"], n=len(tr),
+                paper_fid=None, paper_row="precision/recall ceiling: real vs real")
 
 @patch
 def evaluate(self: Experiment,
@@ -429,11 +452,13 @@ def evaluate(self: Experiment,
              n: int | None = None,      # samples (None = scale.n_samples)
              sample_seed: int | None = None,  # first sample seed (None = the experiment's)
              sampler: str | None = None,  # official settings ("official-ode": Euler, 49 steps, shift 0.3); others override
-             bank_rank: int | None = None,  # sampling bank of a GMem arm trained on full snippets: None = rank
-                                            # scale.svd_rank (the paper's "SVD" row, sampled the official way), 0 = full
+             bank_rank: int | None = None,  # sampling bank of a GMem arm trained on full snippets: None or 0 = the
+                                            # full bank (all the authors' configs: bank_type 'full'); k = the rank-k
+                                            # SVD bank (Table 4's SVD rows: scale.svd_rank)
              ) -> dict:
     """Scores of a checkpoint under one sampler, cached: FID with its interval and NFE; at smoke/cpu also `fid_heldout`
-    (= `fid`), `fid_train`, precision/recall and C_T in Inception and bank-encoder space (`score_fields`)."""
+    (= `fid`), `fid_train`, precision/recall in Inception and bank-encoder space, and C_T in pixel space (`ct_pixel`, the
+    copying checks' space), Inception and bank-encoder space (`score_fields`)."""
     sc = self.scale
     base = sc.sampler or dict(mode=sc.mode, method=sc.method, steps=sc.sample_steps)
     settings = sampler_settings(sampler if sampler is not None else base, steps=steps, mode=mode, method=method)
@@ -446,10 +471,11 @@ def evaluate(self: Experiment,
     cfg = TrainConfig.from_yaml(run / "config.yaml")
     rank = None
     if cfg.model.cond == "snippet" and not cfg.bank.rank:
-        rank = sc.svd_rank if bank_rank is None else (int(bank_rank) or None)
+        rank = int(bank_rank) if bank_rank else None
     ref_key = (dict(stats=str(self.fid_stats)) if self.preset == "paper" and self.fid_stats else
                dict(dataset="cifar10", root=str(self.data_root), n_ref=sc.n_ref) if self.preset == "paper" else
-               dict(dataset="mnist5k", size=sc.image_size, heldout=sc.n_ref, train=sc.n_train_ref, format=2,
+               dict(dataset="mnist5k", size=sc.image_size, heldout=sc.n_ref, train=sc.n_train_ref, format=3,
+                    copy_train=sc.n_copy_train,
                     **({} if sc.n_ref >= MNIST5K_HELDOUT and sc.n_train_ref >= len(mnist5k_split("train"))
                        else dict(subset="class-covering"))))
     seed = self.sample_seed if sample_seed is None else sample_seed
@@ -487,7 +513,7 @@ def _evaluate(self: Experiment, ckpt: Path, d: Path, *, settings, n, seed, rank=
 
 @patch
 def _local_scores(self: Experiment, x: torch.Tensor, feats: np.ndarray) -> dict:
-    "fid_heldout / fid_train with intervals, precision/recall and C_T (Inception and bank encoder) of samples `x`."
+    "fid_heldout / fid_train with intervals, precision/recall and C_T (pixels, Inception, bank encoder) of samples `x`."
     sc, out = self.scale, {}
     tr = self.real_features("train")
     t = fid_interval(tr.mean(0), np.cov(tr, rowvar=False), feats, n_boot=sc.n_boot, seed=self.sample_seed)
@@ -501,11 +527,14 @@ def _local_scores(self: Experiment, x: torch.Tensor, feats: np.ndarray) -> dict:
         out.update({f"precision{space}": pr["precision"], f"recall{space}": pr["recall"], f"ct{space}": c["ct"],
                     f"ct{space}_lo": c.get("ct_lo"), f"ct{space}_hi": c.get("ct_hi"),
                     f"ct{space}_boot": c.get("ct_boot", []), f"ct{space}_cells": c["cells_used"]})
+    c = self.copying_test("pixel", len(x))(pixel_features(x), n_boot=sc.n_boot, boot_seed=self.sample_seed)
+    out.update(ct_pixel=c["ct"], ct_pixel_lo=c.get("ct_lo"), ct_pixel_hi=c.get("ct_hi"),
+               ct_pixel_boot=c.get("ct_boot", []), ct_pixel_cells=c["cells_used"])
     return out
 
 SCORE_FIELDS = ("fid_heldout", "fid_heldout_lo", "fid_heldout_hi", "fid_train", "fid_train_lo", "fid_train_hi",
                 "precision", "recall", "ct", "ct_lo", "ct_hi", "precision_bank", "recall_bank", "ct_bank",
-                "ct_bank_lo", "ct_bank_hi")
+                "ct_bank_lo", "ct_bank_hi", "ct_pixel", "ct_pixel_lo", "ct_pixel_hi")
 
 def score_fields(ev: dict) -> dict:
     "The columns every report row records from an `evaluate` result (None where the preset does not compute them)."

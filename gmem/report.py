@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from .utils import atomic_path, atomic_write, git_commit, repo_root, to_uint8
 from .paper import PAPER, REPORTS
-from .stats import check_line, _verdict
+from .stats import check_line, holm_family, speedup_text, _verdict
 import gmem
 
 # %% auto #0
@@ -302,7 +302,7 @@ def _scalars(d: dict, prefix="") -> dict:
 
 def _at_a_glance(root: Path) -> list[str]:
     "reports/README.md's first section: every checked claim's verdict, gap and interval, and the measured speed-up."
-    table, speed = [], []
+    table, speed, fams = [], [], {}
     for name in REPORTS:
         d = _load(root / name / "metrics.json")
         if d is None: continue
@@ -313,12 +313,14 @@ def _at_a_glance(root: Path) -> list[str]:
                 and not any(r.get("fid_train") is not None for r in rows)):
             preset = "cpu, earlier protocol (training-set FID)"   # FID rows made before the held-out split: see its commit
         for c in m.get("checks", []) or []:
+            c = dict(c, role=c.get("role") or "secondary")    # unmarked (older) checks count as secondary
+            fams.setdefault(preset, []).append(c)
             lo, hi = c.get("lo"), c.get("hi")
             iv = f" [{lo:+.2f}, {hi:+.2f}]" if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) else ""
             if c.get("kind") == "no_worse" and isinstance(c.get("margin"), (int, float)):
                 iv += f"; threshold {-c['margin']:+.2f}"
-            table.append({"report": f"`{name}`", "preset": preset, "claim": c.get("claim", ""),
-                          "verdict": f"**{_verdict(c)}**",
+            table.append({"report": f"`{name}`", "preset": preset, "role": c["role"], "claim": c.get("claim", ""),
+                          "verdict": f"**{_verdict(c)}**", "Holm (primary family)": c,
                           "vs training digits": c.get("training_digits_verdict") or "",
                           "seeds": "/".join(str(s) for s in c.get("seeds") or []),
                           "ours: gap [95% interval]": (_num(c.get("gap"), "+.2f") + iv) if c.get("gap") is not None else "",
@@ -326,6 +328,13 @@ def _at_a_glance(root: Path) -> list[str]:
                           "smallest detectable": _num(c.get("detectable"))})
         imgs = [r.get("images") for r in m.get("curve", []) or [] if isinstance(r.get("images"), (int, float))]
         for base, s in (m.get("speedup") or {}).items():
+            if isinstance(s, dict) and "per_level" in s:      # speedup_curves: seed-mean curves, FID levels, censoring
+                per = "; ".join(f"FID {p['level']:.1f}: {speedup_text(p)}" for p in s["per_level"])
+                speed.append(f"- `{name}` ({preset}): GMem vs {base}: **{speedup_text(s)}** on the seed-mean curves "
+                             f"({'/'.join(str(k) for k in s.get('seeds') or [])} training seeds), per FID level: {per}; "
+                             f"the largest speed-up this curve could show is {s['largest_showable']:.0f}x. "
+                             "Paper: 50x vs SiT-XL, 25x vs REPA (ImageNet 256).")
+                continue
             iv = (f" [{s['lo']:.2f}, {s['hi']:.2f}]" if s.get("lo") is not None else " (one seed, no interval)")
             bounds = f"; some seeds are bounds only: {'; '.join(s['bounds'])}" if s.get("censored") else ""
             reach = (f"; this curve ({min(imgs):,.0f} to {max(imgs):,.0f} images) can show at most "
@@ -336,6 +345,12 @@ def _at_a_glance(root: Path) -> list[str]:
             speed.append(f"- `{name}` ({preset}): GMem vs {base}: **{s['speedup']:.2f}x**{iv}"
                          + (f" over {s['seeds']} training seed(s), per seed {per}" if s.get("seeds") else "") + bounds
                          + f"{reach}. Paper: 50x vs SiT-XL, 25x vs REPA (ImageNet 256).")
+    for fam in fams.values(): holm_family(fam)        # one family of primary claims per preset
+    for row in table:
+        c = row.pop("Holm (primary family)")
+        row["Holm (primary family)"] = (f"{c['holm_verdict']} (p {c['p_holm']:.3f})" if c.get("p_holm") is not None
+                                        else c.get("holm_verdict", "") if c["role"] == "primary" else "")
+    table.sort(key=lambda r: r["role"] != "primary")   # the paper's headline claims first (stable within each)
     if not table and not speed: return []
     out = ["## At a glance: the paper's claims as measured here", "",
            "Verdicts: **holds** (the 95% interval of the gap excludes zero in the paper's direction), **contradicted** "
@@ -345,7 +360,10 @@ def _at_a_glance(root: Path) -> list[str]:
            "Verdicts use FID against held-out digits; *vs training digits* is the same claim scored against the "
            "training digits (where the two differ, that is evidence about memorisation). Data-copying claims compare "
            "C_T (z-units) with the baseline's (margin 1) or with the copying threshold -2. *seeds*: training seeds "
-           "per arm. Results of the `smoke` preset decide nothing.", ""]
+           "per arm. *role*: **primary** marks the paper's headline claims (quality at equal training, training speed-up, "
+           "sampling speed-up, not copying), listed first; *secondary* ones are exploratory. The primary claims of "
+           "one preset form one family: *Holm (primary family)* is its verdict after Holm's correction (adjusted "
+           "p-value from the bootstrap standard error). Results of the `smoke` preset decide nothing.", ""]
     if speed: out += ["Training speed-up (Table 2's reading of the FID-vs-images curves):", ""] + speed + [""]
     if table: out += [markdown_table(table), ""]
     return out
@@ -359,10 +377,12 @@ def index_markdown(reports_dir: str | os.PathLike) -> str:
            "the 5,000 offline MNIST digits, minutes; FID from a few dozen samples: proves the code runs, decides "
            "nothing). *cpu*: the preset sized to decide claims on a 2-core CPU: the arms train on the 4,000 training "
            "digits of a fixed split, 1,000 samples per FID against the 1,000 held-out digits (the verdicts; the "
-           "paper's ImageNet protocol) and against the 4,000 training digits (its CIFAR protocol), the authors' "
+           "paper's ImageNet protocol) and against 1,000 training digits (its CIFAR protocol; a fixed class-covering "
+           "subset, so both references have one size), the authors' "
            "samplers, 95% bootstrap intervals over samples and training seeds (per arm: the *seeds* "
-           "column). Precision/recall (Kynkaanniemi et al.) and C_T (Meehan et al.'s data copying: below 0 "
-           "copies, above 0 underfits) are in Inception space, C_T also in the bank encoder's. Numbers "
+           "column). Precision/recall (Kynkaanniemi et al.) are in Inception space; C_T (Meehan et al.'s data copying: below 0 "
+           "copies, above 0 underfits) in pixel space (L2 on the digits, no arm's conditioning space: the copying checks "
+           "use it), Inception and the bank encoder's (secondary). Numbers "
            "in brackets are 95% intervals. *full*: the `paper` preset (CIFAR-10 at the Table 6 settings, GPU). "
            "*paper*: the value printed in the paper (FID-50K on CIFAR-10 / ImageNet), for the row that our row "
            "stands in for - different data and scale, so compare directions, not values.", ""]
@@ -391,8 +411,9 @@ def index_markdown(reports_dir: str | os.PathLike) -> str:
                     row.update({"FID (training digits)": _num(r.get("fid_train")),
                                 "precision / recall": (f"{r['precision']:.2f} / {r['recall']:.2f}"
                                                        if r.get("precision") is not None else ""),
-                                "C_T Inception / bank": (f"{r['ct']:+.1f} / {r['ct_bank']:+.1f}"
-                                                         if r.get("ct") is not None else ""),
+                                "C_T pixel / Inception / bank": " / ".join(
+                                    "" if r.get(k) is None else f"{r[k]:+.1f}" for k in ("ct_pixel", "ct", "ct_bank"))
+                                    if r.get("ct") is not None or r.get("ct_pixel") is not None else "",
                                 "seeds": _num(r.get("seeds"), "d")})
                 row.update({"ours, full": _num(f.get("fid")) if f else "not run",
                             "paper": _num(r.get("paper_fid")), "paper row": r.get("paper_row", "")})

@@ -9,8 +9,10 @@ from typing import Callable
 import numpy as np
 
 # %% auto #0
-__all__ = ['Z_DETECT', 'VERDICTS', 'COPYING_THRESHOLD', 'compare', 'direction', 'no_worse', 'check_line', 'speedup',
-           'copying_checks', 'memorisation_checks', 'with_training_digits', 'curve_steps', 'speedup_interval']
+__all__ = ['Z_DETECT', 'VERDICTS', 'COPYING_THRESHOLD', 'COPYING_SPACES', 'ROLES', 'compare', 'direction', 'no_worse',
+           'check_line', 'copying_checks', 'memorisation_checks', 'with_training_digits', 'curve_steps',
+           'speedup_levels', 'speedup_curves', 'speedup_text', 'mark', 'check_pvalue', 'holm', 'holm_family',
+           'speedup_check']
 
 # %% ../nbs/api/08a_stats.ipynb #d9218b1c
 Z_DETECT = 1.959964 + 0.841621   # two-sided 5% test with 80% power: detectable gap = Z_DETECT x SE
@@ -142,23 +144,6 @@ def check_line(c: dict) -> str:
     "One markdown bullet for a checked claim: its verdict (holds / contradicted / unresolved) and the numbers."
     return f"- **{_verdict(c)}**: {c['claim']} - {c['detail']}"
 
-def speedup(gmem_curve: list[tuple[float, float]],      # [(images seen, FID)] of GMem, increasing images
-            baseline_curve: list[tuple[float, float]],  # [(images seen, FID)] of the baseline
-            ) -> dict:
-    "Images the baseline needed for its final FID / images GMem needed for the same FID (Table 2's reading)."
-    target_images, target = baseline_curve[-1]
-    g = sorted(gmem_curve)
-    if g[0][1] <= target:
-        return dict(target_fid=target, baseline_images=target_images, gmem_images=g[0][0],
-                    speedup=target_images / g[0][0], bound="at least (reached at GMem's first checkpoint)")
-    for (i0, f0), (i1, f1) in zip(g, g[1:]):
-        if f1 <= target:
-            a = (f0 - target) / (f0 - f1)
-            imgs = math.exp(math.log(i0) + a * (math.log(i1) - math.log(i0)))
-            return dict(target_fid=target, baseline_images=target_images, gmem_images=imgs,
-                        speedup=target_images / imgs, bound="interpolated")
-    return dict(target_fid=target, baseline_images=target_images, gmem_images=None,
-                speedup=target_images / g[-1][0], bound="at most (GMem never reached the baseline's final FID)")
 
 # %% ../nbs/api/08a_stats.ipynb #4394123d
 COPYING_THRESHOLD = -2.0   # C_T below this: significantly closer to the training images than new data (copying)
@@ -174,7 +159,7 @@ def copying_checks(gmem,                      # GMem's results with `ct` and `ct
                    base,                      # the baseline's, the same way (same samples seeds: paired)
                    gmem_name: str = "GMem", base_name: str = "class-conditional SiT",
                    space: str = "Inception",  # the feature space of the C_T, for the claim's text
-                   metric: str = "ct",        # the results' key ("ct": Inception; "ct_bank": the bank encoder's)
+                   metric: str = "ct",        # the results' key ("ct_pixel": pixels; "ct": Inception; "ct_bank": bank)
                    margin: float = 1.0,       # "no lower" allows this much (z-units)
                    threshold: float = COPYING_THRESHOLD,
                    ) -> list[dict]:
@@ -197,13 +182,20 @@ def copying_checks(gmem,                      # GMem's results with `ct` and `ct
     second["seeds"] = [len(G)]
     return [first, second]
 
-def memorisation_checks(gmem, base, base_name: str = "class-conditional SiT") -> list[dict]:
-    """`copying_checks` in Inception space (`ct`) and in the bank encoder's (`ct_bank`), for whichever the results
-    carry ([] when they have no C_T, as at the paper preset)."""
+COPYING_SPACES = {"pixel": "ct_pixel", "Inception": "ct", "bank encoder": "ct_bank"}   # space -> results' key
+
+def memorisation_checks(gmem, base, base_name: str = "class-conditional SiT",
+                        spaces: tuple = ("pixel",),   # COPYING_SPACES keys; pixels, which no arm is conditioned on, decide
+                        ) -> list[dict]:
+    """`copying_checks` in each of `spaces` the results carry: by default pixel space only (`ct_pixel`, L2 on the
+    digits), the primary copying space; Inception and bank-encoder C_T stay secondary columns of the tables (the bank
+    encoder's is GMem's own conditioning space, which favours the class arm). [] when the results have no C_T there
+    (the paper preset, or results made before pixel C_T)."""
     first = gmem[0] if isinstance(gmem, (list, tuple)) else gmem
-    return [c for space, metric in (("Inception", "ct"), ("bank encoder", "ct_bank"))
-            if isinstance(first, dict) and first.get(metric) is not None
-            for c in copying_checks(gmem, base, base_name=base_name, space=space, metric=metric)]
+    bad = sorted(set(spaces) - set(COPYING_SPACES))
+    if bad: raise ValueError(f"unknown copying spaces {bad}; valid: {', '.join(COPYING_SPACES)}")
+    return [c for space in spaces if isinstance(first, dict) and first.get(COPYING_SPACES[space]) is not None
+            for c in copying_checks(gmem, base, base_name=base_name, space=space, metric=COPYING_SPACES[space])]
 
 # %% ../nbs/api/08a_stats.ipynb #713849f8
 def with_training_digits(fn: Callable,  # `direction` or `no_worse`
@@ -236,20 +228,199 @@ def curve_steps(total: int,        # training steps of the arm
     while len(picked) < k: picked = sorted(set(picked) | {next(extra)})
     return picked
 
-def speedup_interval(per_seed: list[dict],  # `speedup` results, one per training seed
-                     level: float = 0.95,
-                     ) -> dict:
-    """Mean speed-up over seeds with a t-interval on the log scale (speed-ups are ratios); bounds that are only
-    'at least' / 'at most' are counted as measured and flagged."""
-    from scipy import stats
-    v = np.log([s["speedup"] for s in per_seed])
-    k = len(v)
-    mean = float(np.exp(v.mean()))
-    if k < 2: lo = hi = None
+
+# %% ../nbs/api/08a_stats.ipynb #63e5567c
+def _mean_curve(curves: list[list[tuple]],   # per seed: [(images, fid), ...]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    "The seed-mean FID curve: each seed's curve interpolated linearly in log images on the union of their images."
+    cs = [sorted((float(p[0]), float(p[1])) for p in c) for c in curves]
+    lo, hi = max(c[0][0] for c in cs), min(c[-1][0] for c in cs)
+    if lo > hi: raise ValueError("the seeds' curves share no range of training images")
+    x = np.array(sorted({i for c in cs for i, _ in c if lo <= i <= hi}))
+    f = np.mean([np.interp(np.log(x), np.log([i for i, _ in c]), [v for _, v in c]) for c in cs], axis=0)
+    return x, f
+
+def _reach(x: np.ndarray, f: np.ndarray, level: float) -> tuple[float | None, str]:
+    """Images at which the curve first reaches FID `level` (linear in log images between points): (images, 'at')
+    when it crosses it, (first images, 'before') when its first point is already there, (None, 'never')."""
+    if f[0] <= level: return float(x[0]), "before"
+    for k in range(1, len(f)):
+        if f[k] <= level:
+            a = (f[k - 1] - level) / (f[k - 1] - f[k])
+            return float(np.exp(np.log(x[k - 1]) + a * (np.log(x[k]) - np.log(x[k - 1])))), "at"
+    return None, "never"
+
+def _read_level(g: tuple, b: tuple, level: float) -> dict:
+    """Speed-up at one FID level: baseline images / GMem images to reach it. When GMem never reaches it, the inverse
+    reading: images the baseline needs to reach GMem's final FID / GMem's final images. A reading that rests on a
+    curve's first point or on a curve that never gets there is censored: a bound, with `bound` saying which way."""
+    (gx, gf), (bx, bf) = g, b
+    ig, kg = _reach(gx, gf, level)
+    out = dict(level=float(level), reading="forward", fid=float(level))
+    if kg == "never":                                       # inverse: where does the baseline reach GMem's final FID?
+        out.update(reading="inverse", fid=float(gf[-1]))
+        ig, kg = float(gx[-1]), "at"
+        ib, kb = _reach(bx, bf, float(gf[-1]))
+        if kb == "never": ig, kg = _reach(gx, gf, float(gf[-1]))   # the baseline is worse everywhere
     else:
-        h = stats.t.ppf(0.5 + level / 2, k - 1) * v.std(ddof=1) / math.sqrt(k)
-        lo, hi = float(np.exp(v.mean() - h)), float(np.exp(v.mean() + h))
-    bounds = sorted({s["bound"] for s in per_seed})
-    return dict(speedup=mean, lo=lo, hi=hi, seeds=k, per_seed=[s["speedup"] for s in per_seed], bounds=bounds,
-                censored=any(not b.startswith("interpolated") for b in bounds))
+        ib, kb = _reach(bx, bf, level)
+    if kb == "never": ib = float(bx[-1])                    # the baseline needs more than it was trained for
+    s = ib / ig
+    bound = ("unknown (both reach it at their first point)" if kg == "before" and kb == "before" else
+             "at least" if kb == "never" or (kg == "before" and kb == "at") else
+             "at most" if kb == "before" else "")
+    return dict(out, speedup=None if bound.startswith("unknown") else float(s), censored=bool(bound), bound=bound,
+                gmem_images=ig, baseline_images=ib)
+
+def speedup_levels(gmem_curve: tuple, baseline_curve: tuple,  # seed-mean curves (images, fid) as from _mean_curve
+                   n: int = 5,                                 # levels in the grid
+                   ) -> list[float]:
+    """A grid of `n` FID levels (log-spaced, strictly inside) that both seed-mean curves cross: between the higher of
+    the two curves' best FIDs and the lower of their first FIDs. [] when the curves share no FID range."""
+    (_, gf), (_, bf) = gmem_curve, baseline_curve
+    lo, hi = max(gf.min(), bf.min()), min(gf[0], bf[0])
+    if not (0 < lo < hi) or n < 1: return []
+    return [float(v) for v in np.geomspace(lo, hi, n + 2)[1:-1]]
+
+def _summary(per_level: list[dict]) -> tuple[float | None, bool, str]:
+    "Geometric mean over the uncensored readings; with none, the tightest bound (censored)."
+    ok = [r["speedup"] for r in per_level if not r["censored"]]
+    if ok: return float(np.exp(np.mean(np.log(ok)))), False, ""
+    low = [r["speedup"] for r in per_level if r["bound"] == "at least"]
+    high = [r["speedup"] for r in per_level if r["bound"] == "at most"]
+    if low and not high: return max(low), True, "at least"
+    if high and not low: return min(high), True, "at most"
+    return None, True, "unknown"
+
+def _points(curve) -> list[tuple]:
+    "(images, fid, boot) from (images, fid), (images, fid, boot) or dicts with images / fid / boot."
+    out = []
+    for p in curve:
+        if isinstance(p, dict): out.append((p["images"], p["fid"], list(p.get("boot") or [])))
+        else: out.append((p[0], p[1], list(p[2]) if len(p) > 2 and p[2] is not None else []))
+    return out
+
+def speedup_curves(gmem_curves: list,        # GMem: one [(images, fid) or (images, fid, boot), ...] per training seed
+                   baseline_curves: list,    # the baseline, the same way (seeds need not pair with GMem's)
+                   levels: list[float] | None = None,  # FID levels declared before the run (None: speedup_levels' grid)
+                   include_final: bool = True,  # add the baseline's final FID to the levels (Table 2's reading)
+                   n_boot: int = 2000,       # bootstrap replicates (training seeds within each arm, and samples)
+                   seed: int = 0,
+                   level: float = 0.95,
+                   ) -> dict:
+    """The training speed-up read off FID-vs-images curves (Table 2, Fig. 1b): on the seed-mean curves of each arm
+    (interpolated in log images), at each FID level both arms reach plus the baseline's final FID, the images the
+    baseline needed over the images GMem needed (`_read_level`; the inverse reading where GMem never gets there, so
+    values below 1 are possible). The summary is the geometric mean of the uncensored readings; censored ones are
+    reported as bounds (`censored`), never as 1. The interval: a bootstrap that resamples the training seeds within each
+    arm (seeds are not paired across arms) and, where points carry bootstrap replicates (`boot`), one replicate of the
+    samples, shared by every point (paired, as `compare`); it is read at the same levels as the estimate."""
+    G, B = [_points(c) for c in gmem_curves], [_points(c) for c in baseline_curves]
+    if not G or not B: raise ValueError("speedup_curves needs at least one curve per arm")
+    g, b = _mean_curve(G), _mean_curve(B)
+    declared = levels is not None
+    grid = list(levels) if declared else speedup_levels(g, b)
+    final = float(b[1][-1])
+    lv = grid + ([final] if include_final and all(abs(final - v) > 1e-12 for v in grid) else [])
+    if not lv: raise ValueError("no FID level to read the speed-up at: give levels or include_final=True")
+    per_level = [dict(_read_level(g, b, v), baseline_final=abs(v - final) <= 1e-12) for v in lv]
+    s, censored, bound = _summary(per_level)
+    use = [i for i, r in enumerate(per_level) if not r["censored"]]
+    lo = hi = None
+    nb = min(len(p[2]) for c in G + B for p in c)
+    if s is not None and not censored and (len(G) > 1 or len(B) > 1 or nb):
+        rng = np.random.default_rng(seed)
+        def draw(curves, j):
+            pick = rng.integers(0, len(curves), len(curves)) if len(curves) > 1 else np.zeros(1, int)
+            return _mean_curve([[(p[0], p[2][j] if nb else p[1]) for p in curves[k]] for k in pick])
+        reps = []
+        for _ in range(n_boot):
+            j = int(rng.integers(0, nb)) if nb else 0
+            gr, br = draw(G, j), draw(B, j)
+            vals = [_read_level(gr, br, lv[i])["speedup"] for i in use]
+            if all(v is not None and v > 0 for v in vals): reps.append(np.mean(np.log(vals)))
+        if reps:
+            reps = np.asarray(reps)
+            al = (1 - level) / 2
+            lo, hi = float(np.exp(np.quantile(reps, al))), float(np.exp(np.quantile(reps, 1 - al)))
+    covers = ", ".join(x for x in ("training seeds" if max(len(G), len(B)) > 1 else "", "sampling noise" if nb else "") if x)
+    return dict(speedup=s, lo=lo, hi=hi, censored=censored, bound=bound, per_level=per_level,
+                levels=lv, levels_declared=declared, seeds=(len(G), len(B)), covers=covers or "nothing",
+                gmem_curve=[(float(i), float(v)) for i, v in zip(*g)],
+                baseline_curve=[(float(i), float(v)) for i, v in zip(*b)],
+                largest_showable=float(b[0][-1] / g[0][0]))
+
+def speedup_text(s: dict) -> str:
+    "A speed-up (`speedup_curves`' result or one of its `per_level`) as text: '0.94x [0.90, 1.00]', 'at least 32.00x (censored)'."
+    v = s.get("speedup")
+    if v is None: return "unknown (censored)"
+    if s.get("censored"): return f"{s.get('bound') or 'a bound:'} {v:.2f}x (censored)"
+    iv = f" [{s['lo']:.2f}, {s['hi']:.2f}]" if s.get("lo") is not None and s.get("hi") is not None else ""
+    return f"{v:.2f}x{iv}" + (" (inverse reading)" if s.get("reading") == "inverse" else "")
+
+
+# %% ../nbs/api/08a_stats.ipynb #8e446cd8
+ROLES = ("primary", "secondary")
+
+def mark(checks: list[dict], role: str) -> list[dict]:
+    """Mark checks as the paper's headline claims ("primary": quality at equal training, training speed-up, sampling
+    speed-up, not copying) or "secondary" (everything else); returns them."""
+    if role not in ROLES: raise ValueError(f"role={role!r}; choose one of: {', '.join(ROLES)}")
+    for c in checks: c["role"] = role
+    return checks
+
+def _threshold(c: dict) -> float:
+    "The value of a check's gap that separates its verdicts: 0, or the margin of a no_worse / copying check."
+    if c.get("kind") == "no_worse": return -float(c["margin"])
+    if c.get("kind") == "copying": return float(c["margin"])
+    return 0.0
+
+def check_pvalue(c: dict) -> float | None:
+    """Two-sided p-value of a check against its threshold, from its bootstrap standard error (`detectable` / Z_DETECT)
+    under a normal approximation; None where the check has no interval (or is censored)."""
+    det, gap = c.get("detectable"), c.get("gap")
+    if det is None or gap is None or not det > 0: return None
+    from scipy import stats
+    z = (float(gap) - _threshold(c)) / (det / Z_DETECT)
+    return float(2 * stats.norm.sf(abs(z)))
+
+def holm(pvalues: list,        # p-values of one family (None: no test; passed through as None)
+         ) -> list:
+    "Holm's step-down adjusted p-values: p_(i) x (m - i + 1), made monotone, capped at 1 (m: the non-None p-values)."
+    idx = sorted((i for i, p in enumerate(pvalues) if p is not None), key=lambda i: pvalues[i])
+    out, run, m = [None] * len(pvalues), 0.0, len(idx)
+    for r, i in enumerate(idx):
+        run = max(run, min(1.0, (m - r) * pvalues[i]))
+        out[i] = run
+    return out
+
+def holm_family(checks: list[dict],    # checks, each with `role` (mark); only the primary ones form the family
+                alpha: float = 0.05,
+                ) -> list[dict]:
+    """The primary family under Holm's correction: each primary check gets `p`, `p_holm` and `holm_verdict` (its
+    verdict when p_holm < alpha, else unresolved); secondary ones are left as they are. Returns the checks."""
+    fam = [c for c in checks if c.get("role") == "primary"]
+    ps = [check_pvalue(c) for c in fam]
+    for c, p, ph in zip(fam, ps, holm(ps)):
+        side = "holds" if (c.get("gap") or 0) - _threshold(c) > 0 else "contradicted"
+        c.update(p=p, p_holm=ph, holm_verdict=side if ph is not None and ph < alpha else "unresolved")
+    return checks
+
+def speedup_check(s: dict,             # speedup_curves' result
+                  base_name: str,      # the baseline's name
+                  paper: float | None = None,   # the paper's speed-up
+                  what: str = "trains faster",  # the claim's verb: "trains faster" (Table 2), "samples faster" (Table 3)
+                  ) -> dict:
+    """A speed-up as a checked claim "GMem trains (samples) faster than the baseline": `holds` when its interval lies
+    above 1, `contradicted` below 1, else `unresolved` (always, when the reading is censored). The gap is log speed-up."""
+    v, lo, hi = s.get("speedup"), s.get("lo"), s.get("hi")
+    ok = v is not None and not s.get("censored") and lo is not None and hi is not None
+    verdict = ("holds" if lo > 1 else "contradicted" if hi < 1 else "unresolved") if ok else "unresolved"
+    se = (math.log(hi) - math.log(lo)) / (2 * 1.959964) if ok else None
+    return dict(claim=f"GMem {what} than the {base_name} (speed-up above 1)", kind="speedup", verdict=verdict,
+                holds=verdict == "holds", within_noise=verdict == "unresolved",
+                gap=math.log(v) if v else None, lo=math.log(lo) if ok else None, hi=math.log(hi) if ok else None,
+                detectable=Z_DETECT * se if se else None, seeds=list(s.get("seeds") or []),
+                paper_gap=math.log(paper) if paper else None,
+                detail=f"speed-up {speedup_text(s)} (gap = log speed-up)" + (f"; paper {paper:g}x" if paper else ""))
 
