@@ -246,7 +246,7 @@ def _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn):
     else:                              # the same items and collate as a worker-less DataLoader, without its per-batch machinery
         loader = (collate([ids[k] for k in b]) for b in sampler)
     threads = torch_threads(train_threads(cfg, model, dev)); threads.__enter__(); n_threads = torch.get_num_threads()
-    bar = _progress(cfg, step, progress and info.main)
+    bar = _progress(cfg, step, progress if info.main else False)
     grids = cfg.sample.every > 0 and info.main and x0.shape[0] in (1, 3)   # latents would need decoding: no grids
     start_step, t0, last_ckpt, loss_val = step, time.perf_counter(), ckpt_path, None
     net.train()
