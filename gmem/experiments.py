@@ -548,7 +548,7 @@ def fid_interval_of(self: Experiment, images: torch.Tensor, n_boot: int | None =
     mu_r, sig_r, meta_r = self.reference()
     ext = FIDFeatures(device=self.device, mode=stats_mode(meta_r))   # the reference's pipeline (ADM's npz: TF resize)
     u8 = to_uint8(images)
-    feats = ext(u8)
+    feats = ext(u8, progress=dict(desc=f"features of {len(u8)} generated") if self.progress else False)
     nb = self.scale.n_boot if n_boot is None else n_boot
     out = (fid_interval(mu_r, sig_r, feats, n_boot=nb, seed=self.sample_seed),
            f"{ext.info.get('weights')} ({ext.mode}, {ext.backend})")
