@@ -21,6 +21,8 @@ __all__ = ['ARM_KEY_FORMAT', 'NOT_IN_KEY', 'arm_key', 'arm_cache', 'arm_dir', 't
 # %% ../nbs/api/11a_arms.ipynb #09a204ac
 ARM_KEY_FORMAT = 3                          # what a key holds; bumped when that changes
 NOT_IN_KEY = ("device", "tensorboard", "threads")  # where an arm runs and what it logs do not change its result
+# `cpu_workers` stays in the key: a batch split over processes sums its gradient in another order (losses agree to
+# ~1e-7, weights are not bit-identical), so arms trained with different cpu_workers are different arms
 
 def arm_key(cfg: TrainConfig,               # the arm's resolved config
             *,
