@@ -387,9 +387,18 @@ def _rows_loss(model, inp: dict, lo: int, hi: int, loss_cfg, seed: int) -> dict:
     (terms["total"] * ((hi - lo) / B)).backward()
     return {k: float(v.detach()) for k, v in terms.items()}
 
-def _grad_views(buf: torch.Tensor, params: list) -> list[torch.Tensor]:
-    "`buf` cut into one view per parameter (shapes of `params`)."
-    return [v.view_as(p) for v, p in zip(buf.split([p.numel() for p in params]), params)]
+def _flat_views(buf: torch.Tensor, shapes: list) -> list[torch.Tensor]:
+    "`buf` cut into consecutive views of the given shapes."
+    return [v.view(s) for v, s in zip(buf.split([math.prod(s) for s in shapes]), shapes)]
+
+def _shared_flat(ts: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    "One shared-memory buffer holding copies of `ts` (one dtype), and its views that replace them (few handles to send)."
+    if len({t.dtype for t in ts}) > 1: raise ValueError(f"cpu_workers > 1: mixed dtypes {sorted({str(t.dtype) for t in ts})}")
+    flat = torch.empty(sum(t.numel() for t in ts), dtype=ts[0].dtype).share_memory_()
+    views = _flat_views(flat, [t.shape for t in ts])
+    with torch.no_grad():
+        for v, t in zip(views, ts): v.copy_(t)
+    return flat, views
 
 def _chunk_optimizer(cls, groups: list[dict], params: list, gids: list[int]):
     "A `cls` optimizer over `params` (param i in group gids[i], with that group's settings); None when there are none."
@@ -399,9 +408,10 @@ def _chunk_optimizer(cls, groups: list[dict], params: list, gids: list[int]):
 
 def _cpu_worker(conn, rank: int, n: int, threads: int):
     "Worker `rank` of `CPUWorkers`: forward and backward of block `rank` of each batch, then its share of the optimizer step."
-    import signal, traceback
+    import importlib, signal, traceback
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle; it stops the workers
     torch.set_num_threads(threads)
+    importlib.import_module("torch._dynamo")     # what building an optimizer imports (~1.4 s): now, while the data is built
     slots, dirty = {}, [False, False]
     try:
         while True:
@@ -411,7 +421,7 @@ def _cpu_worker(conn, rank: int, n: int, threads: int):
                 if msg[0] == "init":             # the shared model, own gradient buffers, the summed-gradient buffers
                     _, model, bufs, sums, loss_cfg = msg
                     model.train(); ps = list(model.parameters())
-                    own, total = [_grad_views(b, ps) for b in bufs], [_grad_views(b, ps) for b in sums]
+                    own, total = ([_flat_views(b, [p.shape for p in ps]) for b in bb] for bb in (bufs, sums))
                 elif msg[0] == "step":           # forward and backward of this worker's rows, into own[b]
                     _, seed, new, b = msg
                     slots.update(new)
@@ -422,11 +432,13 @@ def _cpu_worker(conn, rank: int, n: int, threads: int):
                     dirty[b] = True
                     conn.send(("ok", terms))
                 elif msg[0] == "optim":          # the optimizer of this worker's parameters (shared state) and their EMA
-                    _, cls, groups, idx, gids, states, ema_p = msg
+                    _, cls, groups, idx, gids, have, flats, shapes, ema_flat = msg
                     mine = [ps[j] for j in idx]
                     opt = _chunk_optimizer(cls, groups, mine, [gids[j] for j in idx])
-                    for j in idx:
-                        if j in states: opt.state[ps[j]] = states[j]
+                    views = {k: _flat_views(f, shapes[k]) for k, f in flats.items()}
+                    for pos, j in enumerate(have):
+                        if j in idx: opt.state[ps[j]] = {k: v[pos] for k, v in views.items()}
+                    ema_p = [e for j, e in enumerate(_flat_views(ema_flat, [p.shape for p in ps])) if j in idx]
                 elif msg[0] == "opt":            # this worker's share of the optimizer step and the EMA update
                     _, decay, has, b = msg
                     for j in idx: ps[j].grad = total[b][j] if has[j] else None
@@ -464,7 +476,7 @@ class CPUWorkers:
         self.loss_cfg, self.params, self.k = loss_cfg, list(model.parameters()), 0
         numel = sum(p.numel() for p in self.params)
         self.bufs = [[torch.zeros(numel).share_memory_() for _ in range(2)] for _ in self.conns]   # per worker, per step parity
-        self.views = [[_grad_views(b, self.params) for b in bufs] for bufs in self.bufs]
+        self.views = [[_flat_views(b, [p.shape for p in self.params]) for b in bufs] for bufs in self.bufs]
         for i, bufs in enumerate(self.bufs): self._send(i, ("init", model, bufs, self.bufs[0], loss_cfg))
 
     def _share(self, inputs: dict) -> dict:
@@ -479,7 +491,7 @@ class CPUWorkers:
 
     def _send(self, i: int, msg):
         try: self.conns[i].send(msg)
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError:                          # a broken pipe or a reset socket: the worker is gone
             self.procs[i].join(5)
             raise RuntimeError(f"CPU worker {i + 1} died (exit code {self.procs[i].exitcode})") from None
 
@@ -490,7 +502,8 @@ class CPUWorkers:
             if time.monotonic() - t0 > self.timeout:
                 raise TimeoutError(f"CPU worker {i + 1} did not answer within {self.timeout:.0f} s")
         try: msg = conn.recv()
-        except EOFError: raise RuntimeError(f"CPU worker {i + 1} died (exit code {proc.exitcode})") from None
+        except (EOFError, OSError):              # closed or reset (a socket pair) by a worker that died
+            proc.join(5); raise RuntimeError(f"CPU worker {i + 1} died (exit code {proc.exitcode})") from None
         if msg[0] == "error": raise RuntimeError(f"CPU worker {i + 1} failed:\n{msg[1]}")
         return msg
 
@@ -556,19 +569,24 @@ def _share_optimizer(self: CPUWorkers, opt: torch.optim.Optimizer, ema: nn.Modul
     block = [min(int(c * self.n // (cum[-1] + 1)), self.n - 1) for c in cum - np.array([p.numel() for p in ps]) / 2]
     gid = {id(p): i for i, g in enumerate(opt.param_groups) for p in g["params"]}
     if any(id(p) not in gid for p in ps): raise ValueError("cpu_workers > 1 needs an optimizer over all of the model's parameters")
-    for st in opt.state.values():
-        for v in st.values():
-            if torch.is_tensor(v): v.share_memory_()
-    ema.share_memory()
+    have = [j for j, p in enumerate(ps) if opt.state.get(p)]
+    keys = sorted(opt.state[ps[have[0]]]) if have else []
+    if any(sorted(opt.state[ps[j]]) != keys or not all(torch.is_tensor(v) for v in opt.state[ps[j]].values()) for j in have):
+        raise ValueError(f"cpu_workers > 1 needs an optimizer whose state is the same tensors for every parameter")
+    flats, shapes = {}, {}
+    for k in keys:                               # the state, then the EMA, as views of one shared buffer each
+        flats[k], views = _shared_flat([opt.state[ps[j]][k] for j in have])
+        shapes[k] = [v.shape for v in views]
+        for j, v in zip(have, views): opt.state[ps[j]][k] = v
+    ema_flat, views = _shared_flat(ep)
+    for e, v in zip(ep, views): e.data = v
     groups = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
     gids = [gid[id(p)] for p in ps]
     idx = [[j for j in range(len(ps)) if block[j] == r] for r in range(self.n)]
     self.mine, self.ema_a, self.opt_shared = [ps[j] for j in idx[0]], [ep[j] for j in idx[0]], True
     self.opt_a = _chunk_optimizer(type(opt), groups, self.mine, [gids[j] for j in idx[0]])
     if self.opt_a is not None: self.opt_a.state = opt.state   # the same state tensors as `opt` (its checkpoints)
-    for r in range(1, self.n):
-        states = {j: opt.state[ps[j]] for j in idx[r] if ps[j] in opt.state}
-        self._send(r - 1, ("optim", type(opt), groups, idx[r], gids, states, [ep[j] for j in idx[r]]))
+    for r in range(1, self.n): self._send(r - 1, ("optim", type(opt), groups, idx[r], gids, have, flats, shapes, ema_flat))
 
 
 # %% ../nbs/api/09_train.ipynb #469f5250
