@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['T_DISTS', 'interpolant', 'sample_t', 'LossConfig', 'cosine_term', 'repa_term', 'flow_matching_loss']
+__all__ = ['T_DISTS', 'interpolant', 'sample_t', 'LossConfig', 'cosine_term', 'repa_term', 'draw_noise_t', 'flow_matching_loss']
 
 # %% ../nbs/api/03_loss.ipynb #a9e60297
 def interpolant(t: torch.Tensor,  # (B,) or any shape, times in [0, 1]; t=0 noise, t=1 data
@@ -88,6 +88,21 @@ def repa_term(tokens: torch.Tensor,  # (B, N, D) projected hidden tokens from th
     return -F.cosine_similarity(tokens, target.to(tokens.dtype), dim=-1, eps=1e-8).mean(1)  # (B,)
 
 # %% ../nbs/api/03_loss.ipynb #e05567c3
+def draw_noise_t(x1: torch.Tensor,                  # (B, C, ...) clean data
+                 cfg: LossConfig | None = None,     # loss settings (t distribution)
+                 generator: torch.Generator | None = None,
+                 *, noise: torch.Tensor | None = None, t: torch.Tensor | None = None,  # kept when given
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    "The noise x0 (B, C, ...) and times t (B,) `flow_matching_loss` draws for `x1`: noise first, then t, from `generator`."
+    cfg = LossConfig() if cfg is None else cfg
+    if noise is None:
+        gdev = generator.device if generator is not None else x1.device
+        noise = torch.randn(x1.shape, generator=generator, device=gdev, dtype=x1.dtype).to(x1.device)
+    if t is None:
+        t = sample_t(x1.shape[0], cfg.t_dist, mean=cfg.t_mean, std=cfg.t_std, generator=generator,
+                     device=None if generator is not None else x1.device).to(x1.device)
+    return noise, t
+
 def flow_matching_loss(model: Callable,                    # model(x_t, t, cond[, return_repa=True]) -> v or (v, tokens)
                        x1: torch.Tensor,                   # (B, C, ...) clean data (latents), t=1 end of the path
                        cond,                               # conditioning passed through (snippets (B, d), labels, None)
@@ -103,14 +118,10 @@ def flow_matching_loss(model: Callable,                    # model(x_t, t, cond[
     B = x1.shape[0]
     if x1.dim() < 2:
         raise ValueError(f"x1 must be (B, C, ...), got shape {tuple(x1.shape)}")
-    if noise is None:
-        gdev = generator.device if generator is not None else x1.device
-        noise = torch.randn(x1.shape, generator=generator, device=gdev, dtype=x1.dtype).to(x1.device)
+    if noise is None or t is None:
+        noise, t = draw_noise_t(x1, cfg, generator, noise=noise, t=t)
     if noise.shape != x1.shape:
         raise ValueError(f"noise shape {tuple(noise.shape)} != x1 shape {tuple(x1.shape)}")
-    if t is None:
-        t = sample_t(B, cfg.t_dist, mean=cfg.t_mean, std=cfg.t_std, generator=generator,
-                     device=None if generator is not None else x1.device).to(x1.device)
     if t.shape != (B,):
         raise ValueError(f"t must have shape ({B},), got {tuple(t.shape)}")
     t = t.to(x1.dtype).clamp(cfg.t_eps, 1 - cfg.t_eps)

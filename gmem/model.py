@@ -352,6 +352,7 @@ class GMemDiT(nn.Module):
                 t: torch.Tensor | float,        # (B,) or scalar time in [0, 1]; t=1 is data
                 snippet: torch.Tensor | None = None,  # (B, snippet_dim) float | (B,) labels | None
                 return_repa: bool = False,      # also return the projected tokens after block `repa_depth`
+                cond_emb: torch.Tensor | None = None,  # (B, D) `embed_cond` output computed elsewhere (then `snippet` is ignored)
                 ):
         "Velocity (B, C, H, W), or (velocity, repa_tokens (B, N, repa_dim) or None) when `return_repa`."
         cfg, B = self.config, x.shape[0]
@@ -360,7 +361,9 @@ class GMemDiT(nn.Module):
         t = torch.as_tensor(t, device=x.device, dtype=torch.float32).expand(B)          # (B,)
         h = self.patchify(x) + self.pos_embed                                           # (B, N, D)
         c = self.t_embedder(t)                                                          # (B, D)
-        e = self.embed_cond(snippet, B)                                                 # (B, D) or None
+        e = self.embed_cond(snippet, B) if cond_emb is None else cond_emb                # (B, D) or None
+        if cond_emb is not None and cond_emb.shape != (B, cfg.hidden_size):
+            raise ValueError(f"cond_emb must be ({B}, {cfg.hidden_size}), got {tuple(cond_emb.shape)}")
         if e is not None:
             c = c + e                                                                   # (B, D)
         rope = None if self.rope_cos is None else (self.rope_cos, self.rope_sin)       # 2 x (N, Dh)

@@ -23,7 +23,7 @@ from . import __version__
 
 # %% auto #0
 __all__ = ['TRAIN_LOOP_VERSION', 'step_generator', 'data_position', 'epoch_permutation', 'StepBatches', 'ema_decay_at',
-           'ema_update', 'MetricsCSV', 'read_metrics', 'train_threads', 'NonFiniteLossError', 'train']
+           'ema_update', 'MetricsCSV', 'read_metrics', 'train_threads', 'NonFiniteLossError', 'train', 'CPUWorkers']
 
 # %% ../nbs/api/09_train.ipynb #07d3d26c
 from .utils import derive_seed
@@ -157,16 +157,19 @@ def train(cfg: TrainConfig,                       # the run's configuration
     if isinstance(cfg, dict): cfg = TrainConfig.from_dict(cfg)
     out = Path(out_dir)
     info = init_distributed(cfg.device)
+    workers = None
     try:
-        summary = _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn)
+        workers = _cpu_workers(cfg, info, model, loss_fn)   # cpu_workers > 1: processes that share each batch's rows
+        summary = _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn, workers)
         # every rank has finished before the group goes away (a rank that tears down gloo while the other is still in
         # its last collective aborts: "terminate called without an active exception", seen on a loaded 2-core machine)
         if info.owns_group and dist.is_initialized(): dist.barrier()
         return summary
     finally:
+        if workers is not None: workers.close()
         if info.owns_group: dist.destroy_process_group()
 
-def _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn):
+def _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn, workers=None):
     dev = info.device
     # ---- checkpoint to resume from (validated before anything is built)
     if info.main:                      # temp files of a write killed mid-way (kill -9, preemption)
@@ -229,6 +232,7 @@ def _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn):
     if loss_fn is None:
         from gmem.loss import flow_matching_loss as loss_fn
     loss_cfg = _loss_config(cfg) if loss_fn is not None and _is_gmem_loss(loss_fn) else None
+    if workers is not None: workers.attach(model, loss_cfg)   # the parameters move to shared memory
     mask = None
     if cond == "snippet" and cfg.mask.strategy != "zero" and cfg.mask.ratio > 0:
         from gmem.bank import mask_snippets as mask
@@ -245,7 +249,8 @@ def _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn):
                                              collate_fn=collate, pin_memory=dev.type == "cuda")
     else:                              # the same items and collate as a worker-less DataLoader, without its per-batch machinery
         loader = (collate([ids[k] for k in b]) for b in sampler)
-    threads = torch_threads(train_threads(cfg, model, dev)); threads.__enter__(); n_threads = torch.get_num_threads()
+    threads = torch_threads(workers.threads if workers is not None else train_threads(cfg, model, dev)); threads.__enter__()
+    n_threads = torch.get_num_threads()
     bar = _progress(cfg, step, progress if info.main else False)
     grids = cfg.sample.every > 0 and info.main and x0.shape[0] in (1, 3)   # latents would need decoding: no grids
     start_step, t0, last_ckpt, loss_val = step, time.perf_counter(), ckpt_path, None
@@ -267,23 +272,30 @@ def _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn):
                 else:
                     with torch.no_grad(), autocast(dev, enabled=cfg.precision == "bf16"):
                         kw["repa_target"] = repa_enc(x)[1].float()
-            with autocast(dev, enabled=cfg.precision == "bf16"):
-                terms = loss_fn(net, x, c, loss_cfg, generator=g, **kw) if loss_cfg is not None else \
-                    loss_fn(net, x, c, generator=g, **kw)
-            loss = terms["total"]
-            logged = _reduce_terms(terms, info)
+            if workers is not None:     # cpu_workers > 1: forward and backward split over processes (CPUWorkers)
+                opt.zero_grad(set_to_none=True)
+                logged = workers.step(model, x, c, g, derive_seed("global", cfg.seed, info.rank, step), kw)
+            else:
+                with autocast(dev, enabled=cfg.precision == "bf16"):
+                    terms = loss_fn(net, x, c, loss_cfg, generator=g, **kw) if loss_cfg is not None else \
+                        loss_fn(net, x, c, generator=g, **kw)
+                loss = terms["total"]
+                logged = _reduce_terms(terms, info)
             if not math.isfinite(logged["loss"]):
                 raise NonFiniteLossError(f"non-finite loss ({logged['loss']}) at step {step + 1}; stopped before the "
                                          f"optimizer step. Last good checkpoint: {last_ckpt or 'none'}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if workers is None:
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
             gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf)
             if not torch.isfinite(gn):
                 raise NonFiniteLossError(f"non-finite gradient norm at step {step + 1}; stopped before the optimizer "
                                          f"step. Last good checkpoint: {last_ckpt or 'none'}")
-            opt.step()
             decay = ema_decay_at(step, cfg.optim.ema_decay, cfg.optim.ema_warmup)
-            ema_update(ema, model, decay)
+            if workers is not None: workers.optimizer_step(opt, ema, model, decay)   # each process a block of parameters
+            else:
+                opt.step()
+                ema_update(ema, model, decay)
             step += 1
             loss_val = logged["loss"]
             now = elapsed + time.perf_counter() - t0
@@ -360,3 +372,237 @@ def _progress(cfg, step, enabled):
 def _tensorboard(out):
     "The run's TensorBoard view in OUT/tb (cfg.tensorboard; rank 0): gmem.tblog.TensorBoardLog."
     return TensorBoardLog(out / "tb")
+
+# %% ../nbs/api/09_train.ipynb #e62c54c0
+def _rows_loss(model, inp: dict, lo: int, hi: int, loss_cfg, seed: int) -> dict:
+    "Forward and backward of rows lo..hi-1 of the batch `inp` (x, noise, t, c, extras), weighted by their share; the terms."
+    from gmem.loss import flow_matching_loss
+    B = inp["x"].shape[0]
+    torch.manual_seed(seed)                      # the step's global seed: the whole batch's dropout masks, as in one process
+    e = model.embed_cond(inp["c"], B)            # (B, D) or None
+    r = slice(lo, hi)
+    extra = {k: v[r] for k, v in inp.items() if k not in ("x", "noise", "t", "c")}   # repa_target
+    net = lambda xt, t, emb, **kw: model(xt, t, None, cond_emb=emb, **kw)
+    terms = flow_matching_loss(net, inp["x"][r], None if e is None else e[r], loss_cfg, noise=inp["noise"][r],
+                               t=inp["t"][r], **extra)
+    (terms["total"] * ((hi - lo) / B)).backward()
+    return {k: float(v.detach()) for k, v in terms.items()}
+
+def _flat_views(buf: torch.Tensor, shapes: list) -> list[torch.Tensor]:
+    "`buf` cut into consecutive views of the given shapes."
+    return [v.view(s) for v, s in zip(buf.split([math.prod(s) for s in shapes]), shapes)]
+
+def _shared_flat(ts: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    "One shared-memory buffer holding copies of `ts` (one dtype), and its views that replace them (few handles to send)."
+    if len({t.dtype for t in ts}) > 1: raise ValueError(f"cpu_workers > 1: mixed dtypes {sorted({str(t.dtype) for t in ts})}")
+    flat = torch.empty(sum(t.numel() for t in ts), dtype=ts[0].dtype).share_memory_()
+    views = _flat_views(flat, [t.shape for t in ts])
+    with torch.no_grad():
+        for v, t in zip(views, ts): v.copy_(t)
+    return flat, views
+
+def _chunk_optimizer(cls, groups: list[dict], params: list, gids: list[int]):
+    "A `cls` optimizer over `params` (param i in group gids[i], with that group's settings); None when there are none."
+    pg = [{**g, "params": [p for p, k in zip(params, gids) if k == i]} for i, g in enumerate(groups)]
+    pg = [g for g in pg if g["params"]]
+    return cls(pg) if pg else None
+
+def _cpu_worker(conn, rank: int, n: int, threads: int):
+    "Worker `rank` of `CPUWorkers`: forward and backward of block `rank` of each batch, then its share of the optimizer step."
+    import importlib, signal, traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle; it stops the workers
+    torch.set_num_threads(threads)
+    importlib.import_module("torch._dynamo")     # what building an optimizer imports (~1.4 s): now, while the data is built
+    slots, dirty = {}, [False, False]
+    try:
+        while True:
+            msg = conn.recv()
+            if msg[0] == "stop": break
+            try:
+                if msg[0] == "init":             # the shared model, own gradient buffers, the summed-gradient buffers
+                    _, model, bufs, sums, loss_cfg = msg
+                    model.train(); ps = list(model.parameters())
+                    own, total = ([_flat_views(b, [p.shape for p in ps]) for b in bb] for bb in (bufs, sums))
+                elif msg[0] == "step":           # forward and backward of this worker's rows, into own[b]
+                    _, seed, new, b = msg
+                    slots.update(new)
+                    if dirty[b]: bufs[b].zero_()
+                    for p, v in zip(ps, own[b]): p.grad = v if p.requires_grad else None
+                    B = slots["x"].shape[0]
+                    terms = _rows_loss(model, slots, rank * B // n, (rank + 1) * B // n, loss_cfg, seed)
+                    dirty[b] = True
+                    conn.send(("ok", terms))
+                elif msg[0] == "optim":          # the optimizer of this worker's parameters (shared state) and their EMA
+                    _, cls, groups, idx, gids, have, flats, shapes, ema_flat = msg
+                    mine = [ps[j] for j in idx]
+                    opt = _chunk_optimizer(cls, groups, mine, [gids[j] for j in idx])
+                    views = {k: _flat_views(f, shapes[k]) for k, f in flats.items()}
+                    for pos, j in enumerate(have):
+                        if j in idx: opt.state[ps[j]] = {k: v[pos] for k, v in views.items()}
+                    ema_p = [e for j, e in enumerate(_flat_views(ema_flat, [p.shape for p in ps])) if j in idx]
+                elif msg[0] == "opt":            # this worker's share of the optimizer step and the EMA update
+                    _, decay, has, b = msg
+                    for j in idx: ps[j].grad = total[b][j] if has[j] else None
+                    if opt is not None: opt.step()
+                    if mine: torch._foreach_lerp_(ema_p, [p.detach() for p in mine], 1 - decay)
+                    conn.send(("done",))
+                    if dirty[1 - b]: bufs[1 - b].zero_(); dirty[1 - b] = False   # ready for the next step
+            except Exception:
+                conn.send(("error", traceback.format_exc()))
+    except (EOFError, OSError): pass             # the main process went away
+
+
+# %% ../nbs/api/09_train.ipynb #aa152cf5
+class CPUWorkers:
+    "`n - 1` worker processes that share each batch's forward and backward and each optimizer step (`TrainConfig.cpu_workers`)."
+    timeout = 600.0                              # seconds the main process waits for a worker before giving up
+
+    def __init__(self, n: int, threads: int = 1):
+        import torch.multiprocessing as mp
+        from gmem.train import _cpu_worker       # by its module's name (a notebook's own copy lives in an unimportable __main__)
+        ctx = mp.get_context("spawn")            # fork is unsafe once torch's thread pools exist
+        self.n, self.threads, self.procs, self.conns, self.slots, self.opt_shared = n, threads, [], [], {}, False
+        try:
+            for i in range(1, n):
+                a, b = ctx.Pipe()
+                p = ctx.Process(target=_cpu_worker, args=(b, i, n, threads), daemon=True, name=f"gmem-cpu-worker-{i}")
+                p.start(); b.close()
+                self.procs.append(p); self.conns.append(a)
+        except BaseException:
+            self.close(); raise
+
+    def attach(self, model: nn.Module, loss_cfg):
+        "Move `model`'s parameters to shared memory and hand it, with two shared gradient buffers each, to the workers."
+        model.share_memory()
+        self.loss_cfg, self.params, self.k = loss_cfg, list(model.parameters()), 0
+        numel = sum(p.numel() for p in self.params)
+        self.bufs = [[torch.zeros(numel).share_memory_() for _ in range(2)] for _ in self.conns]   # per worker, per step parity
+        self.views = [[_flat_views(b, [p.shape for p in self.params]) for b in bufs] for bufs in self.bufs]
+        for i, bufs in enumerate(self.bufs): self._send(i, ("init", model, bufs, self.bufs[0], loss_cfg))
+
+    def _share(self, inputs: dict) -> dict:
+        "Copy `inputs` into the shared slots; returns the slots that are new (sent once) and the None inputs."
+        new = {}
+        for k, v in inputs.items():
+            s = self.slots.get(k)
+            if v is None: new[k] = None
+            elif s is not None and s.shape == v.shape and s.dtype == v.dtype: s.copy_(v)
+            else: new[k] = self.slots[k] = v.detach().clone().share_memory_()
+        return new
+
+    def _send(self, i: int, msg):
+        try: self.conns[i].send(msg)
+        except OSError:                          # a broken pipe or a reset socket: the worker is gone
+            self.procs[i].join(5)
+            raise RuntimeError(f"CPU worker {i + 1} died (exit code {self.procs[i].exitcode})") from None
+
+    def _reply(self, i: int):
+        conn, proc, t0 = self.conns[i], self.procs[i], time.monotonic()
+        while not conn.poll(0.5):
+            if not proc.is_alive(): raise RuntimeError(f"CPU worker {i + 1} died (exit code {proc.exitcode})")
+            if time.monotonic() - t0 > self.timeout:
+                raise TimeoutError(f"CPU worker {i + 1} did not answer within {self.timeout:.0f} s")
+        try: msg = conn.recv()
+        except (EOFError, OSError):              # closed or reset (a socket pair) by a worker that died
+            proc.join(5); raise RuntimeError(f"CPU worker {i + 1} died (exit code {proc.exitcode})") from None
+        if msg[0] == "error": raise RuntimeError(f"CPU worker {i + 1} failed:\n{msg[1]}")
+        return msg
+
+    def close(self):
+        "Stop the workers (one that does not stop within 5 s is terminated)."
+        for conn in self.conns:
+            try: conn.send(("stop",))
+            except (OSError, ValueError): pass
+        for p in self.procs:
+            p.join(5)
+            if p.is_alive(): p.terminate(); p.join(5)
+            if p.is_alive(): p.kill(); p.join()
+        for conn in self.conns: conn.close()
+        self.procs, self.conns = [], []
+
+
+# %% ../nbs/api/09_train.ipynb #670d586b
+from fastcore.basics import patch
+
+@patch
+def step(self: CPUWorkers, model: nn.Module, x: torch.Tensor, c, g: torch.Generator, seed: int, extra: dict) -> dict:
+    "Forward and backward of batch `x` over all processes; the summed gradient in the parameters' `.grad`; the logged terms."
+    from gmem.loss import draw_noise_t
+    B, b = x.shape[0], self.k % 2
+    self.k += 1
+    noise, t = draw_noise_t(x, self.loss_cfg, g)   # the whole batch's draws, in the loss's order
+    inputs = dict(x=x, noise=noise, t=t, c=c, **extra)
+    new = self._share(inputs)
+    for i in range(len(self.conns)): self._send(i, ("step", seed, new, b))
+    terms = {k: v * (B // self.n) for k, v in _rows_loss(model, inputs, 0, B // self.n, self.loss_cfg, seed).items()}
+    for i in range(len(self.conns)):
+        _, theirs = self._reply(i)
+        for k, v in theirs.items(): terms[k] += v * ((i + 2) * B // self.n - (i + 1) * B // self.n)
+    # the sum lands in worker 1's buffer: worker 1 + this process (+ worker 2 ...), the same bits as this process + worker 1
+    self.has = [p.grad is not None for p in self.params]
+    total = [v for v, h in zip(self.views[0][b], self.has) if h]
+    torch._foreach_add_(total, [p.grad for p in self.params if p.grad is not None])
+    for i in range(1, len(self.conns)): torch._foreach_add_(total, [v for v, h in zip(self.views[i][b], self.has) if h])
+    for p, v, h in zip(self.params, self.views[0][b], self.has):
+        if h: p.grad = v
+    self.b = b
+    names = ["total"] + sorted(k for k in terms if k != "total")    # as _reduce_terms: the same metrics columns
+    return {("loss" if k == "total" else k): terms[k] / B for k in names}
+
+@patch
+def optimizer_step(self: CPUWorkers, opt: torch.optim.Optimizer, ema: nn.Module, model: nn.Module, decay: float):
+    "`opt.step()` and `ema_update(ema, model, decay)`, each process updating its block of the parameters (the same bits)."
+    if not self.opt_shared:                      # the optimizer's state exists after its first step: then it is shared
+        opt.step(); ema_update(ema, model, decay)
+        return self._share_optimizer(opt, ema)
+    for i in range(len(self.conns)): self._send(i, ("opt", decay, self.has, self.b))
+    if self.opt_a is not None: self.opt_a.step()
+    if self.mine: torch._foreach_lerp_(self.ema_a, [p.detach() for p in self.mine], 1 - decay)
+    with torch.no_grad():
+        for e, b in zip(ema.buffers(), model.buffers()): e.copy_(b)
+    for i in range(len(self.conns)): self._reply(i)
+
+@patch
+def _share_optimizer(self: CPUWorkers, opt: torch.optim.Optimizer, ema: nn.Module):
+    "Move the optimizer state and the EMA to shared memory; each process gets a block of the parameters (balanced by size)."
+    ps, ep = self.params, list(ema.parameters())
+    cum = np.cumsum([p.numel() for p in ps])
+    block = [min(int(c * self.n // (cum[-1] + 1)), self.n - 1) for c in cum - np.array([p.numel() for p in ps]) / 2]
+    gid = {id(p): i for i, g in enumerate(opt.param_groups) for p in g["params"]}
+    if any(id(p) not in gid for p in ps): raise ValueError("cpu_workers > 1 needs an optimizer over all of the model's parameters")
+    have = [j for j, p in enumerate(ps) if opt.state.get(p)]
+    keys = sorted(opt.state[ps[have[0]]]) if have else []
+    if any(sorted(opt.state[ps[j]]) != keys or not all(torch.is_tensor(v) for v in opt.state[ps[j]].values()) for j in have):
+        raise ValueError(f"cpu_workers > 1 needs an optimizer whose state is the same tensors for every parameter")
+    flats, shapes = {}, {}
+    for k in keys:                               # the state, then the EMA, as views of one shared buffer each
+        flats[k], views = _shared_flat([opt.state[ps[j]][k] for j in have])
+        shapes[k] = [v.shape for v in views]
+        for j, v in zip(have, views): opt.state[ps[j]][k] = v
+    ema_flat, views = _shared_flat(ep)
+    for e, v in zip(ep, views): e.data = v
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+    gids = [gid[id(p)] for p in ps]
+    idx = [[j for j in range(len(ps)) if block[j] == r] for r in range(self.n)]
+    self.mine, self.ema_a, self.opt_shared = [ps[j] for j in idx[0]], [ep[j] for j in idx[0]], True
+    self.opt_a = _chunk_optimizer(type(opt), groups, self.mine, [gids[j] for j in idx[0]])
+    if self.opt_a is not None: self.opt_a.state = opt.state   # the same state tensors as `opt` (its checkpoints)
+    for r in range(1, self.n): self._send(r - 1, ("optim", type(opt), groups, idx[r], gids, have, flats, shapes, ema_flat))
+
+
+# %% ../nbs/api/09_train.ipynb #469f5250
+def _cpu_workers(cfg: TrainConfig, info: DistInfo, model, loss_fn) -> CPUWorkers | None:
+    "The run's `CPUWorkers` (started now, so they import torch while the data and bank are built), or None for cpu_workers=1."
+    import inspect
+    n = cfg.cpu_workers
+    if n == 1: return None
+    fits = model is None or (hasattr(model, "embed_cond") and "cond_emb" in inspect.signature(model.forward).parameters)
+    why = ("DDP (world_size > 1): use one or the other" if info.world_size > 1 else
+           f"device {info.device}: it splits batches over CPU processes" if info.device.type != "cpu" else
+           "a loss_fn= override: the workers run gmem.loss.flow_matching_loss" if loss_fn is not None and not _is_gmem_loss(loss_fn) else
+           f"a model= override of type {type(model).__name__}: the workers need a GMemDiT (its embed_cond and cond_emb=)"
+           if not fits else None)
+    if why: raise ValueError(f"cpu_workers={n} cannot be used with {why}; use cpu_workers=1")
+    if cfg.batch_size < n: raise ValueError(f"cpu_workers={n} needs batch_size >= {n}, got {cfg.batch_size}")
+    return CPUWorkers(n, cfg.threads or max(1, torch.get_num_threads() // n))
+
