@@ -17,12 +17,13 @@ from .config import TrainConfig
 from .checkpoint import CKPT_DIR, latest_checkpoint, load_checkpoint
 from .samplers import sample_seeded, sampler_settings, seed_conditions
 from .bank import MemoryBank
-from .factory import IndexedDataset, build_dataset
+from .factory import IndexedDataset, build_dataset, build_encoder
 from .model import create_model_from_config
 from .tokenizers import LatentDecoder
 
 # %% auto #0
-__all__ = ['TrainedRun', 'load_run', 'generate', 'run_conditions', 'decode_samples', 'save_sample_grid', 'snippet_usage']
+__all__ = ['TrainedRun', 'load_run', 'generate', 'run_conditions', 'decode_samples', 'save_sample_grid', 'run_encoder',
+           'snippet_usage']
 
 # %% ../nbs/api/09d_inference.ipynb #c8d60295
 @dataclass
@@ -119,6 +120,13 @@ def save_sample_grid(run: TrainedRun, path: str | os.PathLike, n: int = 16, **kw
         with atomic_path(path) as tmp:
             save_image((x.clamp(-1, 1) + 1) / 2, tmp, nrow=max(1, int(math.sqrt(n))), format="png")
     return x
+
+# %% ../nbs/api/09d_inference.ipynb #a2c1ec6f
+def run_encoder(run_dir: str | os.PathLike, device=None) -> torch.nn.Module:
+    "The bank encoder of a training run (its saved PCA fit, or the named pretrained encoder)."
+    run_dir = Path(run_dir)
+    cfg = TrainConfig.from_yaml(run_dir / "config.yaml")
+    return build_encoder(cfg, None, run_dir, device=device).eval()
 
 # %% ../nbs/api/09d_inference.ipynb #86f7f9ca
 @torch.no_grad()

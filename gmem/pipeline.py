@@ -24,8 +24,7 @@ from .bank import MemoryBank, normalize_rows, reconstruct
 from .conditioning import check_encoder, snippets_from_images
 from .config import TrainConfig
 from .encoders import DINOV2, DINOv2Encoder, PCAEncoder, SSLConfig, SSLEncoder
-from .inference import TrainedRun, decode_samples, load_run
-from .manipulate import run_encoder
+from .inference import TrainedRun, decode_samples, load_run, run_encoder
 from .model import create_model_from_config
 from .tokenizers import LatentDecoder, PixelTokenizer, SDVAETokenizer
 import gmem

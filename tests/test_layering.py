@@ -106,3 +106,13 @@ def test_readme_states_the_layers():
     stated = dict(rows)
     wrong = {m: (stated.get(m), LAYER_NAMES[l]) for m, l in LAYERS.items() if stated.get(m) != LAYER_NAMES[l]}
     assert not wrong, f"README layer column disagrees with LAYERS (module: (README, here)): {wrong}"
+
+
+def test_pipeline_loads_no_application_module():
+    "Importing the diffusers pipeline (in a fresh interpreter) loads none of the report / experiment code."
+    import subprocess, sys
+    app = ["gmem.manipulate", "gmem.arms", "gmem.report", "gmem.experiments"]
+    code = f"import sys, gmem.pipeline; print(' '.join(m for m in {app!r} if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "", f"importing gmem.pipeline loaded {r.stdout.split()}"

@@ -77,7 +77,7 @@ def test_pipeline_draws_what_gmem_sample_draws(smoke_run):
     assert torch.equal(got, (ref * 0.5 + 0.5).clamp(0, 1))
     # conditions: an image through the run's PCA encoder (eq. 10 / exact row), a row, an interpolation
     from gmem.data import Mnist5kDataset
-    from gmem.manipulate import run_encoder
+    from gmem.inference import run_encoder
     x = Mnist5kDataset(image_size=32)[0][0]
     ode = dict(mode="ode", method="euler", steps=2)
     by_image = pipe(snippets=x, sampler=ode, seeds=[5], output_type="pt").images
