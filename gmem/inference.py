@@ -79,12 +79,12 @@ def generate(run: TrainedRun,          # from `load_run` (or built by `train` fo
              n: int,                   # number of samples
              *,
              seed: int = 0,            # sample i uses seed + i for its noise and its bank index / label
-             steps: int | None = None, # sampler steps (None: the sampler's; plain default 50)
-             mode: str | None = None,  # "ode" | "sde" (None: the sampler's; plain default "ode")
-             method: str | None = None,  # "euler" | "heun" (None: the sampler's; plain default "euler")
+             steps: int | None = None, # sampler steps (None: the sampler's)
+             mode: str | None = None,  # "ode" | "sde" (None: the sampler's)
+             method: str | None = None,  # "euler" | "heun" (None: the sampler's)
              cfg_scale: float = 1.0,   # classifier-free guidance (1 = none)
              batch_size: int = 64,     # samples per yielded batch
-             sampler=None,             # "official-sde" | "official-ode" (SAMPLER_PRESETS), or SamplerSettings; None: plain
+             sampler=None,             # a SAMPLER_PRESETS name or SamplerSettings; None: gmem.samplers.DEFAULT_SAMPLER
              shift: float | None = None,  # timestep shift (None: the sampler's; official ODE 0.3)
              cfg_interval: tuple[float, float] | None = None,  # guided t-range (None: official (0.89, 1))
              ):
