@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from .conditioning import check_compatible, sample_snippets, snippets_from_images
 from .config import get_preset
-from .eval import nearest_neighbors
+from .memorisation import nearest_neighbors
 from .inference import run_encoder
 from .report import save_figure, to_uint8_images
 from .arms import arm_cache, load_arm

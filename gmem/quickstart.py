@@ -14,8 +14,8 @@ from .utils import atomic_write, get_device, repo_root, to_uint8, torch_threads
 from .arms import train_arm
 from .config import get_preset
 from .data import Mnist5kDataset, mnist5k_images
-from .eval import (CopyingTest, FIDFeatures, data_copying, fid_interval, mnist_split_features, nearest_neighbors,
-                       neighbor_grid, pixel_features, precision_recall)
+from .eval import FIDFeatures, fid_interval, mnist_split_features
+from .memorisation import CopyingTest, data_copying, nearest_neighbors, neighbor_grid, pixel_features, precision_recall
 from .factory import build_encoder
 from .inference import generate, load_run, snippet_usage
 from .stats import check_line, direction
