@@ -186,11 +186,12 @@ def add_sampler_args(p: argparse.ArgumentParser, *, default=None, when: str = ""
     mode, method, steps = d.mode, d.method, d.steps
     w = f" {when}" if when else ""
     p.add_argument("--sampler", choices=list(SAMPLER_PRESETS), help=f"official sampler settings{w} (official-sde: Heun, "
-                   "50 steps, 99 NFE, the FID 1.53 setting; official-ode: Euler, 49 steps, shift 0.3); options below override")
+                   "50 steps, 99 NFE, the FID 1.53 setting; official-ode: Euler, 49 steps, shift 0.3; euler-ode: Euler, 50 steps); "
+                   "options below override")
     p.add_argument("--steps", type=positive_int, help=f"sampler steps{w} (default {steps}, or the --sampler's)")
     p.add_argument("--mode", choices=["ode", "sde"], help=f"probability-flow ODE or SDE{w} (default {mode}, or the --sampler's)")
     p.add_argument("--method", choices=["euler", "heun"], help=f"integrator{w} (default {method}, or the --sampler's)")
-    p.add_argument("--shift", type=positive_float, help=f"timestep shift{w} (default 1, or the --sampler's: official-ode 0.3)")
+    p.add_argument("--shift", type=positive_float, help=f"timestep shift{w} (default {d.shift:g}, or the --sampler's: official-ode 0.3)")
     p.add_argument("--cfg-interval", type=ratio, nargs=2, metavar=("LO", "HI"),
                    help=f"guide only for LO <= t <= HI{w} (default: the official 0.89 1)")
     p.add_argument("--seed", type=non_negative_int, default=0, help=f"first per-sample seed (noise and bank index){w}; default 0")

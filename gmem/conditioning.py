@@ -226,7 +226,7 @@ def sample_snippets(model,                       # a GMemDiT or TrainedRun (eval
                     seeds: Sequence[int],        # one seed per sample: its noise and SDE noise
                     *,
                     shape: Sequence[int] | None = None,  # per-sample shape (default: the model's)
-                    sampler=None,                # a SAMPLER_PRESETS name or SamplerSettings (None: the plain defaults)
+                    sampler=None,                # a SAMPLER_PRESETS name or SamplerSettings (None: DEFAULT_SAMPLER)
                     cfg_scale: float = 1.0,      # classifier-free guidance (in the official t-interval unless told)
                     **sampler_kw,                # SamplerSettings fields on top: mode, method, steps, shift, ...
                     ) -> torch.Tensor:           # (B, C, H, W) in model space ([-1, 1] for pixel models)

@@ -16,8 +16,8 @@ from fastcore.basics import patch
 from .report import cached_arm, config_hash, markdown_table, parameter_defaults, write_metrics, save_image_grid
 from .arms import arm_cache, train_arm
 from .paper import PAPER, REPORTS
-from .eval import (cifar_reference, fid_interval, FIDFeatures, load_stats, stats_mode, mnist_split_features,
-                       precision_recall, CopyingTest, pixel_features)
+from .eval import cifar_reference, fid_interval, FIDFeatures, load_stats, stats_mode, mnist_split_features
+from .memorisation import precision_recall, CopyingTest, pixel_features
 from .utils import atomic_write, get_device, repo_root, to_uint8
 from .bank import MemoryBank, per_class_subset
 from .checkpoint import latest_checkpoint
@@ -136,7 +136,7 @@ def require_paper_inputs(inputs: dict[str, str],   # name -> path the user passe
             f"(the paper's settings, GPU hours):\n  " + "\n  ".join(problems) +
             "\n(or run the CPU preset: -p preset smoke)")
 
-#| export
+# %% ../nbs/api/12_experiments.ipynb #0c7e2f5a
 IMAGENET_TRAIN_IMAGES = 1_281_167   # images per ImageNet-1k training epoch
 
 PAPER_RUNS: dict[str, str] = {      # report -> trainer preset of its `paper` run (the paper's row)

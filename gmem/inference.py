@@ -17,12 +17,13 @@ from .config import TrainConfig
 from .checkpoint import CKPT_DIR, latest_checkpoint, load_checkpoint
 from .samplers import sample_seeded, sampler_settings, seed_conditions
 from .bank import MemoryBank
-from .factory import IndexedDataset, build_dataset
+from .factory import IndexedDataset, build_dataset, build_encoder
 from .model import create_model_from_config
 from .tokenizers import LatentDecoder
 
 # %% auto #0
-__all__ = ['TrainedRun', 'load_run', 'generate', 'run_conditions', 'decode_samples', 'save_sample_grid', 'snippet_usage']
+__all__ = ['TrainedRun', 'load_run', 'generate', 'run_conditions', 'decode_samples', 'save_sample_grid', 'run_encoder',
+           'snippet_usage']
 
 # %% ../nbs/api/09d_inference.ipynb #c8d60295
 @dataclass
@@ -78,12 +79,12 @@ def generate(run: TrainedRun,          # from `load_run` (or built by `train` fo
              n: int,                   # number of samples
              *,
              seed: int = 0,            # sample i uses seed + i for its noise and its bank index / label
-             steps: int | None = None, # sampler steps (None: the sampler's; plain default 50)
-             mode: str | None = None,  # "ode" | "sde" (None: the sampler's; plain default "ode")
-             method: str | None = None,  # "euler" | "heun" (None: the sampler's; plain default "euler")
+             steps: int | None = None, # sampler steps (None: the sampler's)
+             mode: str | None = None,  # "ode" | "sde" (None: the sampler's)
+             method: str | None = None,  # "euler" | "heun" (None: the sampler's)
              cfg_scale: float = 1.0,   # classifier-free guidance (1 = none)
              batch_size: int = 64,     # samples per yielded batch
-             sampler=None,             # "official-sde" | "official-ode" (SAMPLER_PRESETS), or SamplerSettings; None: plain
+             sampler=None,             # a SAMPLER_PRESETS name or SamplerSettings; None: gmem.samplers.DEFAULT_SAMPLER
              shift: float | None = None,  # timestep shift (None: the sampler's; official ODE 0.3)
              cfg_interval: tuple[float, float] | None = None,  # guided t-range (None: official (0.89, 1))
              ):
@@ -119,6 +120,13 @@ def save_sample_grid(run: TrainedRun, path: str | os.PathLike, n: int = 16, **kw
         with atomic_path(path) as tmp:
             save_image((x.clamp(-1, 1) + 1) / 2, tmp, nrow=max(1, int(math.sqrt(n))), format="png")
     return x
+
+# %% ../nbs/api/09d_inference.ipynb #a2c1ec6f
+def run_encoder(run_dir: str | os.PathLike, device=None) -> torch.nn.Module:
+    "The bank encoder of a training run (its saved PCA fit, or the named pretrained encoder)."
+    run_dir = Path(run_dir)
+    cfg = TrainConfig.from_yaml(run_dir / "config.yaml")
+    return build_encoder(cfg, None, run_dir, device=device).eval()
 
 # %% ../nbs/api/09d_inference.ipynb #86f7f9ca
 @torch.no_grad()

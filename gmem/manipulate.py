@@ -11,17 +11,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from .conditioning import check_compatible, sample_snippets, snippets_from_images
-from .config import TrainConfig, get_preset
-from .eval import nearest_neighbors
-from .factory import build_encoder
+from .config import get_preset
+from .memorisation import nearest_neighbors
+from .inference import run_encoder
 from .report import save_figure, to_uint8_images
 from .arms import arm_cache, load_arm
 from .utils import repo_root
 
 # %% auto #0
 __all__ = ['PAPER_ALPHAS', 'REPORT_RUNS', 'interpolation_snippets', 'interpolation_strip', 'nearest_training_images',
-           'novel_image_figure', 'run_encoder', 'ReportSetup', 'report_setup', 'report_config', 'drawn_glyphs',
-           'digit_classifier', 'agreement_test', 'agreement_check']
+           'novel_image_figure', 'ReportSetup', 'report_setup', 'report_config', 'drawn_glyphs', 'digit_classifier',
+           'agreement_test', 'agreement_check']
 
 # %% ../nbs/api/13_manipulate.ipynb #e3c758b7
 PAPER_ALPHAS = tuple(round(0.1 * i, 1) for i in range(1, 10))   # App. C.2: 0.1, 0.2, ..., 0.9
@@ -101,13 +101,6 @@ def novel_image_figure(ref_image,                 # (3, H, W) or (R, 3, H, W), [
     top[3 + n + k // 2].set_title(f"{k} nearest training images", fontsize=8)
     if path is None: return fig
     return save_figure(fig, path, dpi=dpi)
-
-# %% ../nbs/api/13_manipulate.ipynb #a2c1ec6f
-def run_encoder(run_dir: str | os.PathLike, device=None) -> torch.nn.Module:
-    "The bank encoder of a training run (its saved PCA fit, or the named pretrained encoder)."
-    run_dir = Path(run_dir)
-    cfg = TrainConfig.from_yaml(run_dir / "config.yaml")
-    return build_encoder(cfg, None, run_dir, device=device).eval()
 
 # %% ../nbs/api/13_manipulate.ipynb #a6a79ef0
 REPORT_RUNS = {   # report preset -> (gmem.train preset, overrides)

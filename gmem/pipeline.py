@@ -19,13 +19,12 @@ from diffusers import AutoencoderKL, ConfigMixin, DiffusionPipeline, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
-from .samplers import SamplerSettings, bank_rows_for_seeds, sample_seeded, sampler_settings, seed_conditions
+from .samplers import DEFAULT_SAMPLER, SamplerSettings, bank_rows_for_seeds, sample_seeded, sampler_settings, seed_conditions
 from .bank import MemoryBank, normalize_rows, reconstruct
 from .conditioning import check_encoder, snippets_from_images
 from .config import TrainConfig
 from .encoders import DINOV2, DINOv2Encoder, PCAEncoder, SSLConfig, SSLEncoder
-from .inference import TrainedRun, decode_samples, load_run
-from .manipulate import run_encoder
+from .inference import TrainedRun, decode_samples, load_run, run_encoder
 from .model import create_model_from_config
 from .tokenizers import LatentDecoder, PixelTokenizer, SDVAETokenizer
 import gmem
@@ -372,7 +371,7 @@ class GMemPipeline(DiffusionPipeline):
                  num_images: int | None = None,    # images to draw (default: one per condition, or 1)
                  snippets=None,                    # None | bank indices | images | (i, j, alpha) | float (k, d) snippets
                  *,
-                 sampler: str | dict | SamplerSettings = "official-sde",  # a SAMPLER_PRESETS name, SamplerSettings or a dict of them
+                 sampler: str | dict | SamplerSettings = DEFAULT_SAMPLER,  # a SAMPLER_PRESETS name, SamplerSettings or a dict of them
                  num_inference_steps: int | None = None,  # override the sampler's steps
                  guidance_scale: float = 1.0,      # classifier-free guidance (1 = none, the paper's headline)
                  generator=None,                   # torch.Generator (or a list, one per image) for the per-image seeds

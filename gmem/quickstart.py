@@ -14,12 +14,12 @@ from .utils import atomic_write, get_device, repo_root, to_uint8, torch_threads
 from .arms import train_arm
 from .config import get_preset
 from .data import Mnist5kDataset, mnist5k_images
-from .eval import (CopyingTest, FIDFeatures, data_copying, fid_interval, mnist_split_features, nearest_neighbors,
-                       neighbor_grid, pixel_features, precision_recall)
+from .eval import FIDFeatures, fid_interval, mnist_split_features
+from .memorisation import CopyingTest, data_copying, nearest_neighbors, neighbor_grid, pixel_features, precision_recall
 from .factory import build_encoder
 from .inference import generate, load_run, snippet_usage
 from .stats import check_line, direction
-from .samplers import sampler_settings
+from .samplers import DEFAULT_SAMPLER, sampler_settings
 
 # %% auto #0
 __all__ = ['ARMS', 'QuickstartConfig', 'quickstart_config', 'quickstart_arm', 'real_images', 'sample_arm', 'arm_job',
@@ -37,7 +37,7 @@ class QuickstartConfig:
     n_fid: int = 1000                 # generated images per arm, scored against the 1,000 held-out digits (and as many
                                       # training digits); FID features run at ~28 images/s on 2 CPU cores (ONNX Runtime)
     n_boot: int = 200                 # bootstrap replicates behind each FID interval and verdict
-    sampler: str = "official-sde"     # the authors' SDE: Heun, 50 steps, 99 NFE (gmem.samplers.SAMPLER_PRESETS)
+    sampler: str = DEFAULT_SAMPLER   # the authors' SDE: Heun, 50 steps, 99 NFE (gmem.samplers.DEFAULT_SAMPLER)
     sample_steps: int | None = None   # override the sampler's steps (None: the sampler's)
     seed: int = 0                     # training seed (same for all arms) and first sample seed
     arms: tuple = ("gmem", "class")   # which arms to run ("uncond" too: another ~2 min of training)

@@ -317,8 +317,8 @@ def _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn, work
             if grids and (step % cfg.sample.every == 0 or step == cfg.steps):
                 sc = cfg.sample
                 xs = save_sample_grid(TrainedRun(ema, cfg, bank, step, tuple(x0.shape), n_cls, dev),
-                                      out / "samples" / f"step-{step:08d}.png", sc.n, seed=sc.seed, steps=sc.steps,
-                                      mode=sc.mode, method=sc.method)
+                                      out / "samples" / f"step-{step:08d}.png", sc.n, seed=sc.seed, sampler="euler-ode",
+                                      steps=sc.steps, mode=sc.mode, method=sc.method)
                 if tb is not None: tb.log_images("samples", xs, step * cfg.batch_size)
     finally:
         threads.__exit__(None, None, None)

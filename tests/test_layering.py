@@ -13,7 +13,7 @@ LAYERS = {
     # core: the paper's math and shared helpers; imports nothing else of gmem
     "utils": 0, "paper": 0, "bank": 0, "model": 0, "loss": 0, "samplers": 0,
     # components: data, encoders, tokenizers, evaluation; import only the core
-    "data": 1, "encoders": 1, "tokenizers": 1, "eval": 1, "stats": 1,
+    "data": 1, "encoders": 1, "tokenizers": 1, "eval": 1, "memorisation": 1, "stats": 1,
     # engine: configuration, checkpoints, bank building, the training loop, using a trained run
     "config": 2, "checkpoint": 2, "bankbuild": 2, "factory": 2, "conditioning": 2, "train": 2, "inference": 2, "tblog": 2,
     # applications: reports, paper experiments, manipulation, text-to-image, the quickstart
@@ -106,3 +106,13 @@ def test_readme_states_the_layers():
     stated = dict(rows)
     wrong = {m: (stated.get(m), LAYER_NAMES[l]) for m, l in LAYERS.items() if stated.get(m) != LAYER_NAMES[l]}
     assert not wrong, f"README layer column disagrees with LAYERS (module: (README, here)): {wrong}"
+
+
+def test_pipeline_loads_no_application_module():
+    "Importing the diffusers pipeline (in a fresh interpreter) loads none of the report / experiment code."
+    import subprocess, sys
+    app = ["gmem.manipulate", "gmem.arms", "gmem.report", "gmem.experiments"]
+    code = f"import sys, gmem.pipeline; print(' '.join(m for m in {app!r} if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "", f"importing gmem.pipeline loaded {r.stdout.split()}"

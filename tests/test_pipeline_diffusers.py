@@ -77,7 +77,7 @@ def test_pipeline_draws_what_gmem_sample_draws(smoke_run):
     assert torch.equal(got, (ref * 0.5 + 0.5).clamp(0, 1))
     # conditions: an image through the run's PCA encoder (eq. 10 / exact row), a row, an interpolation
     from gmem.data import Mnist5kDataset
-    from gmem.manipulate import run_encoder
+    from gmem.inference import run_encoder
     x = Mnist5kDataset(image_size=32)[0][0]
     ode = dict(mode="ode", method="euler", steps=2)
     by_image = pipe(snippets=x, sampler=ode, seeds=[5], output_type="pt").images
@@ -86,6 +86,29 @@ def test_pipeline_draws_what_gmem_sample_draws(smoke_run):
     assert by_image.shape == (1, 3, 32, 32)
     sweep = pipe(2, snippets=(0, 1, 0.5), sampler=ode, generator=torch.Generator().manual_seed(1), output_type="np")
     assert sweep.images.shape == (2, 32, 32, 3) and sweep.bank_indices is None
+
+
+def test_one_default_sampler_for_generate_gmem_sample_and_the_pipeline(smoke_run, tmp_path):
+    "No sampler given: `generate(run, n, seed=0)`, `gmem sample` and `pipe(seeds=range(n))` draw the same images (DEFAULT_SAMPLER)."
+    from PIL import Image
+    from torchvision.utils import save_image
+    from gmem.pipeline import GMemPipeline
+    from gmem.inference import load_run, generate, decode_samples
+    from gmem.samplers import DEFAULT_SAMPLER, SAMPLER_PRESETS, sampler_settings
+    assert sampler_settings(None) == SAMPLER_PRESETS[DEFAULT_SAMPLER] and sampler_settings(None).nfe == 99
+    n = 4
+    run = load_run(smoke_run, device="cpu")
+    ref = decode_samples(run, torch.cat(list(generate(run, n, seed=0, batch_size=n))))
+    pipe = GMemPipeline.from_run(smoke_run)
+    pipe.set_progress_bar_config(disable=True)
+    got = pipe(seeds=range(n), output_type="pt").images
+    assert torch.equal(got, (ref * 0.5 + 0.5).clamp(0, 1))
+    _gmem("sample", "--ckpt", smoke_run, "--out", tmp_path / "cli.png", "--n", n, "--nrow", n, "--device", "cpu")
+    save_image((ref.clamp(-1, 1) + 1) / 2, tmp_path / "ref.png", nrow=n, format="png")   # as `gmem sample` writes its grid
+    import numpy as np
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "cli.png")), np.asarray(Image.open(tmp_path / "ref.png")))
+    # an explicit sampler differs (the default really is the SDE, not the Euler ODE)
+    assert not torch.equal(decode_samples(run, next(generate(run, n, seed=0, sampler="euler-ode"))), ref)
 
 
 def test_pipeline_to_device_and_cpu_offload(smoke_run):

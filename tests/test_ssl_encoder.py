@@ -26,7 +26,7 @@ def tiny_config(out_steps: int = 4):
 def test_ssl_arm_trains_and_samples(tmp_path, gmem_cache):
     from gmem.train import train
     from gmem.inference import load_run, generate
-    from gmem.manipulate import run_encoder
+    from gmem.inference import run_encoder
     from gmem.encoders import SSLEncoder
     from gmem.conditioning import check_encoder, snippets_from_images, sample_snippets
     from gmem.data import mnist5k_images
