@@ -16,14 +16,14 @@ from .report import cached_arm, config_hash
 from .utils import repo_root
 
 # %% auto #0
-__all__ = ['ARM_KEY_FORMAT', 'NOT_IN_KEY', 'arm_key', 'arm_cache', 'arm_dir', 'train_arm', 'load_arm']
+__all__ = ['ARM_KEY_FORMAT', 'NOT_IN_KEY', 'KEY_ONLY_IF_SET', 'arm_key', 'arm_cache', 'arm_dir', 'train_arm', 'load_arm']
 
 # %% ../nbs/api/11a_arms.ipynb #09a204ac
 ARM_KEY_FORMAT = 3                          # what a key holds; bumped when that changes
 NOT_IN_KEY = ("device", "tensorboard", "threads")  # where an arm runs and what it logs do not change its result
-# `cpu_workers` > 1 is in the key: a batch split over processes sums its gradient in another order (losses agree to
-# ~1e-7, weights are not bit-identical), so it is another arm. The default 1 is left out, so the keys of the arms
-# trained before the field existed (all in one process) stay what they were
+KEY_ONLY_IF_SET = {"cpu_workers": 1}        # fields added after arms were cached: left out at this value (what every
+                                            # older arm ran with), so those arms keep their keys. cpu_workers > 1 sums
+                                            # the gradient in another order (losses agree to ~1e-7): another arm
 
 def arm_key(cfg: TrainConfig,               # the arm's resolved config
             *,
@@ -36,7 +36,8 @@ def arm_key(cfg: TrainConfig,               # the arm's resolved config
         d, *path = conf, *name.split(".")
         for p in path[:-1]: d = d.get(p, {})
         d.pop(path[-1], None)
-    if conf.get("cpu_workers") == 1: del conf["cpu_workers"]
+    for name, old in KEY_ONLY_IF_SET.items():
+        if conf.get(name) == old: del conf[name]
     return dict(kind="train", key_format=ARM_KEY_FORMAT, config=conf, **extra)
 
 def arm_cache(cache_dir: str | os.PathLike = "") -> Path:

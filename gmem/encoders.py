@@ -185,6 +185,22 @@ def _iter_image_batches(data, batch_size: int = 256) -> Iterable[torch.Tensor]:
         for b in data:
             yield b[0] if isinstance(b, (tuple, list)) else b
 
+def _save_fitted(path, tensors: dict, kind: str, **meta: str) -> Path:
+    "A fitted encoder's tensors with `encoder=kind` and `meta` as the file's metadata, written atomically (safetensors)."
+    from safetensors.torch import save_file
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata={"encoder": kind, **meta})
+    return Path(path)
+
+def _load_fitted(path, kind: str, what: str) -> tuple[dict, dict]:
+    "(tensors, metadata) of a fitted encoder file of `kind`; a ValueError naming `what` it should be when it is not."
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+        if meta.get("encoder") != kind:
+            raise ValueError(f"{path} is not {what} (metadata encoder={meta.get('encoder')!r})")
+        return {k: f.get_tensor(k) for k in f.keys()}, meta
+
 class PCAEncoder(Encoder):
     "Fitted linear encoder: pooled pixels -> top-`dim` PCA coefficients `(B, dim)`; no patch tokens."
     def __init__(self,
@@ -233,19 +249,12 @@ class PCAEncoder(Encoder):
         s = self.input_size
         return (coef.float() @ self.components + self.mean).view(-1, 3, s, s)
     def save(self, path) -> Path:
-        from safetensors.torch import save_file
-        with atomic_path(path) as tmp:
-            save_file({"mean": self.mean.cpu().contiguous(), "components": self.components.cpu().contiguous()}, str(tmp),
-                      metadata={"encoder": "pca", "pool_size": str(self.input_size), "dim": str(self.dim)})
-        return Path(path)
+        return _save_fitted(path, {"mean": self.mean, "components": self.components}, "pca",
+                            pool_size=str(self.input_size), dim=str(self.dim))
     @classmethod
     def load(cls, path) -> "PCAEncoder":
-        from safetensors import safe_open
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("encoder") != "pca":
-                raise ValueError(f"{path} is not a PCA encoder file (metadata {meta})")
-            return cls(f.get_tensor("mean"), f.get_tensor("components"), int(meta["pool_size"]))
+        t, meta = _load_fitted(path, "pca", "a PCA encoder file")
+        return cls(t["mean"], t["components"], int(meta["pool_size"]))
 
 # %% ../nbs/api/07_encoders.ipynb #0e8eccd6
 SSL_FORMAT = 1   # what an SSL encoder file holds; part of the cache key, bumped when the fit or the file changes
@@ -383,21 +392,13 @@ class SSLEncoder(Encoder):
         f = self.net(x)                                                          # (B, dim)
         return f, f.new_zeros(f.shape[0], 0, self.dim)
     def save(self, path) -> Path:
-        from safetensors.torch import save_file
-        sd = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
-        with atomic_path(path) as tmp:
-            save_file(sd, str(tmp), metadata={"encoder": "ssl", "format": str(SSL_FORMAT),
-                                              "config": json.dumps(asdict(self.config)), "fit": json.dumps(self.meta)})
-        return Path(path)
+        return _save_fitted(path, self.net.state_dict(), "ssl", format=str(SSL_FORMAT),
+                            config=json.dumps(asdict(self.config)), fit=json.dumps(self.meta))
     @classmethod
     def load(cls, path) -> "SSLEncoder":
-        from safetensors import safe_open
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("encoder") != "ssl":
-                raise ValueError(f"{path} is not an SSL encoder file (metadata encoder={meta.get('encoder')!r})")
-            enc = cls(SSLConfig(**json.loads(meta["config"])), json.loads(meta.get("fit", "{}")))
-            enc.net.load_state_dict({k: f.get_tensor(k) for k in f.keys()})
+        t, meta = _load_fitted(path, "ssl", "an SSL encoder file")
+        enc = cls(SSLConfig(**json.loads(meta["config"])), json.loads(meta.get("fit", "{}")))
+        enc.net.load_state_dict(t)
         return enc._freeze()
 
 # %% ../nbs/api/07_encoders.ipynb #881d855b

@@ -83,7 +83,7 @@ class MetricsCSV:
     "Append-only CSV of per-step metrics; `keep_until=k` keeps the existing rows with step <= k (resume)."
     flush_every = 100                   # rows buffered between writes to disk (one flush per step cost ~1% of a CPU step)
     def __init__(self, path: str | os.PathLike, keep_until: int | None = None):
-        self.path, self.columns, self._f = Path(path), None, None
+        self.path, self.columns, self._f, self._pending = Path(path), None, None, 0
         rows = []
         if keep_until is not None and self.path.exists():
             with open(self.path, newline="") as f:
@@ -108,7 +108,7 @@ class MetricsCSV:
             self._f = open(self.path, "a", newline="")
             if new: csv.writer(self._f).writerow(self.columns)
         csv.writer(self._f).writerow([row.get(c, "") for c in self.columns])
-        self._pending = getattr(self, "_pending", 0) + 1
+        self._pending += 1
         if self._pending >= self.flush_every: self.flush()
 
     def flush(self):
@@ -249,12 +249,12 @@ def _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn, work
                                              collate_fn=collate, pin_memory=dev.type == "cuda")
     else:                              # the same items and collate as a worker-less DataLoader, without its per-batch machinery
         loader = (collate([ids[k] for k in b]) for b in sampler)
-    threads = torch_threads(workers.threads if workers is not None else train_threads(cfg, model, dev)); threads.__enter__()
-    n_threads = torch.get_num_threads()
     bar = _progress(cfg, step, progress if info.main else False)
     grids = cfg.sample.every > 0 and info.main and x0.shape[0] in (1, 3)   # latents would need decoding: no grids
     start_step, t0, last_ckpt, loss_val = step, time.perf_counter(), ckpt_path, None
     net.train()
+    threads = torch_threads(workers.threads if workers is not None else train_threads(cfg, model, dev)); threads.__enter__()
+    n_threads = torch.get_num_threads()   # restored in `finally`, whatever ends the loop
     try:
         for batch in loader:
             x = batch["x"].to(dev, non_blocking=True)

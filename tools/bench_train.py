@@ -228,19 +228,6 @@ print("RESULT " + json.dumps(dict(wall_s=wall, loop_s=s["seconds"], steps=s["ste
 """
 
 
-def sgemm_gflops(threads=None, n=2048, reps=10):
-    "fp32 GEMM throughput of this machine now (GFLOP/s), with `threads` torch threads (default: torch's)."
-    old = torch.get_num_threads()
-    if threads: torch.set_num_threads(threads)
-    try:
-        a = torch.rand(n, n); a @ a
-        t = time.perf_counter()
-        for _ in range(reps): a @ a
-        return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
-    finally:
-        torch.set_num_threads(old)
-
-
 def _baseline_tree(commit: str) -> Path:
     "The gmem package of `commit`, extracted into a temporary folder (its root goes on PYTHONPATH)."
     d = Path(tempfile.mkdtemp(prefix=f"gmem-{commit}-"))
@@ -265,7 +252,8 @@ def bench_loops(models, steps_short, steps_long, baseline, workers=(1,), arm_ste
     "Old loop (commit `baseline`, torch's 2 threads) against this checkout's, end to end; a result dict per model."
     from tqdm.auto import tqdm
     old_tree = _baseline_tree(baseline)
-    peak = sgemm_gflops()
+    from bench_features import sgemm_gflops   # the one sgemm measurement of the tools (tools/ is the script's folder)
+    peak = sgemm_gflops(torch.device("cpu"))
     loops = [("old", old_tree, "2", 1)] + [(f"new{'' if w == 1 else f'-{w}workers'}", ROOT, "loop", w) for w in workers]
     results = []
     bar = tqdm(total=len(models) * len(loops) * 2, desc="loop runs", disable=not progress)
