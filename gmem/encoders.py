@@ -15,7 +15,8 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .utils import get_device, atomic_path, sha256_tensors
 from .bank import top_eigvecs
-from .eval import load_inception, gmem_cache_dir
+from .eval import load_inception
+from .utils import gmem_cache_dir
 
 # %% auto #0
 __all__ = ['DINOV2', 'IMAGENET_MEAN', 'IMAGENET_STD', 'SSL_FORMAT', 'FITTED_ENCODERS', 'ENCODERS', 'Encoder', 'DINOv2Encoder',

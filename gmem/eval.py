@@ -12,17 +12,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .utils import atomic_path, atomic_write, get_device, git_commit
+from .utils import atomic_path, atomic_write, get_device, git_commit, gmem_cache_dir
 import gmem
 from .data import Cifar10Dataset, mnist5k_split, mnist5k_images
 
 # %% auto #0
 __all__ = ['CLEANFID_INCEPTION', 'INCEPTION_WEIGHTS', 'FID_MODES', 'PIPELINES', 'FEATURE_BACKENDS', 'ONNX_EXPORT_VERSION',
-           'fid_helper_inception_path', 'InceptionPool3', 'load_inception', 'tf_resize_bilinear', 'gmem_cache_dir',
-           'file_sha256', 'onnxruntime_available', 'inception_onnx', 'ort_session', 'FIDFeatures', 'RunningStats',
-           'feature_stats', 'fid_from_stats', 'fid_from_features', 'save_stats', 'load_stats', 'stats_mode',
-           'default_cache_dir', 'reference_stats', 'fid', 'mnist_split_features', 'cifar_reference',
-           'fid_against_stats', 'bootstrap_indices', 'fid_interval']
+           'fid_helper_inception_path', 'InceptionPool3', 'load_inception', 'tf_resize_bilinear', 'file_sha256',
+           'onnxruntime_available', 'inception_onnx', 'ort_session', 'FIDFeatures', 'RunningStats', 'feature_stats',
+           'fid_from_stats', 'fid_from_features', 'save_stats', 'load_stats', 'stats_mode', 'default_cache_dir',
+           'reference_stats', 'fid', 'mnist_split_features', 'cifar_reference', 'fid_against_stats',
+           'bootstrap_indices', 'fid_interval']
 
 # %% ../nbs/api/08_eval.ipynb #e912be46
 CLEANFID_INCEPTION = Path("/tmp") / "inception-2015-12-05.pt"  # where clean-fid keeps its download
@@ -136,10 +136,6 @@ def _stack_hwc(images: list) -> torch.Tensor:
 # %% ../nbs/api/08_eval.ipynb #12832c0a
 FEATURE_BACKENDS = ("auto", "torch", "onnxruntime")
 ONNX_EXPORT_VERSION = 1   # part of the exported file's name: bump when the export below changes
-
-def gmem_cache_dir() -> Path:
-    "`$GMEM_CACHE` or `~/.cache/gmem`: where gmem keeps derived files (statistics, exported graphs)."
-    return Path(os.environ.get("GMEM_CACHE", Path.home() / ".cache" / "gmem"))
 
 _SHA_CACHE: dict = {}
 

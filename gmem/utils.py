@@ -12,7 +12,8 @@ import gmem
 
 # %% auto #0
 __all__ = ['atomic_path', 'atomic_write', 'remove_atomic_leftovers', 'get_device', 'autocast', 'to_uint8', 'torch_threads',
-           'single_thread', 'seed_everything', 'git_commit', 'sha256_tensors', 'derive_seed', 'repo_root']
+           'single_thread', 'seed_everything', 'git_commit', 'sha256_tensors', 'derive_seed', 'gmem_cache_dir',
+           'repo_root']
 
 # %% ../nbs/api/00_utils.ipynb #73131045
 def _default_mode() -> int:
@@ -131,6 +132,10 @@ def derive_seed(*parts) -> int:
     return int.from_bytes(h[:8], "little") >> 1
 
 # %% ../nbs/api/00_utils.ipynb #7725863c
+def gmem_cache_dir() -> Path:
+    "`$GMEM_CACHE` or `~/.cache/gmem`: where gmem keeps derived files (statistics, exported graphs, parsed datasets)."
+    return Path(os.environ.get("GMEM_CACHE", Path.home() / ".cache" / "gmem"))
+
 def repo_root() -> Path:
     "The repository root: the folder that holds the `gmem` package (and `nbs/`, `reports/`)."
     return Path(gmem.__file__).resolve().parent.parent
