@@ -18,7 +18,7 @@ from .arms import arm_cache, train_arm
 from .paper import PAPER, REPORTS
 from .eval import cifar_reference, fid_interval, FIDFeatures, load_stats, stats_mode, mnist_split_features
 from .memorisation import precision_recall, CopyingTest, pixel_features
-from .utils import atomic_write, get_device, repo_root, to_uint8
+from .utils import atomic_write, get_device, repo_root, side_by_side, to_uint8
 from .bank import MemoryBank, per_class_subset
 from .checkpoint import latest_checkpoint
 from .config import TrainConfig, get_preset
@@ -168,6 +168,8 @@ REPORT_SCALES: dict[str, dict[str, dict]] = {   # report -> preset -> what diffe
     # Table 2 at cpu: 10,000 steps x 32 = 320k images (80 epochs of the 4,000 training digits), 3 seeds of GMem and
     # the class-conditional baseline, checkpoints every 250 steps for a log-spaced curve
     "efficiency": {"cpu": dict(train_steps=10_000, ckpt_every=250, seeds=3)},
+    # the copying frontier at cpu: the table arms' budget (2,500 steps x 32), 3 training seeds per arm
+    "frontier": {"cpu": dict(seeds=3)},
 }
 
 SCALE_PARAMS = ("train_steps", "batch_size", "ckpt_every", "n_samples", "n_ref", "sample_steps", "model", "seeds",
@@ -273,6 +275,10 @@ class Experiment:
                  force: bool = False,         # recompute cached arms
                  ):
         if name not in REPORTS: raise ValueError(f"unknown report {name!r}; valid: {', '.join(REPORTS)}")
+        self._init = dict(name=name, preset=preset, out_dir=out_dir, scale=scale, cache_dir=cache_dir, device=device,
+                          seed=seed, sample_seed=sample_seed, fid_stats=fid_stats, data_root=data_root,
+                          encoder_weights=encoder_weights, paper_preset=paper_preset, bank_path=bank_path,
+                          tokenizer_weights=tokenizer_weights)   # what `prefetch`'s processes rebuild this from
         self.name, self.preset, self.scale, self.seed, self.sample_seed = name, preset, scale, seed, sample_seed
         self.out = resolve_out_dir(out_dir, preset)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -373,6 +379,27 @@ def _half_bank(self: Experiment, cfg, run: Path, fraction: float):
         kept.subset(nearest).save(train_path)
         kept.save(sample_path)
     return cfg.override({"bank.path": str(train_path)})
+
+# %% ../nbs/api/12_experiments.ipynb #3f4484d1
+def _prefetch_job(init: dict, cfg, train_kw: dict, evals: list[dict]) -> None:
+    "One `Experiment.prefetch` job, in its own process: train the arm (or reuse it), then each evaluation, into the cache."
+    exp = Experiment(**init)
+    run, _ = exp.train_arm(cfg, **train_kw)
+    for e in evals: exp.evaluate(run, **e)
+
+@patch
+def prefetch(self: Experiment,
+             jobs: list[tuple],   # (config, train_arm kwargs, [evaluate kwargs, ...]) per arm
+             workers: int = 1,    # arms at a time, each in a process of one thread (CPU); <= 1: nothing to do here
+             ) -> None:
+    """Fill the arm cache `workers` arms at a time, so that the notebook's own `train_arm` / `evaluate` calls, made
+    after this in the notebook's order, read finished results (the cache's locks make the two safe to mix). On a
+    2-core CPU, two single-thread arms side by side take about half the time of one after another. Nothing happens
+    with workers <= 1, on a GPU, or with `force` (the notebook's calls would redo the work)."""
+    if workers <= 1 or self.force or torch.device(self.device).type != "cpu": return
+    from gmem.experiments import _prefetch_job as job     # by the module's name: spawned processes import it
+    side_by_side(job, [(self._init, cfg, dict(kw), list(evs)) for cfg, kw, evs in jobs], workers,
+                 desc=f"{self.name}: arms, {workers} at a time")
 
 # %% ../nbs/api/12_experiments.ipynb #822520cb
 @patch

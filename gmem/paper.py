@@ -65,6 +65,7 @@ REPORTS: dict[str, dict] = {
     "efficiency": dict(table="Table 2 / Fig. 1b", title="FID against training images seen; training speed-up"),
     "nfe_sweep": dict(table="Table 3 / Fig. 1c", title="FID against the number of function evaluations"),
     "ablation": dict(table="Table 4 (A.2)", title="Bank size, SVD, mask strategy and ratio, solver"),
+    "frontier": dict(table="Sec. 5.3 (copying frontier)", title="Quality against copying per bank encoder and mask ratio"),
     "backbones": dict(table="Table 5", title="Backbones and tokenizers"),
     "manipulation": dict(table="Fig. 4 / App. C", title="New images and interpolation through the memory bank"),
     "transfer": dict(table="App. D", title="Transfer of a memory bank to another dataset"),

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 from .report import markdown_table, plot_bars, plot_lines, save_image_grid, write_metrics, plot_snippet_usage, save_figure
-from .utils import atomic_write, get_device, repo_root, to_uint8, torch_threads
+from .utils import atomic_write, get_device, repo_root, side_by_side, to_uint8, torch_threads
 from .arms import train_arm
 from .config import get_preset
 from .data import Mnist5kDataset, mnist5k_images
@@ -116,13 +116,10 @@ def run_arm_jobs(qc: QuickstartConfig) -> dict:
     "Every arm's `arm_job`: `qc.workers` at a time in processes of one thread each on the CPU, else one after another."
     if qc.workers == 1 or len(qc.arms) == 1 or get_device(qc.device).type != "cpu":
         return {a: arm_job(a, qc) for a in qc.arms}
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
     from gmem.quickstart import arm_job as job, QuickstartConfig as QC   # the module's: a fresh process imports them by name
     qc = QC(**{f.name: getattr(qc, f.name) for f in dataclasses.fields(qc)})
-    with ProcessPoolExecutor(min(qc.workers, len(qc.arms)), mp_context=mp.get_context("spawn")) as pool:
-        futs = {a: pool.submit(job, a, qc, i % qc.workers, 1) for i, a in enumerate(qc.arms)}
-        return {a: f.result() for a, f in futs.items()}
+    res = side_by_side(job, [(a, qc, i % qc.workers, 1) for i, a in enumerate(qc.arms)], qc.workers)
+    return dict(zip(qc.arms, res))
 
 # %% ../nbs/api/15_quickstart.ipynb #6f010cdb
 def _loss_plot(out: Path, runs: dict) -> Path:

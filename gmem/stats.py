@@ -9,8 +9,8 @@ from typing import Callable
 import numpy as np
 
 # %% auto #0
-__all__ = ['Z_DETECT', 'VERDICTS', 'COPYING_THRESHOLD', 'COPYING_SPACES', 'ROLES', 'compare', 'direction', 'no_worse',
-           'check_line', 'copying_checks', 'memorisation_checks', 'with_training_digits', 'curve_steps',
+__all__ = ['Z_DETECT', 'VERDICTS', 'COPYING_THRESHOLD', 'COPYING_SPACES', 'ROLES', 'compare', 'arm_interval', 'direction',
+           'no_worse', 'check_line', 'copying_checks', 'memorisation_checks', 'with_training_digits', 'curve_steps',
            'speedup_levels', 'speedup_curves', 'speedup_text', 'mark', 'check_pvalue', 'holm', 'holm_family',
            'speedup_check']
 
@@ -57,6 +57,25 @@ def compare(a,                    # arm A: result dict(s) with 'fid' and 'boot' 
               "sampling noise only (one training seed per arm)")
     return dict(gap=gap, lo=float(np.quantile(d, al)), hi=float(np.quantile(d, 1 - al)), se=se,
                 detectable=Z_DETECT * se, seeds=(len(A), len(B)), covers=covers)
+
+def arm_interval(x,                    # one arm: result dict(s) with the metric and its replicates, one per training seed
+                 metric: str = "fid",  # "fid", or another with `<metric>_boot` replicates ("ct_pixel")
+                 n_outer: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """The arm's mean `metric` over its training seeds with the hierarchical bootstrap interval `compare` uses for
+    gaps (seeds resampled, each with one sampling replicate): a point of a figure with its error bar."""
+    R = _runs(x, metric)
+    mean = float(np.mean([r["fid"] for r in R]))
+    nb = min(len(r["boot"]) for r in R)
+    if nb == 0 and len(R) < 2: return dict(mean=mean, lo=None, hi=None, seeds=len(R))
+    rng = np.random.default_rng(seed)
+    d = np.empty(n_outer)
+    for i in range(n_outer):
+        pick = rng.integers(0, len(R), len(R)) if len(R) > 1 else np.zeros(1, int)
+        j = int(rng.integers(0, nb)) if nb else 0
+        d[i] = np.mean([R[k]["boot"][j] if nb else R[k]["fid"] for k in pick])
+    d = d - d.mean() + mean
+    al = (1 - level) / 2
+    return dict(mean=mean, lo=float(np.quantile(d, al)), hi=float(np.quantile(d, 1 - al)), seeds=len(R))
 
 
 # %% ../nbs/api/08a_stats.ipynb #eff79881

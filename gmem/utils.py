@@ -12,8 +12,8 @@ import gmem
 
 # %% auto #0
 __all__ = ['atomic_path', 'atomic_write', 'remove_atomic_leftovers', 'get_device', 'autocast', 'to_uint8', 'torch_threads',
-           'single_thread', 'seed_everything', 'git_commit', 'sha256_tensors', 'derive_seed', 'gmem_cache_dir',
-           'repo_root']
+           'single_thread', 'side_by_side', 'seed_everything', 'git_commit', 'sha256_tensors', 'derive_seed',
+           'gmem_cache_dir', 'repo_root']
 
 # %% ../nbs/api/00_utils.ipynb #73131045
 def _default_mode() -> int:
@@ -93,6 +93,26 @@ def torch_threads(n: int | None):
 def single_thread():
     "Run the block with one torch CPU thread (deterministic LAPACK results), then restore the thread count."
     return torch_threads(1)
+
+# %% ../nbs/api/00_utils.ipynb #1d7d56d8
+def side_by_side(fn,                      # importable by its module's name (spawned processes import it)
+                 jobs: list[tuple],       # the arguments of each call
+                 workers: int,            # processes at a time; <= 1 (or one job): here, one after another
+                 threads: int = 1,        # torch CPU threads in each process
+                 desc: str | None = None, # a tqdm bar over finished jobs (None: none)
+                 ) -> list:
+    "`[fn(*job) for job in jobs]`, `workers` jobs at a time in spawned processes; the first failure stops the rest."
+    from tqdm.auto import tqdm
+    if workers <= 1 or len(jobs) <= 1: return [fn(*j) for j in tqdm(jobs, desc=desc, disable=desc is None)]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("spawn"),   # fork: unsafe with torch's pools
+                               initializer=torch.set_num_threads, initargs=(int(threads),))
+    try:
+        futs = [pool.submit(fn, *j) for j in jobs]
+        for f in tqdm(as_completed(futs), total=len(futs), desc=desc, disable=desc is None): f.result()
+        return [f.result() for f in futs]
+    finally: pool.shutdown(cancel_futures=True)
 
 # %% ../nbs/api/00_utils.ipynb #0e0ac4b3
 def seed_everything(seed: int) -> torch.Generator:
