@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from fastcore.basics import patch
 
-from .report import cached_arm, config_hash, markdown_table, parameter_defaults, write_metrics, save_image_grid
+from .report import resolve_out_dir, cached_arm, config_hash, markdown_table, parameter_defaults, write_metrics, save_image_grid
 from .arms import arm_cache, train_arm
 from .paper import PAPER, REPORTS
 from .eval import cifar_reference, fid_interval, FIDFeatures, load_stats, stats_mode, mnist_split_features
@@ -31,22 +31,12 @@ from .train import read_metrics
 
 # %% auto #0
 __all__ = ['PRESET_NAMES', 'LOCAL_PRESETS', 'SCALES', 'IMAGENET_TRAIN_IMAGES', 'PAPER_RUNS', 'PAPER_INPUTS', 'REPORT_SCALES',
-           'SCALE_PARAMS', 'SCORE_FIELDS', 'resolve_out_dir', 'report_command', 'Scale', 'paper_scale', 'scale_for',
+           'SCALE_PARAMS', 'SCORE_FIELDS', 'report_command', 'Scale', 'paper_scale', 'scale_for',
            'require_paper_inputs', 'paper_run_inputs', 'start', 'arm_config', 'Experiment', 'score_fields']
 
 # %% ../nbs/api/12_experiments.ipynb #acd19d96
 PRESET_NAMES = ("smoke", "cpu", "paper")
 LOCAL_PRESETS = ("smoke", "cpu")   # offline MNIST-5k on this machine; "paper" runs the paper's data
-
-def resolve_out_dir(out_dir: str | os.PathLike,  # the notebook's `out_dir` parameter
-                    preset: str = "smoke",        # "paper" writes into OUT_DIR/paper (the smoke report stays)
-                    ) -> Path:
-    "Absolute output folder: relative paths are taken from the repository root, whatever the caller's cwd."
-    if preset not in PRESET_NAMES:
-        raise ValueError(f"preset={preset!r} is not valid; choose one of: {', '.join(PRESET_NAMES)}")
-    p = Path(out_dir).expanduser()
-    p = p if p.is_absolute() else repo_root() / p
-    return p / "paper" if preset == "paper" else p
 
 def report_command(name: str, params: dict | None = None) -> str:
     "The shell command that regenerates report `name` with `params` (the non-default parameters)."

@@ -14,9 +14,8 @@ from .conditioning import check_compatible, sample_snippets, snippets_from_image
 from .config import get_preset
 from .memorisation import nearest_neighbors
 from .inference import run_encoder
-from .report import save_figure, to_uint8_images
+from .report import resolve_out_dir, save_figure, to_uint8_images
 from .arms import arm_cache, load_arm
-from .utils import repo_root
 
 # %% auto #0
 __all__ = ['PAPER_ALPHAS', 'REPORT_RUNS', 'interpolation_snippets', 'interpolation_strip', 'nearest_training_images',
@@ -132,9 +131,7 @@ def report_setup(params: dict,              # the report's checked parameters (p
     t_start = time.time()
     torch.set_num_threads(params["num_threads"])
     preset = params["preset"]
-    out = Path(params["out_dir"]).expanduser()
-    out = out if out.is_absolute() else repo_root() / out
-    if preset not in ("smoke", "cpu"): out = out / preset    # smoke and cpu are the committed reports; others never overwrite them
+    out = resolve_out_dir(params["out_dir"], preset)   # the one folder rule of every report
     out.mkdir(parents=True, exist_ok=True)
     cfg = report_config(preset, params["train_steps"])
     t0 = time.time()

@@ -16,9 +16,10 @@ from .stats import check_line, holm_family, speedup_text, _verdict
 import gmem
 
 # %% auto #0
-__all__ = ['provenance', 'write_metrics', 'to_uint8_images', 'image_grid', 'save_image_grid', 'save_figure', 'plot_lines',
-           'plot_bars', 'check_parameters', 'parameter_defaults', 'config_hash', 'cached_arm', 'render_html',
-           'markdown_table', 'bar_plot', 'plot_snippet_usage', 'index_markdown', 'build_index']
+__all__ = ['COMMITTED_PRESETS', 'provenance', 'write_metrics', 'resolve_out_dir', 'to_uint8_images', 'image_grid',
+           'save_image_grid', 'save_figure', 'plot_lines', 'plot_bars', 'check_parameters', 'parameter_defaults',
+           'config_hash', 'cached_arm', 'render_html', 'markdown_table', 'bar_plot', 'plot_snippet_usage',
+           'index_markdown', 'build_index']
 
 # %% ../nbs/api/11_report.ipynb #c70bf1c3
 def _jsonable(x):
@@ -61,6 +62,17 @@ def write_metrics(path: str | os.PathLike,   # e.g. reports/ablation/metrics.jso
     with atomic_write(path, "w") as f:
         json.dump(doc, f, indent=2, allow_nan=False)
     return doc
+
+# %% ../nbs/api/11_report.ipynb #d60896bc
+COMMITTED_PRESETS = ("smoke", "cpu")   # the presets whose reports reports/ holds
+
+def resolve_out_dir(out_dir: str | os.PathLike,  # the notebook's `out_dir` parameter
+                    preset: str = "smoke",        # committed presets write into OUT_DIR, any other into OUT_DIR/PRESET
+                    ) -> Path:
+    "A report's absolute output folder: relative paths are taken from the repository root, whatever the caller's cwd."
+    p = Path(out_dir).expanduser()
+    p = p if p.is_absolute() else repo_root() / p
+    return p if preset in COMMITTED_PRESETS else p / preset
 
 # %% ../nbs/api/11_report.ipynb #7e7165fb
 def to_uint8_images(x: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ def parse_value(v: str):
 
 
 def main(argv=None) -> int:
-    from gmem.experiments import resolve_out_dir
+    from gmem.report import resolve_out_dir
     from gmem.report import build_index
     from gmem.paper import REPORTS
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
