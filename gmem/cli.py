@@ -343,7 +343,8 @@ register("bank build", "encode a dataset into a memory bank file (resumable; opt
 
 # %% ../nbs/api/20_cli.ipynb #83b880a6
 def _add_quickstart_args(p):
-    from gmem.quickstart import ARMS, QuickstartConfig
+    from gmem.protocol import ARMS
+    from gmem.quickstart import QuickstartConfig
     from gmem.samplers import SAMPLER_PRESETS
     d = QuickstartConfig()
     p.add_argument("--out", default=d.out, help=f"report folder (default {d.out}, git-ignored; reports/quickstart is the "

@@ -11,16 +11,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from .conditioning import check_compatible, sample_snippets, snippets_from_images
-from .config import get_preset
+from .protocol import report_config   # the application reports' model (gmem.protocol.APP_MODELS)
 from .memorisation import nearest_neighbors
 from .inference import run_encoder
 from .report import resolve_out_dir, save_figure, to_uint8_images
 from .arms import arm_cache, load_arm
 
 # %% auto #0
-__all__ = ['PAPER_ALPHAS', 'REPORT_RUNS', 'interpolation_snippets', 'interpolation_strip', 'nearest_training_images',
-           'novel_image_figure', 'ReportSetup', 'report_setup', 'report_config', 'drawn_glyphs', 'digit_classifier',
-           'agreement_test', 'agreement_check']
+__all__ = ['PAPER_ALPHAS', 'interpolation_snippets', 'interpolation_strip', 'nearest_training_images', 'novel_image_figure',
+           'ReportSetup', 'report_setup', 'drawn_glyphs', 'digit_classifier', 'agreement_test', 'agreement_check']
 
 # %% ../nbs/api/13_manipulate.ipynb #e3c758b7
 PAPER_ALPHAS = tuple(round(0.1 * i, 1) for i in range(1, 10))   # App. C.2: 0.1, 0.2, ..., 0.9
@@ -102,17 +101,6 @@ def novel_image_figure(ref_image,                 # (3, H, W) or (R, 3, H, W), [
     return save_figure(fig, path, dpi=dpi)
 
 # %% ../nbs/api/13_manipulate.ipynb #a6a79ef0
-REPORT_RUNS = {   # report preset -> (gmem.train preset, overrides). Every preset trains on the 4,000 training digits
-    # of MNIST-5k's fixed split (data.split "train"): the 1,000 held-out digits stay new images for the model and its bank
-    "smoke": ("mnist-smoke", {"data.limit": None, "data.split": "train", "steps": 400, "batch_size": 16, "ckpt_every": 400}),
-    "tiny": ("mnist-tiny", {"data.split": "train"}),
-    # the better-trained model: the table arms' data, network and budget at `-p preset cpu` (16 px, patch 4: 16 tokens
-    # of 4x4 pixels; 2,500 steps x 32 images, ~5 min on 2 cores). At 32 px with 8x8 patches the same budget gave no
-    # readable digits.
-    "cpu": ("mnist-smoke", {"data.limit": None, "data.split": "train", "data.image_size": 16, "model.patch_size": 4,
-                            "bank.batch_size": 500, "steps": 2500, "batch_size": 32, "ckpt_every": 2500}),
-}
-
 @dataclasses.dataclass
 class ReportSetup:
     "What the manipulation / transfer / t2i reports start from."
@@ -140,15 +128,6 @@ def report_setup(params: dict,              # the report's checked parameters (p
     return ReportSetup(out, cfg, run, run_dir, run_encoder(run_dir, device="cpu"), max(1, 64 // cfg.data.image_size),
                        train_s, t_start)
 
-def report_config(preset: str = "smoke",   # a key of REPORT_RUNS
-                  train_steps: int = 0,     # override the number of optimizer steps (0 = the preset's)
-                  ):
-    "The TrainConfig behind the manipulation / transfer / t2i reports."
-    if preset not in REPORT_RUNS: raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(REPORT_RUNS)}")
-    name, over = REPORT_RUNS[preset]
-    over = dict(over)
-    if train_steps: over.update(steps=int(train_steps), ckpt_every=int(train_steps))
-    return get_preset(name).override(over)
 
 # %% ../nbs/api/13_manipulate.ipynb #450837a5
 def drawn_glyphs(chars: str,            # e.g. "AKX"

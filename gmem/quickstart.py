@@ -12,7 +12,7 @@ import torch
 from .report import markdown_table, plot_bars, plot_lines, save_image_grid, write_metrics, plot_snippet_usage, save_figure
 from .utils import atomic_write, get_device, repo_root, side_by_side, to_uint8, torch_threads
 from .arms import train_arm
-from .config import get_preset
+from .protocol import ARMS, quickstart_arm_config   # the one set of arm names; the quickstart's two table arms
 from .data import Mnist5kDataset, mnist5k_images
 from .eval import FIDFeatures, fid_interval, mnist_split_features
 from .memorisation import CopyingTest, data_copying, nearest_neighbors, neighbor_grid, pixel_features, precision_recall
@@ -22,8 +22,8 @@ from .stats import check_line, direction
 from .samplers import DEFAULT_SAMPLER, sampler_settings
 
 # %% auto #0
-__all__ = ['ARMS', 'QuickstartConfig', 'quickstart_config', 'quickstart_arm', 'real_images', 'sample_arm', 'arm_job',
-           'run_arm_jobs', 'run_quickstart', 'write_quickstart_readme']
+__all__ = ['QuickstartConfig', 'quickstart_config', 'quickstart_arm', 'real_images', 'sample_arm', 'arm_job', 'run_arm_jobs',
+           'run_quickstart', 'write_quickstart_readme']
 
 # %% ../nbs/api/15_quickstart.ipynb #d706a2ba
 @dataclasses.dataclass
@@ -40,7 +40,7 @@ class QuickstartConfig:
     sampler: str = DEFAULT_SAMPLER   # the authors' SDE: Heun, 50 steps, 99 NFE (gmem.samplers.DEFAULT_SAMPLER)
     sample_steps: int | None = None   # override the sampler's steps (None: the sampler's)
     seed: int = 0                     # training seed (same for all arms) and first sample seed
-    arms: tuple = ("gmem", "class")   # which arms to run ("uncond" too: another ~2 min of training)
+    arms: tuple = ("gmem", "sit")   # which arms to run ("uncond" too: another ~2 min of training)
     workers: int = 2                  # CPU: arms trained, sampled and featurised side by side, one process of one thread
                                       # each (a small network gains nothing from a second thread; a second arm does);
                                       # 1: one after another in this process. CUDA: always 1
@@ -60,21 +60,14 @@ class QuickstartConfig:
         if self.n_boot < 0: raise ValueError(f"n_boot must be >= 0, got {self.n_boot}")
         if self.workers < 1: raise ValueError(f"workers must be >= 1, got {self.workers}")
 
-ARMS = {"gmem": "snippet", "class": "class", "uncond": "none"}  # arm -> model conditioning mode
 
 
 # %% ../nbs/api/15_quickstart.ipynb #3f043544
 def quickstart_config(arm: str, qc: QuickstartConfig):
-    "The `mnist-tiny` trainer preset with this arm's conditioning; everything else identical across arms."
-    cfg = get_preset("mnist-tiny")
-    cfg.model.cond = ARMS[arm]
-    cfg.steps, cfg.batch_size, cfg.seed = qc.steps, qc.batch_size, qc.seed
-    cfg.data.image_size = qc.image_size
-    cfg.data.split = "train"          # the 4,000 training digits: training, bank and PCA encoder never see the held-out 1,000
-    cfg.ckpt_every = qc.steps
-    cfg.sample.every = 0
-    cfg.device = qc.device
-    return cfg
+    """One arm: the cpu tables' standard arm (`gmem.protocol.quickstart_arm_config`) at the quickstart's budget, on the
+    4,000 training digits (training, bank and PCA encoder never see the held-out 1,000); identical across arms but
+    for the conditioning."""
+    return quickstart_arm_config(arm, qc.steps, qc.batch_size, qc.image_size, qc.seed, qc.device)
 
 def quickstart_arm(arm: str, qc: QuickstartConfig, position: int = 0) -> tuple[Path, dict]:
     "Train one arm with `gmem.arms.train_arm` (the runner every report uses) in the cache OUT/runs, or reuse it: (run folder, summary)."
@@ -211,11 +204,11 @@ def run_quickstart(qc: QuickstartConfig | None = None, **kw) -> dict:
                          train_s=timings[arm]["train_seconds"], sample_s=timings[arm]["sample_seconds"]))
     fid_seconds = time.time() - t0
     floor = floor_iv["fid"]
-    names = dict(gmem="GMem", **{"class": "class-conditional SiT", "uncond": "unconditional SiT"})
+    names = dict(gmem="GMem", sit="class-conditional SiT", uncond="unconditional SiT")
     checks = [direction(f"GMem beats the {names[b]} at equal training (held-out digits)", ivs["gmem"], ivs[b], "gmem", b)
-              for b in ("class", "uncond") if "gmem" in ivs and b in ivs]
+              for b in ("sit", "uncond") if "gmem" in ivs and b in ivs]
     checks_train = [direction(f"GMem beats the {names[b]} at equal training (training digits)", ivs_train["gmem"],
-                              ivs_train[b], "gmem", b) for b in ("class", "uncond") if "gmem" in ivs and b in ivs]
+                              ivs_train[b], "gmem", b) for b in ("sit", "uncond") if "gmem" in ivs and b in ivs]
     for c, ct_ in zip(checks, checks_train):   # where the two protocols disagree, say so: it is evidence about memorisation
         c["training_digits_verdict"] = ct_["verdict"]
 
@@ -337,7 +330,7 @@ def write_quickstart_readme(out: Path, df: pd.DataFrame, floor_iv: dict, qc: Qui
            "| | samples | |", "|---|---|---|"]
     if "gmem" in df["arm"].values:
         md.append("| GMem | ![](samples_gmem.png) | ![nearest neighbours](nearest_neighbours.png) |")
-    if "class" in df["arm"].values: md.append("| class-conditional (SiT baseline) | ![](samples_class.png) | |")
+    if "sit" in df["arm"].values: md.append("| class-conditional (SiT baseline) | ![](samples_sit.png) | |")
     if "uncond" in df["arm"].values: md.append("| unconditional | ![](samples_uncond.png) | |")
     md.append("")
     if nn_note:

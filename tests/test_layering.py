@@ -17,7 +17,7 @@ LAYERS = {
     # engine: configuration, checkpoints, bank building, the training loop, using a trained run
     "config": 2, "checkpoint": 2, "bankbuild": 2, "factory": 2, "conditioning": 2, "train": 2, "inference": 2, "tblog": 2,
     # applications: reports, paper experiments, manipulation, text-to-image, the quickstart
-    "report": 3, "arms": 3, "experiments": 3, "manipulate": 3, "t2i": 3, "quickstart": 3, "official": 3,
+    "report": 3, "arms": 3, "protocol": 3, "experiments": 3, "manipulate": 3, "t2i": 3, "quickstart": 3, "official": 3,
     "pipeline": 3, "live": 3,
     # the command line: owns its commands, imported by no library module
     "cli": 4,

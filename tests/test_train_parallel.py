@@ -48,7 +48,7 @@ def _same_checkpoint(a, b):
         for k in sa[i]: assert torch.equal(torch.as_tensor(sa[i][k]), torch.as_tensor(sb[i][k])), (i, k)
 
 
-@pytest.mark.parametrize("arm", ["gmem", "class"])
+@pytest.mark.parametrize("arm", ["gmem", "sit"])
 def test_two_workers_agree_with_one_over_50_steps(tmp_path, arm):
     cfg1, cfg2 = _cfg(arm, 50, 1), _cfg(arm, 50, 2)
     bank = _bank(cfg1, tmp_path)
@@ -99,7 +99,7 @@ def _started(monkeypatch):
 
 def test_nan_guard_stops_two_workers(tmp_path, monkeypatch):
     procs = _started(monkeypatch)
-    cfg = _cfg("class", 30, 2, ckpt_every=10)
+    cfg = _cfg("sit", 30, 2, ckpt_every=10)
     torch.manual_seed(0)
     ds = build_dataset(cfg.data, seed=cfg.seed)
     x0 = ds[0][0]
@@ -123,5 +123,5 @@ def test_a_dead_worker_stops_the_run(tmp_path, monkeypatch):
     threading.Thread(target=kill, daemon=True).start()
     t0 = time.time()
     with pytest.raises(RuntimeError, match="CPU worker 1 died"):
-        train(_cfg("class", 5000, 2), tmp_path / "dead", progress=False)
+        train(_cfg("sit", 5000, 2), tmp_path / "dead", progress=False)
     assert time.time() - t0 < 120 and not multiprocessing.active_children()

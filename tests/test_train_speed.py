@@ -67,7 +67,7 @@ def _reference_v1(cfg, ds, bank):
     return model, ema, opt, losses
 
 
-@pytest.mark.parametrize("arm", ["gmem", "class"])
+@pytest.mark.parametrize("arm", ["gmem", "sit"])
 def test_loop_v2_equals_v1_bit_for_bit(tmp_path, arm):
     cfg = _cfg(arm)
     ds = build_dataset(cfg.data, seed=cfg.seed)
@@ -94,5 +94,5 @@ def test_train_threads():
     cfg.threads = 2
     assert train_threads(cfg, small, torch.device("cpu")) == 2
     n = torch.get_num_threads()
-    train(_cfg("class"), Path(__import__("tempfile").mkdtemp()) / "r", progress=False)
+    train(_cfg("sit"), Path(__import__("tempfile").mkdtemp()) / "r", progress=False)
     assert torch.get_num_threads() == n                                   # the loop restores the caller's count

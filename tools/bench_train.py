@@ -22,7 +22,7 @@ on the CPU the process's peak RSS (a high-water mark over the whole run, so late
 Writes reports/perf/train_<device>.json and regenerates reports/perf/README.md from every JSON in that folder.
 
 `--loops` measures what the experiments pay instead of one step: `gmem.train.train` itself (data, bank, checkpoints,
-metrics included) on the configuration the cpu experiments train (the quickstart's: MNIST-5k 1x16x16, batch 32, GMem
+metrics included) on the configuration the cpu experiments train (the tables' standard arm: MNIST-5k 1x16x16, batch 32, GMem
 arm; SiT-T/2 and LightningDiT-T/1), once with this checkout's loop and once with the loop of `--baseline` (a commit,
 extracted with `git archive` and run from there), each in its own process, a short and a long run of each, in
 alternation. The time of a 2,500-step arm is projected from the two (a + b * steps: fixed costs such as the bank
@@ -209,15 +209,24 @@ def bench_one(name, shape, *, device, batch, precision, compiled, steps, warmup,
 
 LOOP_BASELINE = "1073d65"   # the last commit of training loop version 1 (gmem.train.TRAIN_LOOP_VERSION)
 LOOP_MODELS = ("SiT-T/2", "LightningDiT-T/1")
+LOOP_CONFIG = ("the cpu tables' standard GMem arm, the quickstart's gmem arm (MNIST-5k training digits 1x16x16, patch 4, "
+               "batch 32, PCA-32 bank built in each run, zero mask 0.4)")
+LOOP_CONFIG_BEFORE = ("the quickstart's configuration of the time (mnist-tiny: MNIST-5k training digits 1x16x16, patch 4, "
+                      "batch 32, GMem arm, PCA-64 bank built in each run)")   # what JSONs without a `config` measured
 LOOP_SCRIPT = r"""
 import json, sys, time, shutil
 import torch
-from gmem.quickstart import QuickstartConfig, quickstart_config
+from gmem.config import get_preset
 from gmem.train import train, read_metrics
 model, steps, out, threads, workers = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
-cfg = quickstart_config("gmem", QuickstartConfig(steps=steps, progress=False))
-cfg.model.name, cfg.ckpt_every, cfg.device = model, steps, "cpu"
-# patch 4 for every backbone, as the experiments train them (gmem.experiments: 16 tokens at 16x16)
+# the cpu tables' standard GMem arm (gmem.protocol.standard_arm; the quickstart's gmem arm), spelled out from a trainer
+# preset that the baseline commit has too, so that both loops train the same config: the 4,000 training digits at
+# 16 px, patch 4 (16 tokens) for every backbone, PCA-32 bank, zero mask 0.4, batch 32
+cfg = get_preset("mnist-smoke").override({"data.limit": None, "data.split": "train", "data.image_size": 16,
+                                          "bank.pca_dim": 32, "bank.batch_size": 500, "model.patch_size": 4,
+                                          "model.name": model, "model.cond": "snippet", "mask.ratio": 0.4,
+                                          "mask.strategy": "zero", "steps": steps, "batch_size": 32,
+                                          "ckpt_every": steps, "sample.every": 0, "device": "cpu", "seed": 0})
 if threads != "loop": torch.set_num_threads(int(threads))    # what the old loop ran with (it never chose)
 if workers > 1: cfg.cpu_workers = workers
 shutil.rmtree(out, ignore_errors=True)
@@ -284,7 +293,7 @@ def bench_loops(models, steps_short, steps_long, baseline, workers=(1,), arm_ste
                 r["fraction_of_fp32_peak"] = 3 * res["fwd_gflop_per_img"] * r["img_s"] / peak
         results.append(res)
     bar.close()
-    return dict(sgemm_gflops=peak, baseline=baseline, arm_steps=arm_steps, results=results)
+    return dict(sgemm_gflops=peak, baseline=baseline, arm_steps=arm_steps, config=LOOP_CONFIG, results=results)
 
 
 def loops_table(d) -> str:
@@ -355,8 +364,7 @@ def write_readme(folder: Path) -> Path:
         parts.append(f"## The training loop end to end (`{p.name}`)\n")
         parts.append(f"- command: `{d.get('command')}`\n- {d.get('device_name')}, torch {d.get('torch')}, git {d.get('git_commit')}, "
                      f"{d.get('time_utc')}, load average at start {d.get('loadavg')}; other processes: {d.get('note') or '-'}\n"
-                     f"- `gmem.train.train` on the quickstart's configuration (MNIST-5k 1x16x16, batch 32, GMem arm, PCA-64 "
-                     f"bank built in each run), old = commit {d['baseline']} (loop version 1, torch's 2 threads), new = this "
+                     f"- `gmem.train.train` on {d.get('config', LOOP_CONFIG_BEFORE)}, old = commit {d['baseline']} (loop version 1, torch's 2 threads), new = this "
                      f"checkout; each run in its own process; a {d['arm_steps']}-step arm projected from a "
                      f"{d['results'][0]['steps_short']}- and a {d['results'][0]['steps_long']}-step run (fixed costs count). "
                      f"Fraction of the fp32 peak: 3 x forward FLOPs x img/s against a {d['sgemm_gflops']:.0f} GFLOP/s "
