@@ -257,14 +257,15 @@ def _add_fid_args(p: argparse.ArgumentParser):
     p.add_argument("--device", metavar="DEV", help="where the sampler and Inception run (default: CUDA when available)")
 
 def _dataset_batches(spec: str, n: int, image_size: int, batch_size: int):
-    "uint8 batches (B, 3, H, W) of the first `n` images of a dataset spec."
+    """uint8 batches (B, 3, H, W) of `n` images of a dataset spec, chosen by the reports' rule (`gmem.data.split_subset`:
+    all of them in order, or a fixed permutation's first `n`, so a class-ordered set is not cut to its first classes)."""
     import torch
-    from gmem.data import create_dataset
+    from gmem.data import create_dataset, split_subset
     from gmem.utils import to_uint8
     ds = create_dataset(spec, image_size)
-    n = min(n, len(ds))
-    for i in range(0, n, batch_size):
-        yield to_uint8(torch.stack([ds[j][0] for j in range(i, min(n, i + batch_size))]))
+    idx = [int(j) for j in split_subset(len(ds), n)]
+    for i in range(0, len(idx), batch_size):
+        yield to_uint8(torch.stack([ds[j][0] for j in idx[i:i + batch_size]]))
 
 def _run_fid(args) -> int:
     from gmem.eval import fid
