@@ -523,14 +523,17 @@ def mnist_split_features(split: str,             # "train" (4,000 digits) / "hel
     sub = "" if N == size else "_subset"
     path = Path(cache_dir or default_cache_dir()) / f"mnist5k_{split}_{image_size}_{N}{sub}_{ext.mode}_{tag}.features.npy"
     if path.is_file(): return np.load(path)
-    x = mnist5k_images(split, image_size, N)
-    parts = []
-    with tqdm(total=N, desc=f"features of {N} {split} digits (cached after)", unit="img", disable=not progress) as bar:
-        for lo in range(0, N, 250):
-            parts.append(ext(to_uint8(x[lo:lo + 250]))); bar.update(len(parts[-1]))
-    f = np.concatenate(parts).astype(np.float32)
+    from filelock import FileLock
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp: np.save(open(tmp, "wb"), f)
+    with FileLock(f"{path}.lock"):               # arms scored side by side: one process computes, the others wait and read
+        if path.is_file(): return np.load(path)
+        x = mnist5k_images(split, image_size, N)
+        parts = []
+        with tqdm(total=N, desc=f"features of {N} {split} digits (cached after)", unit="img", disable=not progress) as bar:
+            for lo in range(0, N, 250):
+                parts.append(ext(to_uint8(x[lo:lo + 250]))); bar.update(len(parts[-1]))
+        f = np.concatenate(parts).astype(np.float32)
+        with atomic_path(path) as tmp: np.save(open(tmp, "wb"), f)
     return f
 
 # %% ../nbs/api/08_eval.ipynb #5b0c1e2a
