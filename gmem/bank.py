@@ -438,6 +438,7 @@ def load(cls: MemoryBank, path: str | os.PathLike,             # a file written 
 
 _ST_DTYPES = {"F16": np.float16, "F32": np.float32, "F64": np.float64, "I64": np.int64}
 
+# %% ../nbs/api/01_bank.ipynb #a5c40f75
 def _read_header(path: Path) -> tuple[dict, int]:
     "Parse and check a safetensors header: (header dict, byte offset of the data section)."
     if not path.is_file(): raise FileNotFoundError(f"no bank file at {path}")

@@ -100,6 +100,7 @@ class ModelSettings:
         if self.repa_depth == 0: self.repa_depth = None
         if self.patch_size is not None: _check_positive("model.patch_size", self.patch_size)
 
+# %% ../nbs/api/09a_config.ipynb #ca138cbd
 @dataclass
 class MaskConfig:
     strategy: str = "zero"             # paper Table 4: "zero" (element-wise dropout in the model; official, best), "noise", "random"
@@ -233,6 +234,7 @@ class TrainConfig:
                 else: node = node[p]
         return TrainConfig.from_dict(d)
 
+# %% ../nbs/api/09a_config.ipynb #454485c6
 def _split_assignment(a: str):
     if "=" not in a: raise ValueError(f"expected key=value, got {a!r}")
     k, v = a.split("=", 1)

@@ -107,6 +107,7 @@ def _resolve_dinov2_weights(name: str, timm_name: str, weights) -> str | Path | 
         raise _missing_weights_error(name, timm_name, "offline: HF_HUB_OFFLINE/GMEM_OFFLINE is set and no file is cached")
     return None
 
+# %% ../nbs/api/08c_encoders.ipynb #99fb3f17
 class DINOv2Encoder(Encoder):
     "DINOv2 ViT-{S,B,L}/14 (timm) at 224 px: CLS after the final norm `(B, d)` and 256 normalised patch tokens `(B, 256, d)`."
     def __init__(self,

@@ -282,6 +282,7 @@ def copying_test(self: Experiment, space: str, n_gen: int) -> CopyingTest:
                                          n_cells=10 if big else 2, min_gen=20 if big else 1)
     return self._copying[key]
 
+# %% ../nbs/api/12_experiments.ipynb #a1104a0a
 @patch
 def real_vs_real(self: Experiment) -> dict:
     """The real-vs-real row of the smoke/cpu tables: the `n_train_ref` training digits (the same class-covering subset
@@ -342,6 +343,7 @@ def evaluate(self: Experiment,
     res["grid_path"] = str(self.cache / "eval" / config_hash(key) / "samples.png")
     return dict(res, step=step)
 
+# %% ../nbs/api/12_experiments.ipynb #53794f0a
 @patch
 @torch.no_grad()
 def _evaluate(self: Experiment, ckpt: Path, d: Path, *, settings, n, seed, rank=None) -> dict:
@@ -390,6 +392,7 @@ SCORE_FIELDS = ("fid_heldout", "fid_heldout_lo", "fid_heldout_hi", "fid_train", 
                 "precision", "recall", "ct", "ct_lo", "ct_hi", "precision_bank", "recall_bank", "ct_bank",
                 "ct_bank_lo", "ct_bank_hi", "ct_pixel", "ct_pixel_lo", "ct_pixel_hi")
 
+# %% ../nbs/api/12_experiments.ipynb #f6315678
 def score_fields(ev: dict) -> dict:
     "The columns every report row records from an `evaluate` result (None where the preset does not compute them)."
     return {k: ev.get(k) for k in SCORE_FIELDS}

@@ -112,6 +112,7 @@ def build_encoder(cfg: TrainConfig, ds=None, out_dir: Path | None = None, device
         return create_encoder(b.encoder, weights=saved, device=device) if saved is not None else enc.to(get_device(device))
     return create_encoder(b.encoder, weights=b.encoder_weights, device=device)
 
+# %% ../nbs/api/09d_factory.ipynb #8ad89219
 def run_bank(cfg: TrainConfig, ds, out_dir: Path, info: DistInfo = DistInfo()):
     "The memory bank for `ds`: loaded from `bank.path`, or from OUT/bank.safetensors, or built there (rank 0) first."
     path = Path(cfg.bank.path) if cfg.bank.path else Path(out_dir) / "bank.safetensors"
@@ -162,6 +163,7 @@ def check_bank_data(bank, ds, path, data: DataConfig | None = None, k: int = 16)
                              f"of {len(idx)} sampled items find their own row nearest (mean cosine with it "
                              f"{cos.diagonal().mean().item():.2f}); {fix}")
 
+# %% ../nbs/api/09d_factory.ipynb #8000376b
 def build_bank_file(cfg: TrainConfig, ds, path: str | os.PathLike, device=None, progress: bool = False):
     "Encode `ds` in order with the bank encoder (CLS features) and save a MemoryBank (row i = item i) at `path`."
     path = Path(path)

@@ -74,6 +74,7 @@ def load_run(ckpt: str | os.PathLike,  # a checkpoint file or a run directory (i
         if on_device: b = b.to(dev)
     return TrainedRun(model, cfg, b, int(ck["step"]), tuple(ck["data_shape"]), int(ck.get("num_classes", 1000)), dev)
 
+# %% ../nbs/api/09e_inference.ipynb #aef0496e
 @torch.no_grad()
 def generate(run: TrainedRun,          # from `load_run` (or built by `train` for its grids)
              n: int,                   # number of samples

@@ -134,6 +134,7 @@ class CopyingTest:
                        ct_boot=[float(v) for v in boot])
         return out
 
+# %% ../nbs/api/08b_memorisation.ipynb #19f42204
 def pixel_features(images: torch.Tensor,  # (n, C, S, S) images in [-1, 1]
                    ) -> np.ndarray:         # (n, S*S) float64
     """Images as points of pixel space, the copying space no arm is conditioned on: each image's channel mean (the
@@ -151,7 +152,6 @@ def data_copying(train_feats,        # (N, d) features of the training images (w
     """Meehan et al. (2020)'s C_T of one generated set (`CopyingTest`): below 0 copying, about 0 like new data, above 0
     underfitting. Returns a dict with `ct` (and with `n_boot`, its interval `ct_lo`, `ct_hi` and replicates `ct_boot`)."""
     return CopyingTest(train_feats, heldout_feats, n_cells=n_cells, min_gen=min_gen, seed=seed)(gen_feats, n_boot=n_boot)
-
 
 # %% ../nbs/api/08b_memorisation.ipynb #b6a1a24f
 @torch.no_grad()

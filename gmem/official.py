@@ -162,6 +162,7 @@ def official_model_kwargs(sd: dict,                    # official state dict (fr
                   repa_dim=_shape(sd, "projector.0.4.weight", path)[0])
     return kw
 
+# %% ../nbs/api/16_official.ipynb #fb28a251
 def _target_shapes(name: str, kw: dict) -> tuple[dict, dict]:
     "Parameter shapes and config of `create_model(name, **kw)`, built on the meta device (no memory for XL weights)."
     with torch.device("meta"): m = create_model(name, **kw)

@@ -403,6 +403,7 @@ class GMemPipeline(DiffusionPipeline):
         if not return_dict: return (images,)
         return GMemPipelineOutput(images=images, seeds=seeds, bank_indices=None if idx is None else idx.cpu())
 
+# %% ../nbs/api/17_pipeline.ipynb #5132b45b
 def _jsonable(d):
     "Tuples -> lists, recursively (model_index.json)."
     if isinstance(d, dict): return {k: _jsonable(v) for k, v in d.items()}

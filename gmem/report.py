@@ -380,6 +380,7 @@ def _at_a_glance(root: Path) -> list[str]:
     if table: out += [markdown_table(table), ""]
     return out
 
+# %% ../nbs/api/11_report.ipynb #e3c9e627
 def index_markdown(reports_dir: str | os.PathLike) -> str:
     "The text of reports/README.md for the metrics found under `reports_dir`."
     root = Path(reports_dir)
@@ -456,6 +457,7 @@ def index_markdown(reports_dir: str | os.PathLike) -> str:
         out.append("")
     return "\n".join(out).rstrip() + "\n"
 
+# %% ../nbs/api/11_report.ipynb #7376290e
 def build_index(reports_dir: str | os.PathLike | None = None) -> Path:
     "Write reports/README.md (atomically) from the metrics.json files; returns its path."
     root = Path(reports_dir) if reports_dir else repo_root() / "reports"

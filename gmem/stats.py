@@ -155,6 +155,7 @@ def no_worse(claim: str,      # e.g. "half bank costs little"
                 cost_hi=c["hi"], paper_cost=paper_gap, detectable=c["detectable"], seeds=list(c["seeds"]),
                 detail=detail)
 
+# %% ../nbs/api/08a_stats.ipynb #1b4f196d
 def _verdict(c: dict) -> str:
     "A checked claim's verdict; older metrics.json files have only the holds / within_noise flags."
     return c.get("verdict") or ("holds" if c["holds"] else "unresolved" if c.get("within_noise") else "contradicted")
@@ -162,7 +163,6 @@ def _verdict(c: dict) -> str:
 def check_line(c: dict) -> str:
     "One markdown bullet for a checked claim: its verdict (holds / contradicted / unresolved) and the numbers."
     return f"- **{_verdict(c)}**: {c['claim']} - {c['detail']}"
-
 
 # %% ../nbs/api/08a_stats.ipynb #4394123d
 COPYING_THRESHOLD = -2.0   # C_T below this: significantly closer to the training images than new data (copying)
@@ -301,6 +301,7 @@ def speedup_levels(gmem_curve: tuple, baseline_curve: tuple,  # seed-mean curves
     if not (0 < lo < hi) or n < 1: return []
     return [float(v) for v in np.geomspace(lo, hi, n + 2)[1:-1]]
 
+# %% ../nbs/api/08a_stats.ipynb #b55a5295
 def _summary(per_level: list[dict]) -> tuple[float | None, bool, str]:
     "Geometric mean over the uncensored readings; with none, the tightest bound (censored)."
     ok = [r["speedup"] for r in per_level if not r["censored"]]
@@ -369,6 +370,7 @@ def speedup_curves(gmem_curves: list,        # GMem: one [(images, fid) or (imag
                 baseline_curve=[(float(i), float(v)) for i, v in zip(*b)],
                 largest_showable=float(b[0][-1] / g[0][0]))
 
+# %% ../nbs/api/08a_stats.ipynb #3b26c575
 def speedup_text(s: dict) -> str:
     "A speed-up (`speedup_curves`' result or one of its `per_level`) as text: '0.94x [0.90, 1.00]', 'at least 32.00x (censored)'."
     v = s.get("speedup")
@@ -376,7 +378,6 @@ def speedup_text(s: dict) -> str:
     if s.get("censored"): return f"{s.get('bound') or 'a bound:'} {v:.2f}x (censored)"
     iv = f" [{s['lo']:.2f}, {s['hi']:.2f}]" if s.get("lo") is not None and s.get("hi") is not None else ""
     return f"{v:.2f}x{iv}" + (" (inverse reading)" if s.get("reading") == "inverse" else "")
-
 
 # %% ../nbs/api/08a_stats.ipynb #8e446cd8
 ROLES = ("primary", "secondary")

@@ -158,6 +158,7 @@ def _ldm_key(k: str, levels: int) -> str | None:
         return f"{blocks}.{t}.{wb}" if t else None
     return None
 
+# %% ../nbs/api/06_tokenizers.ipynb #bfdf4e3a
 def convert_ldm_vae_state_dict(sd: dict,     # an LDM AutoencoderKL state dict (keys encoder.*, decoder.*, quant_conv.* ...)
                                vae,          # the diffusers AutoencoderKL it is for (its keys and shapes decide)
                                ) -> tuple[dict, list[str]]:
@@ -469,6 +470,7 @@ class LatentDataset(torch.utils.data.Dataset):
         patch = torch.from_numpy(np.array(mm["patch"][s][r, v])) if self.load_patch else None   # (N, d) fp16
         return z, int(mm["labels"][s][r]), cls, patch
 
+# %% ../nbs/api/06_tokenizers.ipynb #81db4536
 def collate_latents(batch):
     "DataLoader collate_fn for LatentDataset: (latents (B,C,h,w), labels (B,), snippets (B,d)|None, patches (B,N,d)|None)."
     z, y, c, p = zip(*batch)

@@ -331,6 +331,7 @@ def _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn, work
                 out_dir=str(out), seconds=secs, images_per_s=done / secs if secs else 0.0,
                 rank=info.rank, world_size=info.world_size, threads=n_threads)
 
+# %% ../nbs/api/09h_train.ipynb #10df2e3a
 def _fresh_start_note(cfg, out: Path, bank) -> str:
     "What `--resume` does in a run folder without a checkpoint yet: start at step 0, reusing a bank build's finished shards."
     msg = f"gmem train: --resume: no checkpoint in {out / CKPT_DIR} yet; starting from step 0"
