@@ -18,8 +18,8 @@ import gmem
 # %% auto #0
 __all__ = ['COMMITTED_PRESETS', 'provenance', 'write_metrics', 'resolve_out_dir', 'to_uint8_images', 'image_grid',
            'save_image_grid', 'save_figure', 'plot_lines', 'plot_bars', 'check_parameters', 'parameter_defaults',
-           'config_hash', 'cached_arm', 'render_html', 'markdown_table', 'bar_plot', 'plot_snippet_usage',
-           'index_markdown', 'build_index']
+           'config_hash', 'cached_arm', 'render_html', 'markdown_table', 'plot_snippet_usage', 'index_markdown',
+           'build_index']
 
 # %% ../nbs/api/11_report.ipynb #c70bf1c3
 def _jsonable(x):
@@ -122,20 +122,32 @@ def plot_lines(df, x: str, y: str, hue: str | None = None, path=None, title: str
     return save_figure(fig, path) if path else fig
 
 def plot_bars(df, x: str, y: str, hue: str | None = None, path=None, title: str = "",
-              paper: dict | None = None,
+              paper: dict | None = None,                # {x value: the paper's number}: a star per bar (None values skipped)
               interval: tuple[str, str] | None = None,  # (low, high) columns: an error bar per bar (one row per x)
               hline: tuple[str, float] | None = None,   # (label, value): a dashed reference line, e.g. ("chance", 0.1)
+              paper_axis: str = "same",                 # "right": the paper's stars on their own right-hand axis (another scale)
+              ylabel: str | None = None,
+              rotate: bool = False,                     # slanted x labels (long row names)
               ):
-    "A seaborn bar chart; `paper` = {x_value: paper's number} marks the paper's value on each bar."
+    """A seaborn bar chart (several rows per x: their mean with seaborn's interval); `paper` marks the paper's value on
+    each bar, on the same axis or (`paper_axis="right"`, the paper tables' FIDs beside ours) on a right-hand one."""
     import matplotlib; matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt, seaborn as sns
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    sns.barplot(data=df, x=x, y=y, hue=hue, ax=ax)
-    if paper:
-        order = [t.get_text() for t in ax.get_xticklabels()]
-        xs = [order.index(str(k)) for k in paper if str(k) in order]
-        ys = [v for k, v in paper.items() if str(k) in order]
-        ax.scatter(xs, ys, marker="*", s=120, color="k", zorder=5, label="paper")
+    if paper_axis not in ("same", "right"): raise ValueError(f"paper_axis={paper_axis!r}; choose one of: same, right")
+    fig, ax = plt.subplots(figsize=(max(5.5, 0.8 * df[x].nunique() + 2), 3.8) if rotate else (5.5, 3.6))
+    sns.barplot(data=df, x=x, y=y, hue=hue, ax=ax, **({} if hue else dict(color="C0") if rotate else {}))
+    if ylabel: ax.set_ylabel(ylabel)
+    if rotate:
+        ax.set_xlabel(""); ax.tick_params(axis="x", rotation=30)
+        for lab in ax.get_xticklabels(): lab.set_horizontalalignment("right")
+    order = [t.get_text() for t in ax.get_xticklabels()]
+    pts = [(order.index(str(k)), v) for k, v in (paper or {}).items() if str(k) in order and v is not None]
+    if pts and paper_axis == "right":
+        ax2 = ax.twinx()
+        ax2.scatter([p[0] for p in pts], [p[1] for p in pts], marker="*", s=160, color="k", zorder=5,
+                    label="paper (right axis)")
+        ax2.set_ylabel("paper"); ax2.set_ylim(0, max(p[1] for p in pts) * 1.15); ax2.legend(fontsize=8, loc="upper right")
+    elif pts: ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker="*", s=120, color="k", zorder=5, label="paper")
     if interval:
         if hue is not None or not df[x].is_unique:
             raise ValueError(f"interval bars need one row per {x!r} and hue=None")
@@ -143,7 +155,7 @@ def plot_bars(df, x: str, y: str, hue: str | None = None, path=None, title: str 
         ax.errorbar(range(len(df)), v, yerr=[v - lo, hi - v], fmt="none", ecolor="k", capsize=4, lw=1.2,
                     label="95% interval")
     if hline: ax.axhline(hline[1], ls="--", lw=1, color="grey", label=hline[0])
-    if paper or interval or hline: ax.legend(fontsize=8)
+    if (pts and paper_axis == "same") or interval or hline: ax.legend(fontsize=8)
     ax.set_title(title); ax.grid(alpha=.3, axis="y")
     return save_figure(fig, path) if path else fig
 
@@ -252,27 +264,6 @@ def markdown_table(rows: list[dict], cols: list[str] | None = None, floatfmt: st
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
-
-# %% ../nbs/api/11_report.ipynb #d22b4063
-def bar_plot(df, x: str, y: str, paper: dict | None = None, path=None, title: str = "", ylabel: str = "FID (ours)"):
-    "Seaborn bars of our `y` per `x`, the paper's value per bar as a star on a right-hand axis; saved to `path`."
-    import matplotlib; matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt, seaborn as sns
-    fig, ax = plt.subplots(figsize=(max(5.5, 0.8 * df[x].nunique() + 2), 3.8))
-    sns.barplot(data=df, x=x, y=y, ax=ax, color="C0")
-    ax.set_ylabel(ylabel); ax.set_xlabel(""); ax.set_title(title); ax.grid(alpha=.3, axis="y")
-    ax.tick_params(axis="x", rotation=30)
-    for lab in ax.get_xticklabels(): lab.set_horizontalalignment("right")
-    if paper:
-        order = [t.get_text() for t in ax.get_xticklabels()]
-        pts = [(order.index(str(k)), v) for k, v in paper.items() if str(k) in order and v is not None]
-        if pts:
-            ax2 = ax.twinx()
-            ax2.scatter([p[0] for p in pts], [p[1] for p in pts], marker="*", s=160, color="k", zorder=5,
-                        label="paper (right axis)")
-            ax2.set_ylabel("FID (paper)"); ax2.set_ylim(0, max(p[1] for p in pts) * 1.15)
-            ax2.legend(fontsize=8, loc="upper right")
-    return save_figure(fig, path) if path else fig
 
 # %% ../nbs/api/11_report.ipynb #477d6918
 def plot_snippet_usage(curves: dict,       # arm name -> snippet_usage(...) rows
