@@ -17,7 +17,7 @@ from .report import resolve_out_dir, cached_arm, config_hash, markdown_table, pa
 from .arms import arm_cache, train_arm
 from .protocol import (PRESET_NAMES, LOCAL_PRESETS, Scale, SCALES, REPORT_SCALES, SCALE_PARAMS, PAPER_RUNS,
                            PAPER_INPUTS, IMAGENET_TRAIN_IMAGES, paper_scale, scale_for, require_paper_inputs,
-                           paper_run_inputs, arm_config, ARMS, STANDARD_MASK)
+                           paper_run_inputs, arm_config, ARMS, STANDARD_MASK, PROTOCOL_VERSION)
 from .paper import PAPER, REPORTS
 from .eval import cifar_reference, fid_interval, FIDFeatures, load_stats, stats_mode, mnist_split_features
 from .memorisation import precision_recall, CopyingTest, pixel_features
@@ -496,7 +496,7 @@ def finish(self: Experiment,
     plus the paper inputs it resolved) and summary.md; return the metrics path."""
     defaults = parameter_defaults(repo_root() / "nbs" / f"{self.name}.ipynb")
     changed = {k: v for k, v in params.items() if k not in defaults or v != defaults[k]}
-    metrics = dict(metrics, preset=self.preset, encoder=self.config().bank.encoder, seconds=self.elapsed(),
+    metrics = dict(metrics, preset=self.preset, protocol=PROTOCOL_VERSION, encoder=self.config().bank.encoder, seconds=self.elapsed(),
                    compute_seconds=self.compute_seconds())
     path = write_metrics(self.out / "metrics.json", metrics, config=dict(params=params, scale=self.scale, **(config or {})),
                          command=report_command(self.name, {**changed, **self.input_params()}))

@@ -11,12 +11,15 @@ from pathlib import Path
 from .config import MaskConfig, TrainConfig, get_preset
 
 # %% auto #0
-__all__ = ['PRESET_NAMES', 'LOCAL_PRESETS', 'SCALES', 'IMAGENET_TRAIN_IMAGES', 'PAPER_RUNS', 'PAPER_INPUTS', 'REPORT_SCALES',
-           'SCALE_PARAMS', 'ARMS', 'ARM_LABELS', 'STANDARD_MASK', 'APP_MODELS', 'Scale', 'paper_scale', 'scale_for',
-           'require_paper_inputs', 'paper_run_inputs', 'arm_config', 'arm_cond', 'standard_arm', 'report_config',
-           'quickstart_arm_config']
+__all__ = ['PROTOCOL_VERSION', 'PRESET_NAMES', 'LOCAL_PRESETS', 'SCALES', 'IMAGENET_TRAIN_IMAGES', 'PAPER_RUNS', 'PAPER_INPUTS',
+           'REPORT_SCALES', 'SCALE_PARAMS', 'ARMS', 'ARM_LABELS', 'STANDARD_MASK', 'APP_MODELS', 'Scale', 'paper_scale',
+           'scale_for', 'require_paper_inputs', 'paper_run_inputs', 'arm_config', 'arm_cond', 'standard_arm',
+           'report_config', 'quickstart_arm_config']
 
 # %% ../nbs/api/11b_protocol.ipynb #c977861a
+PROTOCOL_VERSION = 2   # what the reports' metrics.json record (Experiment.finish); reports/README.md flags older ones.
+# 2: both FID references 1,000 digits (held-out, and a class-covering subset of the training digits), C_T in pixel
+#    space primary, Tables 1-3 sample the full bank, seeds on every compared arm, fair speed-up readings
 PRESET_NAMES = ("smoke", "cpu", "paper")
 LOCAL_PRESETS = ("smoke", "cpu")   # offline MNIST-5k on this machine; "paper" runs the paper's data
 

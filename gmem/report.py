@@ -303,14 +303,25 @@ def _scalars(d: dict, prefix="") -> dict:
         elif isinstance(v, (int, float)) and not isinstance(v, bool): out[f"{prefix}{k}"] = v
     return out
 
+def _protocol(m: dict) -> int:
+    "The protocol version a report's metrics were made under (`gmem.protocol.PROTOCOL_VERSION`; older files: 1)."
+    v = m.get("protocol", 1)
+    return int(v) if isinstance(v, (int, float)) else 1
+
+def _newest_protocol(root: Path) -> int:
+    return max([_protocol((_load(root / n / "metrics.json") or {}).get("metrics", {})) for n in REPORTS] or [1])
+
 def _at_a_glance(root: Path) -> list[str]:
     "reports/README.md's first section: every checked claim's verdict, gap and interval, and the measured speed-up."
     table, speed, fams = [], [], {}
+    newest = _newest_protocol(root)
     for name in REPORTS:
         d = _load(root / name / "metrics.json")
         if d is None: continue
         m = d.get("metrics", {})
         preset = m.get("preset", "smoke")
+        if preset == "cpu" and _protocol(m) < newest:     # made before the current protocol: its own family, labelled
+            preset = f"cpu, earlier protocol (v{_protocol(m)})"
         rows = [r for r in (m.get("rows") or []) + (m.get("curve") or []) if isinstance(r, dict)]
         if (preset == "cpu" and any(isinstance(r.get("fid"), (int, float)) for r in rows)
                 and not any(r.get("fid_train") is not None for r in rows)):
@@ -401,6 +412,10 @@ def index_markdown(reports_dir: str | os.PathLike) -> str:
             continue
         doc = smoke or full
         m = doc.get("metrics", {})
+        if smoke and m.get("preset") == "cpu" and _protocol(m) < _newest_protocol(root):
+            out += [f"**Made under an earlier protocol (v{_protocol(m)}; the newest reports here are v"
+                    f"{_newest_protocol(root)}: `gmem.protocol.PROTOCOL_VERSION`), not yet regenerated: its references, "
+                    "copying space or bank at sampling may differ from the header's; read it beside its commit.**", ""]
         rows = m.get("rows")
         if isinstance(rows, list) and rows and isinstance(rows[0], dict) and "label" in rows[0]:
             full_rows = {r.get("label"): r for r in ((full or {}).get("metrics", {}).get("rows") or [])}

@@ -111,3 +111,16 @@ def test_runner_and_index(tmp_path, monkeypatch):
     mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
     assert mod.parse_value("0.4") == 0.4 and mod.parse_value("[10, 25]") == [10, 25]
     assert mod.parse_value("None") is None and mod.parse_value("zero") == "zero"
+
+
+def test_index_flags_reports_of_an_earlier_protocol(tmp_path):
+    "A cpu report whose metrics.json predates the newest protocol version in the index is labelled, not mixed in."
+    from gmem.report import index_markdown, write_metrics
+    check = dict(claim="GMem beats the class-conditional SiT", detail="gap +3", kind="direction", verdict="holds", holds=True, gap=3.0,
+                 lo=1.0, hi=5.0, detectable=2.0, seeds=[3, 3], role="primary")
+    rows = [dict(label="GMem", fid=10.0, fid_train=9.0)]
+    write_metrics(tmp_path / "frontier" / "metrics.json", dict(preset="cpu", protocol=2, rows=rows, checks=[check]))
+    write_metrics(tmp_path / "ablation" / "metrics.json", dict(preset="cpu", rows=rows, checks=[check]))
+    text = index_markdown(tmp_path)
+    assert "| cpu, earlier protocol (v1) |" in text and "| cpu |" in text
+    assert text.count("Made under an earlier protocol (v1") == 1
