@@ -124,3 +124,22 @@ def test_index_flags_reports_of_an_earlier_protocol(tmp_path):
     text = index_markdown(tmp_path)
     assert "| cpu, earlier protocol (v1) |" in text and "| cpu |" in text
     assert text.count("Made under an earlier protocol (v1") == 1
+
+
+def test_index_opens_with_the_frontier_findings(tmp_path):
+    "reports/README.md's first section states per encoder what the frontier measured (from its metrics, not by hand)."
+    from gmem.report import index_markdown, write_metrics
+    per = [dict(encoder="pca32", mask_ratio=0.4, role="primary", fid=60.0, ct_pixel=1.0, beats_class="holds",
+                copies_no_more="holds", does_not_copy="holds", not_mere_memorisation="holds"),
+           dict(encoder="ssl64", mask_ratio=0.4, role="primary", fid=80.0, ct_pixel=5.0, beats_class="contradicted",
+                copies_no_more="holds", does_not_copy="holds", not_mere_memorisation="holds"),
+           dict(encoder="pca32", mask_ratio=0.0, role="secondary", fid=40.0, ct_pixel=-3.0, beats_class="holds",
+                copies_no_more="contradicted", does_not_copy="contradicted", not_mere_memorisation="contradicted")]
+    rows = [dict(label="SiT (class-conditional)", fid=70.0, ct_pixel=2.0)]
+    write_metrics(tmp_path / "frontier" / "metrics.json",
+                  dict(preset="cpu", protocol=2, rows=rows, checks=[], per_encoder=per, seeds=[0, 1, 2]))
+    text = index_markdown(tmp_path)
+    head = text[text.index("## What the runs found"):text.index("![the copying frontier]")]
+    assert "beats it at equal training with: pca32 (FID 60.0, C_T +1.0); is beaten with: ssl64" in head
+    assert "FID 70.0 at pixel C_T +2.0" in head and "3 training seeds" in head
+    assert "pca32: FID 40.0, C_T -3.0 (beats the class arm: holds; copies no more: contradicted" in head
