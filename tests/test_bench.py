@@ -44,3 +44,16 @@ def test_bench_features_quick(tmp_path):
     assert 11 < s["inception_gflop_per_image"] < 12                       # Inception-v3 at 299x299: 11.4 GFLOP
     assert max(s["max_abs_feature_diff_vs_plain"].values()) < 1e-4 and s["max_abs_feature_diff_vs_plain"]["plain"] == 0
     assert d["fid_weights"]["fast"]["backend"] == "onnxruntime" and d["fid_weights"]["plain"]["backend"] == "torch"
+
+
+def test_bench_train_breakdown(tmp_path):
+    "--breakdown runs a short cpu_workers=2 training and records where the main process's time goes (no speed target)."
+    out = tmp_path / "breakdown_cpu.json"
+    cmd = [sys.executable, str(ROOT / "tools" / "bench_train.py"), "--breakdown", "--breakdown-steps", "12",
+           "--model", "SiT-T/2", "--out", str(out)]
+    p = subprocess.run(cmd, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
+    (r,) = json.loads(out.read_text())["results"]
+    assert r["model"] == "SiT-T/2" and r["steps"] == 12 and r["workers"] == 2 and r["ms_per_step"] > 0
+    assert r["parts"]["forward+backward of this process's rows"] > 0 and "waiting for the worker" in r["parts"]
+    assert "Where a `cpu_workers=2` step goes" in (tmp_path / "README.md").read_text()

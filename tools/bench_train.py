@@ -237,6 +237,48 @@ print("RESULT " + json.dumps(dict(wall_s=wall, loop_s=s["seconds"], steps=s["ste
 """
 
 
+BREAKDOWN_SCRIPT = r"""
+import collections, json, sys, time, shutil
+import gmem.train as T
+from gmem.config import get_preset
+acc, cnt = collections.defaultdict(float), collections.Counter()
+def timed(obj, name, key):
+    f = getattr(obj, name)
+    def g(*a, **k):
+        t = time.perf_counter(); r = f(*a, **k); acc[key] += time.perf_counter() - t; cnt[key] += 1; return r
+    setattr(obj, name, g)
+if __name__ == "__main__":
+    model, steps, out, workers = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    timed(T, "_rows_loss", "forward+backward of this process's rows")
+    timed(T.CPUWorkers, "_reply", "waiting for the worker")
+    timed(T.CPUWorkers, "step", "split step (draws, exchange, gradient sum)")
+    timed(T.CPUWorkers, "optimizer_step", "optimizer + EMA step (split)")
+    cfg = get_preset("mnist-smoke").override({"data.limit": None, "data.split": "train", "data.image_size": 16,
+                                              "bank.pca_dim": 32, "bank.batch_size": 500, "model.patch_size": 4,
+                                              "model.name": model, "model.cond": "snippet", "steps": steps,
+                                              "batch_size": 32, "ckpt_every": steps, "sample.every": 0, "device": "cpu",
+                                              "seed": 0, "cpu_workers": workers})
+    shutil.rmtree(out, ignore_errors=True)
+    s = T.train(cfg, out, progress=False)
+    print("RESULT " + json.dumps(dict(loop_s=s["seconds"], steps=s["step"], ms_per_step=1e3 * s["seconds"] / s["step"],
+                                      parts={k: 1e3 * v / s["step"] for k, v in acc.items()})))
+"""
+
+
+def bench_breakdown(models, steps: int = 600, workers: int = 2) -> dict:
+    "Where a cpu_workers step's time goes (ms per step, fixed costs such as the workers' start included), per model."
+    out = []
+    for m in models:
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
+            p = subprocess.run([sys.executable, "-c", BREAKDOWN_SCRIPT, m, str(steps), tmp + "/run", str(workers)],
+                               env=env, cwd=tmp, capture_output=True, text=True)
+            line = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")]
+            if p.returncode or not line: raise RuntimeError(f"breakdown run failed ({m}):\n{p.stderr[-3000:]}")
+            out.append(dict(model=m, workers=workers, **json.loads(line[0][7:])))
+    return dict(results=out)
+
+
 def _baseline_tree(commit: str) -> Path:
     "The gmem package of `commit`, extracted into a temporary folder (its root goes on PYTHONPATH)."
     d = Path(tempfile.mkdtemp(prefix=f"gmem-{commit}-"))
@@ -370,6 +412,18 @@ def write_readme(folder: Path) -> Path:
                      f"Fraction of the fp32 peak: 3 x forward FLOPs x img/s against a {d['sgemm_gflops']:.0f} GFLOP/s "
                      f"sgemm (2048^2, torch's threads) measured in the same run.\n")
         parts.append(loops_table(d) + "\n")
+    for p in [p for p in jsons if p.name.startswith("breakdown_")]:
+        d = json.loads(p.read_text())
+        parts.append(f"## Where a `cpu_workers=2` step goes (`{p.name}`)\n")
+        parts.append(f"- command: `{d.get('command')}`\n- {d.get('device_name')}, torch {d.get('torch')}, git "
+                     f"{d.get('git_commit')}, {d.get('time_utc')}, load average at start {d.get('loadavg')}; "
+                     f"{d.get('note') or ''}\n- {d.get('config')}; the main process's time per step (the worker runs "
+                     "the other half of the rows meanwhile), averaged over the run, the workers' start included\n")
+        rows = [dict(model=r["model"], **{"ms per step": f"{r['ms_per_step']:.1f}"},
+                     **{k: f"{v:.1f}" for k, v in r["parts"].items()}) for r in d["results"]]
+        cols = list(rows[0]) if rows else []
+        parts.append("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
+                     + "\n".join("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows) + "\n")
     feats = [p for p in jsons if p.name.startswith("features_")]
     if feats:
         parts.append("## Encoder and FID feature throughput (`tools/bench_features.py`)\n")
@@ -434,6 +488,9 @@ def main(argv=None):
                          "can be several times faster than 2 (no spin-waiting for a busy core)")
     ap.add_argument("--quick", action="store_true",
                     help="CI smoke run: SiT-T/2 only, batch 4, 2 steps x 2 groups, sampler steps 3, 1 CPU thread, eager fp32 on CPU")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="CPU: where a cpu_workers=2 step's time goes (writes breakdown_cpu.json)")
+    ap.add_argument("--breakdown-steps", type=int, default=600, help="--breakdown: steps per model")
     ap.add_argument("--loops", action="store_true",
                     help="CPU: gmem.train.train end to end, this checkout's loop against --baseline's (writes loops_cpu.json)")
     ap.add_argument("--baseline", default=LOOP_BASELINE, help=f"--loops: the commit whose loop is 'old' (default {LOOP_BASELINE})")
@@ -453,6 +510,17 @@ def main(argv=None):
         print(f"wrote {write_readme(out.parent)}"); return None
     if device.type == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda but CUDA is not available")
+    if a.breakdown:
+        out = Path(a.out or ROOT / "reports" / "perf" / "breakdown_cpu.json")
+        res = dict(device="cpu", device_name=_cpu_name(), torch=torch.__version__, git_commit=git_commit(ROOT),
+                   command="python tools/bench_train.py " + shlex.join(list(argv) if argv is not None else sys.argv[1:]),
+                   time_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), loadavg=os.getloadavg(), note=a.note,
+                   config=LOOP_CONFIG, **bench_breakdown(a.model or list(LOOP_MODELS), a.breakdown_steps))
+        with atomic_write(out, "w") as f: json.dump(res, f, indent=1)
+        for r in res["results"]:
+            print(f"{r['model']}: {r['ms_per_step']:.1f} ms/step; " + "; ".join(f"{k} {v:.1f}" for k, v in r["parts"].items()))
+        if not a.no_readme: print(f"wrote {write_readme(out.parent)}")
+        return res
     if a.loops:
         if device.type != "cpu": ap.error("--loops measures the CPU loop; use --device cpu")
         out = Path(a.out or ROOT / "reports" / "perf" / "loops_cpu.json")
