@@ -376,6 +376,12 @@ def table(results, samplers) -> str:
     return "\n".join(rows)
 
 
+def _run_line(d: dict) -> str:
+    "The command, machine, commit, time, load and note of one measurement, as README bullets."
+    return (f"- command: `{d.get('command')}`\n- {d.get('device_name')}, torch {d.get('torch')}, git {d.get('git_commit')}, "
+            f"{d.get('time_utc')}, load average at start {d.get('loadavg')}; other processes: {d.get('note') or '-'}\n")
+
+
 def write_readme(folder: Path) -> Path:
     "(Re)generate folder/README.md from every JSON in `folder`."
     parts = ["# Performance benchmarks\n",
@@ -404,9 +410,7 @@ def write_readme(folder: Path) -> Path:
     for p in [p for p in jsons if p.name.startswith("loops_")]:
         d = json.loads(p.read_text())
         parts.append(f"## The training loop end to end (`{p.name}`)\n")
-        parts.append(f"- command: `{d.get('command')}`\n- {d.get('device_name')}, torch {d.get('torch')}, git {d.get('git_commit')}, "
-                     f"{d.get('time_utc')}, load average at start {d.get('loadavg')}; other processes: {d.get('note') or '-'}\n"
-                     f"- `gmem.train.train` on {d.get('config', LOOP_CONFIG_BEFORE)}, old = commit {d['baseline']} (loop version 1, torch's 2 threads), new = this "
+        parts.append(_run_line(d) + f"- `gmem.train.train` on {d.get('config', LOOP_CONFIG_BEFORE)}, old = commit {d['baseline']} (loop version 1, torch's 2 threads), new = this "
                      f"checkout; each run in its own process; a {d['arm_steps']}-step arm projected from a "
                      f"{d['results'][0]['steps_short']}- and a {d['results'][0]['steps_long']}-step run (fixed costs count). "
                      f"Fraction of the fp32 peak: 3 x forward FLOPs x img/s against a {d['sgemm_gflops']:.0f} GFLOP/s "
@@ -415,9 +419,7 @@ def write_readme(folder: Path) -> Path:
     for p in [p for p in jsons if p.name.startswith("breakdown_")]:
         d = json.loads(p.read_text())
         parts.append(f"## Where a `cpu_workers=2` step goes (`{p.name}`)\n")
-        parts.append(f"- command: `{d.get('command')}`\n- {d.get('device_name')}, torch {d.get('torch')}, git "
-                     f"{d.get('git_commit')}, {d.get('time_utc')}, load average at start {d.get('loadavg')}; "
-                     f"{d.get('note') or ''}\n- {d.get('config')}; the main process's time per step (the worker runs "
+        parts.append(_run_line(d) + f"- {d.get('config')}; the main process's time per step (the worker runs "
                      "the other half of the rows meanwhile), averaged over the run, the workers' start included\n")
         rows = [dict(model=r["model"], **{"ms per step": f"{r['ms_per_step']:.1f}"},
                      **{k: f"{v:.1f}" for k, v in r["parts"].items()}) for r in d["results"]]
