@@ -279,6 +279,25 @@ def _time_sentence(timings: dict) -> str:
             f"intervals, precision/recall, C_T) {timings['fid_seconds']:.0f} s; the rest (figures, the snippet-usage "
             f"diagnostic) {timings['total_seconds'] - timings['arms_seconds'] - timings['fid_seconds']:.0f} s.")
 
+def _frontier_note(reports: Path | None = None) -> list[str]:
+    """Where the quickstart's configuration sits on the copying frontier: its two arms are the frontier report's PCA-32 /
+    mask 0.4 point and class-conditional reference, there over several training seeds ([] when it has not run at cpu)."""
+    try: d = json.loads(((reports or repo_root() / "reports") / "frontier" / "metrics.json").read_text())["metrics"]
+    except (OSError, ValueError, KeyError): return []
+    if d.get("preset") != "cpu": return []
+    rows = {r.get("label"): r for r in d.get("rows", []) if isinstance(r, dict)}
+    g, c = rows.get("GMem pca32 mask 0.4"), rows.get("SiT (class-conditional)")
+    per = next((p for p in d.get("per_encoder", []) if p.get("encoder") == "pca32" and p.get("mask_ratio") == 0.4), None)
+    if not (g and c and per): return []
+    iv = lambda r: f"{r['fid']:.1f} [{r['fid_lo']:.1f}, {r['fid_hi']:.1f}]" if r.get("fid_lo") is not None else f"{r['fid']:.1f}"
+    return ["## Where this configuration sits on the frontier", "",
+            f"These two arms are the frontier report's PCA-32 / mask 0.4 point and its class-conditional reference "
+            f"(`reports/frontier`, {g.get('seeds')} training seeds each, same budget). There: GMem {iv(g)} (pixel C_T "
+            f"{g['ct_pixel']:+.1f}) against the class-conditional SiT {iv(c)} (C_T {c['ct_pixel']:+.1f}); \"GMem beats the "
+            f"class-conditional SiT\": **{per['beats_class']}**; copies no more: **{per['copies_no_more']}**; does not "
+            f"copy: **{per['does_not_copy']}**. One seed here can differ from that; the frontier's verdict covers the "
+            "seeds. The other encoders and mask 0 sit elsewhere on the frontier: `reports/README.md` opens with them.", ""]
+
 def write_quickstart_readme(out: Path, df: pd.DataFrame, floor_iv: dict, qc: QuickstartConfig, nn_note, total: float,
                             checks: list | None = None, usage: dict | None = None, timings: dict | None = None):
     "The human-readable report: what ran, the numbers with intervals, the verdicts, what they do and do not show."
@@ -320,12 +339,12 @@ def write_quickstart_readme(out: Path, df: pd.DataFrame, floor_iv: dict, qc: Qui
                "`holds`: the 95% interval of the FID gap excludes zero in the paper's direction; `contradicted`: it "
                "excludes zero the other way; `unresolved`: it does not exclude zero (the smallest gap this budget "
                "detects is given). Verdicts use the held-out digits. One training seed per arm: the intervals cover "
-               "sampling noise only; `papermill nbs/efficiency.ipynb -p preset cpu` repeats the headline comparison "
-               "over training seeds.",
+               "sampling noise only; the frontier report repeats this comparison over training seeds (below).",
                ""] + [check_line(c) + (f" (against the training digits: {c['training_digits_verdict']}"
                                         + ("; the two protocols disagree, which is evidence about memorisation)"
                                            if c['training_digits_verdict'] != c['verdict'] else ", the same)"))
                       for c in checks] + [""]
+    md += _frontier_note()
     md += ["## Samples and their nearest training images", "",
            "| | samples | |", "|---|---|---|"]
     if "gmem" in df["arm"].values:
