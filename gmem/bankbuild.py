@@ -13,7 +13,7 @@ import torch
 from .bank import MemoryBank, check_features, normalize_rows, _chunks
 from .utils import atomic_path, sha256_tensors, atomic_write
 from .data import dataset_identity
-from .tokenizers import _shard_done, _shard_files
+from .tokenizers import _shard_done, _shard_files, _write_shards
 
 # %% auto #0
 __all__ = ['BUILD_FORMAT', 'patch_store_path', 'build_bank', 'build_progress']
@@ -112,28 +112,14 @@ def build_bank(dataset,                                  # map-style dataset of 
     bar = tqdm(total=n_total, initial=n_total - sum(b - a for _, a, b in todo), unit="img", desc="build bank",
                disable=not progress)
     pmm = np.lib.format.open_memmap(patch_work, mode="r+") if patch_tokens and todo else None
-    for s, a, b in todo:
-        files = _shard_files(work, s)
-        files["marker"].unlink(missing_ok=True)
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(a, b)), batch_size=batch_size,
-                                             num_workers=num_workers, shuffle=False, collate_fn=_bank_collate)
-        with contextlib.ExitStack() as stack:
-            tmps = {k: stack.enter_context(atomic_path(files[k])) for k in arrays}
-            mms = {k: np.lib.format.open_memmap(tmps[k], mode="w+", dtype=t, shape=(b - a, *shp))
-                   for k, (shp, t) in arrays.items()}
-            row = 0
-            for x, y in loader:
-                n = x.shape[0]
-                c, p = encoder(x.to(dev))                                          # (n, d), (n, N, d')
-                mms["cls"][row:row + n] = c.float().cpu().numpy()
-                mms["labels"][row:row + n] = y.numpy()
-                if pmm is not None: pmm[a + row:a + row + n] = p.to(torch.float16).cpu().numpy()
-                row += n; bar.update(n)
-            if row != b - a: raise RuntimeError(f"shard {s}: the dataset gave {row} items, expected {b - a}")
-            for m in mms.values(): m.flush()
-            del mms
-        if pmm is not None: pmm.flush()
-        with atomic_write(files["marker"], "w") as f: json.dump({"shard": s, "start": a, "n": b - a}, f)
+    def fill(x, y, mms, row, a):
+        n = x.shape[0]
+        c, p = encoder(x.to(dev))                                          # (n, d), (n, N, d')
+        mms["cls"][row:row + n] = c.float().cpu().numpy()
+        mms["labels"][row:row + n] = y.numpy()
+        if pmm is not None: pmm[a + row:a + row + n] = p.to(torch.float16).cpu().numpy()
+    _write_shards(dataset, work, arrays, todo, fill, bar, batch_size, num_workers, collate_fn=_bank_collate,
+                  after=pmm.flush if pmm is not None else None)
     bar.close()
     del pmm
 

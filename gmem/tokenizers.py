@@ -279,6 +279,33 @@ def _shard_files(out_dir: Path, s: int) -> dict[str, Path]:
     stem = f"shard_{s:05d}"
     return {k: out_dir / f"{stem}.{k}.npy" for k in ("latents", "labels", "cls", "patch")} | {"marker": out_dir / f"{stem}.json"}
 
+def _write_shards(dataset, out_dir: Path,
+                  arrays: dict,           # name -> (per-item shape, dtype) of each array file of a shard
+                  todo: list,             # (shard, start, end) still to write
+                  fill: Callable,         # fill(x, y, maps, row, start): store one batch at `row` of the shard's maps
+                  bar, batch_size: int, num_workers: int = 0, collate_fn=None, after: Callable | None = None):
+    """The resumable sharded writer behind `extract_latents` and `gmem.bankbuild.build_bank`: each shard's arrays are
+    memory-mapped temp files moved into place only once the shard is complete, then its marker (`_shard_done`)."""
+    for s, a, b in todo:
+        files = _shard_files(out_dir, s)
+        files["marker"].unlink(missing_ok=True)
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(a, b)), batch_size=batch_size,
+                                             num_workers=num_workers, shuffle=False,
+                                             **({"collate_fn": collate_fn} if collate_fn is not None else {}))
+        with contextlib.ExitStack() as stack:   # every array: temp file, moved into place only on success
+            tmps = {k: stack.enter_context(atomic_path(files[k])) for k in arrays}
+            mms = {k: np.lib.format.open_memmap(tmps[k], mode="w+", dtype=t, shape=(b - a, *shp))
+                   for k, (shp, t) in arrays.items()}
+            row = 0
+            for x, y in loader:
+                fill(x, y, mms, row, a)
+                row += x.shape[0]; bar.update(x.shape[0])
+            if row != b - a: raise RuntimeError(f"shard {s}: the dataset gave {row} items, expected {b - a}")
+            for m in mms.values(): m.flush()
+            del mms
+        if after is not None: after()
+        with atomic_write(files["marker"], "w") as f: json.dump({"shard": s, "start": a, "n": b - a}, f)
+
 def _shard_done(files: dict, n: int, arrays: dict) -> bool:
     "True if the shard's marker exists and every array file has the expected header (shape, dtype)."
     if not files["marker"].exists(): return False
@@ -340,35 +367,21 @@ def extract_latents(dataset,                             # items (image (3,S,S) 
     done_imgs = n_total - sum(b - a for _, a, b in todo)
     if todo: (out_dir / "meta.json").unlink(missing_ok=True)   # the store is unfinished until the end
     bar = tqdm(total=n_total, initial=done_imgs, unit="img", desc="extract latents", disable=not progress)
-    for s, a, b in todo:
-        files = _shard_files(out_dir, s)
-        files["marker"].unlink(missing_ok=True)
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(a, b)), batch_size=batch_size,
-                                             num_workers=num_workers, shuffle=False)
-        with contextlib.ExitStack() as stack:   # every array: temp file, moved into place only on success
-            tmps = {k: stack.enter_context(atomic_path(files[k])) for k in arrays}
-            mms = {k: np.lib.format.open_memmap(tmps[k], mode="w+", dtype=t, shape=(b - a, *shp))
-                   for k, (shp, t) in arrays.items()}
-            row = 0
-            for x, y in loader:
-                x = x.to(device); B = x.shape[0]
-                mms["labels"][row:row + B] = np.asarray(y, dtype=np.int64)
-                for v in range(V):
-                    xv = x.flip(-1) if v else x                                        # (B, 3, S, S)
-                    noise = None
-                    if getattr(tokenizer, "stochastic", False):                        # one stream per (image, view)
-                        noise = torch.stack([torch.randn(lshape, generator=torch.Generator().manual_seed(
-                            _item_seed(seed, a + row + i, v))) for i in range(B)]).to(device)
-                    mms["latents"][row:row + B, v] = tokenizer.encode(xv, noise=noise).float().cpu().numpy()
-                    if encoder is not None:
-                        c, p = encoder(xv)                                             # (B, d), (B, N, d)
-                        mms["cls"][row:row + B, v] = c.float().cpu().numpy()
-                        mms["patch"][row:row + B, v] = p.to(torch.float16).cpu().numpy()
-                row += B; bar.update(B)
-            if row != b - a: raise RuntimeError(f"shard {s}: dataset gave {row} items, expected {b - a}")
-            for m in mms.values(): m.flush()
-            del mms
-        with atomic_write(files["marker"], "w") as f: json.dump({"shard": s, "start": a, "n": b - a}, f)
+    def fill(x, y, mms, row, a):
+        x = x.to(device); B = x.shape[0]
+        mms["labels"][row:row + B] = np.asarray(y, dtype=np.int64)
+        for v in range(V):
+            xv = x.flip(-1) if v else x                                        # (B, 3, S, S)
+            noise = None
+            if getattr(tokenizer, "stochastic", False):                        # one stream per (image, view)
+                noise = torch.stack([torch.randn(lshape, generator=torch.Generator().manual_seed(
+                    _item_seed(seed, a + row + i, v))) for i in range(B)]).to(device)
+            mms["latents"][row:row + B, v] = tokenizer.encode(xv, noise=noise).float().cpu().numpy()
+            if encoder is not None:
+                c, p = encoder(xv)                                             # (B, d), (B, N, d)
+                mms["cls"][row:row + B, v] = c.float().cpu().numpy()
+                mms["patch"][row:row + B, v] = p.to(torch.float16).cpu().numpy()
+    _write_shards(dataset, out_dir, arrays, todo, fill, bar, batch_size, num_workers)
     bar.close()
 
     # per-channel stats over `stats_count` evenly spaced images (view 0), streamed shard by shard
