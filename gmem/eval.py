@@ -581,12 +581,17 @@ def _fid_replicates(mu_r, sigma_r, feats: np.ndarray, idx: np.ndarray) -> np.nda
         sq = (F * F).sum(1)                                               # (n,) squared norms
         tr_r = np.trace(sigma_r)
         for b, ii in enumerate(idx):
-            Kb = K[np.ix_(ii, ii)]                                        # (n, n)
-            r = Kb.mean(1, keepdims=True)
-            M = (Kb - r - r.T + Kb.mean()) / (n - 1)                      # centred: A^T sigma_r A
+            # a replicate repeats ~37% of its rows: the nonzero spectrum of its centred n x n Gram matrix is that of
+            # the m x m one of its m distinct rows weighted by their counts (W^1/2 C S C^T W^1/2), ~4x cheaper
+            u, w = np.unique(ii, return_counts=True)
+            Ku = K[np.ix_(u, u)]                                          # (m, m)
+            r = Ku @ w / n                                                # f_i^T S mu for each distinct row
+            s = w @ r / n                                                 # mu^T S mu
+            sw = np.sqrt(w)
+            M = sw[:, None] * (Ku - r[:, None] - r[None, :] + s) * sw[None, :] / (n - 1)
             ev = np.clip(np.linalg.eigvalsh((M + M.T) / 2), 0, None)
-            mu = F[ii].mean(0)
-            tr_b = (sq[ii].sum() - n * (mu * mu).sum()) / (n - 1)         # trace of the replicate's covariance
+            mu = (w[:, None] * F[u]).sum(0) / n
+            tr_b = ((w * sq[u]).sum() - n * (mu * mu).sum()) / (n - 1)    # trace of the replicate's covariance
             out[b] = ((mu_r - mu) ** 2).sum() + tr_r + tr_b - 2 * np.sqrt(ev).sum()
     else:
         for b, ii in enumerate(idx):
