@@ -17,7 +17,7 @@ from .report import resolve_out_dir, cached_arm, config_hash, markdown_table, pa
 from .arms import arm_cache, train_arm
 from .protocol import (PRESET_NAMES, LOCAL_PRESETS, Scale, SCALES, REPORT_SCALES, SCALE_PARAMS, PAPER_RUNS,
                            PAPER_INPUTS, IMAGENET_TRAIN_IMAGES, paper_scale, scale_for, require_paper_inputs,
-                           paper_run_inputs, arm_config, ARMS, STANDARD_MASK, PROTOCOL_VERSION)
+                           paper_run_inputs, arm_config, standard_arm, PROTOCOL_VERSION)
 from .paper import PAPER, REPORTS
 from .eval import cifar_reference, fid_interval, FIDFeatures, load_stats, stats_mode, mnist_split_features
 from .memorisation import precision_recall, CopyingTest, pixel_features
@@ -128,11 +128,15 @@ class Experiment:
         self._costs[f"{kind}/{config_hash(key)}"] = sum(float(res.get(f, 0.0)) for f in cost_fields)
         return res
 
+    def _bound(self) -> dict:
+        "What this experiment fixes in every arm config: its preset, seed and paper inputs."
+        return dict(preset=self.preset, seed=self.seed, data_root=self.data_root or None,
+                    encoder_weights=self.encoder_weights or None, paper_preset=self.paper_preset,
+                    bank_path=self.bank_path or None)
+
     def config(self, **knobs):
         "`arm_config` of an arm of this experiment (its preset, scale, seed and paper inputs)."
-        return arm_config(self.scale, preset=self.preset, seed=self.seed, data_root=self.data_root or None,
-                          encoder_weights=self.encoder_weights or None, paper_preset=self.paper_preset,
-                          bank_path=self.bank_path or None, **knobs)
+        return arm_config(self.scale, **self._bound(), **knobs)
 
     def standard(self, method: str = "gmem", **knobs):
         """The config of a named arm shared by the reports (same config = same cached arm): "gmem" (Table 4's
@@ -140,8 +144,7 @@ class Experiment:
         from the full bank as all the authors' configs do, and from the rank-`scale.svd_rank` bank only when asked
         (`bank_rank`: Table 4's "SVD" rows)), "sit" (class-conditional SiT baseline),
         "uncond"; `knobs` change it (`svd_rank=k`: also *train* on the rank-k bank, an extra row)."""
-        if method not in ARMS: raise ValueError(f"unknown method {method!r}; valid: {', '.join(ARMS)}")
-        return self.config(cond=ARMS[method], **dict(STANDARD_MASK, svd_rank=None, **knobs))   # gmem.protocol.standard_arm
+        return standard_arm(self.scale, method, **self._bound(), **knobs)
 
 # %% ../nbs/api/12_experiments.ipynb #010db9c2
 @patch
