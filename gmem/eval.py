@@ -12,13 +12,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .utils import atomic_path, atomic_write, get_device, git_commit, gmem_cache_dir
+from .utils import atomic_path, atomic_write, file_sha256, get_device, git_commit, gmem_cache_dir
 import gmem
 from .data import Cifar10Dataset, mnist5k_split, mnist5k_images
 
 # %% auto #0
 __all__ = ['CLEANFID_INCEPTION', 'INCEPTION_WEIGHTS', 'FID_MODES', 'PIPELINES', 'FEATURE_BACKENDS', 'ONNX_EXPORT_VERSION',
-           'fid_helper_inception_path', 'InceptionPool3', 'load_inception', 'tf_resize_bilinear', 'file_sha256',
+           'fid_helper_inception_path', 'InceptionPool3', 'load_inception', 'tf_resize_bilinear',
            'onnxruntime_available', 'inception_onnx', 'ort_session', 'FIDFeatures', 'RunningStats', 'feature_stats',
            'fid_from_stats', 'fid_from_features', 'save_stats', 'load_stats', 'stats_mode', 'default_cache_dir',
            'reference_stats', 'fid', 'mnist_split_features', 'cifar_reference', 'fid_against_stats',
@@ -136,19 +136,6 @@ def _stack_hwc(images: list) -> torch.Tensor:
 # %% ../nbs/api/08_eval.ipynb #12832c0a
 FEATURE_BACKENDS = ("auto", "torch", "onnxruntime")
 ONNX_EXPORT_VERSION = 1   # part of the exported file's name: bump when the export below changes
-
-_SHA_CACHE: dict = {}
-
-def file_sha256(path) -> str:
-    "sha256 of a file's bytes (remembered per path, size and modification time)."
-    p = Path(path); st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""): h.update(block)
-        _SHA_CACHE[key] = h.hexdigest()
-    return _SHA_CACHE[key]
 
 def onnxruntime_available() -> bool:
     "Whether the ONNX Runtime backend can run here (`onnxruntime` and `onnx`, the exporter's dependency, importable)."

@@ -13,7 +13,7 @@ import gmem
 # %% auto #0
 __all__ = ['atomic_path', 'atomic_write', 'remove_atomic_leftovers', 'get_device', 'autocast', 'to_uint8', 'torch_threads',
            'single_thread', 'side_by_side', 'seed_everything', 'git_commit', 'sha256_tensors', 'derive_seed',
-           'gmem_cache_dir', 'repo_root']
+           'file_sha256', 'gmem_cache_dir', 'repo_root']
 
 # %% ../nbs/api/00_utils.ipynb #73131045
 def _default_mode() -> int:
@@ -152,6 +152,19 @@ def derive_seed(*parts) -> int:
     return int.from_bytes(h[:8], "little") >> 1
 
 # %% ../nbs/api/00_utils.ipynb #7725863c
+_SHA_CACHE: dict = {}
+
+def file_sha256(path) -> str:
+    "sha256 of a file's bytes (remembered per path, size and modification time)."
+    p = Path(path); st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""): h.update(block)
+        _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]
+
 def gmem_cache_dir() -> Path:
     "`$GMEM_CACHE` or `~/.cache/gmem`: where gmem keeps derived files (statistics, exported graphs, parsed datasets)."
     return Path(os.environ.get("GMEM_CACHE", Path.home() / ".cache" / "gmem"))
