@@ -135,7 +135,7 @@ def plot_bars(df, x: str, y: str, hue: str | None = None, path=None, title: str 
     import matplotlib.pyplot as plt, seaborn as sns
     if paper_axis not in ("same", "right"): raise ValueError(f"paper_axis={paper_axis!r}; choose one of: same, right")
     fig, ax = plt.subplots(figsize=(max(5.5, 0.8 * df[x].nunique() + 2), 3.8) if rotate else (5.5, 3.6))
-    sns.barplot(data=df, x=x, y=y, hue=hue, ax=ax, **({} if hue else dict(color="C0") if rotate else {}))
+    sns.barplot(data=df, x=x, y=y, hue=hue, ax=ax, **(dict(color="C0") if rotate and not hue else {}))
     if ylabel: ax.set_ylabel(ylabel)
     if rotate:
         ax.set_xlabel(""); ax.tick_params(axis="x", rotation=30)
@@ -311,7 +311,7 @@ def _protocol(m: dict) -> int:
 def _newest_protocol(root: Path) -> int:
     return max([_protocol((_load(root / n / "metrics.json") or {}).get("metrics", {})) for n in REPORTS] or [1])
 
-def _findings(root: Path) -> list[str]:
+def _findings(root: Path, newest: int) -> list[str]:
     """reports/README.md's opening: what the cpu runs found, in sentences made from the frontier's metrics (where GMem
     beats the class-conditional SiT, at what cost in copying, per bank encoder) and the efficiency report's reading."""
     fr = _load(root / "frontier" / "metrics.json")
@@ -342,7 +342,7 @@ def _findings(root: Path) -> list[str]:
     eff = (_load(root / "efficiency" / "metrics.json") or {}).get("metrics", {})
     for base, s in (eff.get("speedup") or {}).items():
         if isinstance(s, dict) and s.get("speedup") is not None and "class" in base:
-            old = _protocol(eff) < _newest_protocol(root)
+            old = _protocol(eff) < newest
             out += [f"**Training speed-up** (`efficiency`{', an earlier protocol: not yet regenerated' if old else ''}): "
                     f"GMem vs the {base}: {speedup_text(s)}, against the paper's 50x. The paper's gap comes from "
                     "ImageNet's 1.28M diverse images and a DINOv2 bank that carries semantics the class label lacks, "
@@ -352,10 +352,9 @@ def _findings(root: Path) -> list[str]:
             break
     return out
 
-def _at_a_glance(root: Path) -> list[str]:
+def _at_a_glance(root: Path, newest: int) -> list[str]:
     "reports/README.md's first section: every checked claim's verdict, gap and interval, and the measured speed-up."
     table, speed, fams = [], [], {}
-    newest = _newest_protocol(root)
     for name in REPORTS:
         d = _load(root / name / "metrics.json")
         if d is None: continue
@@ -442,7 +441,8 @@ def index_markdown(reports_dir: str | os.PathLike) -> str:
            "in brackets are 95% intervals. *full*: the `paper` preset (CIFAR-10 at the Table 6 settings, GPU). "
            "*paper*: the value printed in the paper (FID-50K on CIFAR-10 / ImageNet), for the row that our row "
            "stands in for - different data and scale, so compare directions, not values.", ""]
-    out += _findings(root) + _at_a_glance(root)
+    newest = _newest_protocol(root)   # reports made under an older protocol are labelled as such
+    out += _findings(root, newest) + _at_a_glance(root, newest)
     for name, info in REPORTS.items():
         smoke, full = _load(root / name / "metrics.json"), _load(root / name / "paper" / "metrics.json")
         out += [f"## {info['table']}: {info['title']} (`{name}`)", ""]
@@ -453,9 +453,9 @@ def index_markdown(reports_dir: str | os.PathLike) -> str:
             continue
         doc = smoke or full
         m = doc.get("metrics", {})
-        if smoke and m.get("preset") == "cpu" and _protocol(m) < _newest_protocol(root):
+        if smoke and m.get("preset") == "cpu" and _protocol(m) < newest:
             out += [f"**Made under an earlier protocol (v{_protocol(m)}; the newest reports here are v"
-                    f"{_newest_protocol(root)}: `gmem.protocol.PROTOCOL_VERSION`), not yet regenerated: its references, "
+                    f"{newest}: `gmem.protocol.PROTOCOL_VERSION`), not yet regenerated: its references, "
                     "copying space or bank at sampling may differ from the header's; read it beside its commit.**", ""]
         rows = m.get("rows")
         if isinstance(rows, list) and rows and isinstance(rows[0], dict) and "label" in rows[0]:
