@@ -213,20 +213,22 @@ LOOP_CONFIG = ("the cpu tables' standard GMem arm, the quickstart's gmem arm (MN
                "batch 32, PCA-32 bank built in each run, zero mask 0.4)")
 LOOP_CONFIG_BEFORE = ("the quickstart's configuration of the time (mnist-tiny: MNIST-5k training digits 1x16x16, patch 4, "
                       "batch 32, GMem arm, PCA-64 bank built in each run)")   # what JSONs without a `config` measured
+# the cpu tables' standard GMem arm (gmem.protocol.standard_arm; the quickstart's gmem arm), spelled out over a trainer
+# preset that the baseline commit has too (mnist-smoke), so that both loops train the same config: the 4,000 training
+# digits at 16 px, patch 4 (16 tokens) for every backbone, PCA-32 bank, zero mask 0.4, batch 32. The loop and breakdown
+# scripts get it as JSON and add the backbone, the steps and (breakdown) the workers.
+LOOP_ARM = {"data.limit": None, "data.split": "train", "data.image_size": 16, "bank.pca_dim": 32, "bank.batch_size": 500,
+            "model.patch_size": 4, "model.cond": "snippet", "mask.ratio": 0.4, "mask.strategy": "zero",
+            "batch_size": 32, "sample.every": 0, "device": "cpu", "seed": 0}
 LOOP_SCRIPT = r"""
 import json, sys, time, shutil
 import torch
 from gmem.config import get_preset
 from gmem.train import train, read_metrics
 model, steps, out, threads, workers = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
-# the cpu tables' standard GMem arm (gmem.protocol.standard_arm; the quickstart's gmem arm), spelled out from a trainer
-# preset that the baseline commit has too, so that both loops train the same config: the 4,000 training digits at
-# 16 px, patch 4 (16 tokens) for every backbone, PCA-32 bank, zero mask 0.4, batch 32
-cfg = get_preset("mnist-smoke").override({"data.limit": None, "data.split": "train", "data.image_size": 16,
-                                          "bank.pca_dim": 32, "bank.batch_size": 500, "model.patch_size": 4,
-                                          "model.name": model, "model.cond": "snippet", "mask.ratio": 0.4,
-                                          "mask.strategy": "zero", "steps": steps, "batch_size": 32,
-                                          "ckpt_every": steps, "sample.every": 0, "device": "cpu", "seed": 0})
+# LOOP_ARM (argv[6]) with this backbone and step count
+cfg = get_preset("mnist-smoke").override({**json.loads(sys.argv[6]), "model.name": model, "steps": steps,
+                                          "ckpt_every": steps})
 if threads != "loop": torch.set_num_threads(int(threads))    # what the old loop ran with (it never chose)
 if workers > 1: cfg.cpu_workers = workers
 shutil.rmtree(out, ignore_errors=True)
@@ -253,11 +255,8 @@ if __name__ == "__main__":
     timed(T.CPUWorkers, "_reply", "waiting for the worker")
     timed(T.CPUWorkers, "step", "split step (draws, exchange, gradient sum)")
     timed(T.CPUWorkers, "optimizer_step", "optimizer + EMA step (split)")
-    cfg = get_preset("mnist-smoke").override({"data.limit": None, "data.split": "train", "data.image_size": 16,
-                                              "bank.pca_dim": 32, "bank.batch_size": 500, "model.patch_size": 4,
-                                              "model.name": model, "model.cond": "snippet", "steps": steps,
-                                              "batch_size": 32, "ckpt_every": steps, "sample.every": 0, "device": "cpu",
-                                              "seed": 0, "cpu_workers": workers})
+    cfg = get_preset("mnist-smoke").override({**json.loads(sys.argv[5]), "model.name": model, "steps": steps,
+                                              "ckpt_every": steps, "cpu_workers": workers})
     shutil.rmtree(out, ignore_errors=True)
     s = T.train(cfg, out, progress=False)
     print("RESULT " + json.dumps(dict(loop_s=s["seconds"], steps=s["step"], ms_per_step=1e3 * s["seconds"] / s["step"],
@@ -271,7 +270,8 @@ def bench_breakdown(models, steps: int = 600, workers: int = 2) -> dict:
     for m in models:
         with tempfile.TemporaryDirectory() as tmp:
             env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
-            p = subprocess.run([sys.executable, "-c", BREAKDOWN_SCRIPT, m, str(steps), tmp + "/run", str(workers)],
+            p = subprocess.run([sys.executable, "-c", BREAKDOWN_SCRIPT, m, str(steps), tmp + "/run", str(workers),
+                                json.dumps(LOOP_ARM)],
                                env=env, cwd=tmp, capture_output=True, text=True)
             line = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")]
             if p.returncode or not line: raise RuntimeError(f"breakdown run failed ({m}):\n{p.stderr[-3000:]}")
@@ -291,7 +291,8 @@ def _loop_run(pythonpath, model, steps, threads, workers=1):
     "One `gmem.train.train` run in a fresh process; its RESULT dict."
     with tempfile.TemporaryDirectory() as out:
         env = {**os.environ, "PYTHONPATH": str(pythonpath), "TQDM_DISABLE": "1"}
-        p = subprocess.run([sys.executable, "-c", LOOP_SCRIPT, model, str(steps), out + "/run", str(threads), str(workers)],
+        p = subprocess.run([sys.executable, "-c", LOOP_SCRIPT, model, str(steps), out + "/run", str(threads), str(workers),
+                            json.dumps(LOOP_ARM)],
                            env=env, cwd=out, capture_output=True, text=True)
         line = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")]
         if p.returncode or not line:
