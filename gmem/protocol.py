@@ -4,7 +4,7 @@
 
 # %% ../nbs/api/11b_protocol.ipynb #dc12ff55
 from __future__ import annotations
-import dataclasses
+import dataclasses, re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,8 +13,8 @@ from .config import MaskConfig, TrainConfig, get_preset
 # %% auto #0
 __all__ = ['PROTOCOL_VERSION', 'PRESET_NAMES', 'LOCAL_PRESETS', 'SCALES', 'IMAGENET_TRAIN_IMAGES', 'PAPER_RUNS', 'PAPER_INPUTS',
            'REPORT_SCALES', 'SCALE_PARAMS', 'ARMS', 'ARM_LABELS', 'STANDARD_MASK', 'APP_MODELS', 'Scale', 'paper_scale',
-           'scale_for', 'require_paper_inputs', 'paper_run_inputs', 'arm_config', 'arm_cond', 'standard_arm',
-           'report_config', 'quickstart_arm_config']
+           'scale_for', 'require_paper_inputs', 'paper_run_inputs', 'parse_bank_encoder', 'arm_config', 'arm_cond',
+           'standard_arm', 'report_config', 'quickstart_arm_config']
 
 # %% ../nbs/api/11b_protocol.ipynb #c977861a
 PROTOCOL_VERSION = 2   # what the reports' metrics.json record (Experiment.finish); reports/README.md flags older ones.
@@ -147,6 +147,12 @@ SCALE_PARAMS = ("train_steps", "batch_size", "ckpt_every", "n_samples", "n_ref",
 
 
 # %% ../nbs/api/11b_protocol.ipynb #1d1da422
+def parse_bank_encoder(spec: str) -> tuple[str, int]:
+    "A fitted bank encoder named with its width, e.g. \"pca32\" or \"ssl64\", as (`bank.encoder`, `bank.pca_dim`)."
+    m = re.fullmatch(r"(pca|ssl)(\d+)", spec)
+    if not m: raise ValueError(f"bank encoder {spec!r}: write pca<width> or ssl<width>, e.g. pca32, ssl64")
+    return m[1], int(m[2])
+
 def arm_config(scale: Scale,                 # from `scale_for`
                *,
                preset: str = "smoke",        # a key of PRESET_NAMES
@@ -155,6 +161,7 @@ def arm_config(scale: Scale,                 # from `scale_for`
                mask_ratio: float = MaskConfig().ratio,        # snippet masking ratio (Table 4; official 0.4)
                mask_strategy: str = MaskConfig().strategy,    # "zero" | "noise" | "random" (Table 4; official zero)
                svd_rank: int | None = None,  # low-rank bank rank; None or 0 = full bank (no SVD)
+               bank_encoder: str | None = None,  # smoke/cpu: "pca<width>" or "ssl<width>" fitted on the training digits; None: pca<scale.pca_dim>
                repa: bool | None = None,     # REPA alignment (needs patch tokens); None: the preset's (smoke off, paper per preset)
                seed: int = 0,                # training seed
                device: str | None = None,    # None = CUDA when available
@@ -168,9 +175,12 @@ def arm_config(scale: Scale,                 # from `scale_for`
         cfg = get_preset("mnist-smoke")
         # the 4,000 training digits of MNIST-5k's fixed split: training, bank and PCA encoder; the 1,000 held-out
         # digits are only ever scored against (gmem.data.mnist5k_split)
-        ov = {"data.limit": None, "data.split": "train", "data.image_size": scale.image_size,
-              "bank.pca_dim": scale.pca_dim, "bank.batch_size": 500, "model.patch_size": 4}
+        name, width = parse_bank_encoder(bank_encoder) if bank_encoder else ("pca", scale.pca_dim)
+        ov = {"data.limit": None, "data.split": "train", "data.image_size": scale.image_size, "bank.encoder": name,
+              "bank.pca_dim": width, "bank.batch_size": 500, "model.patch_size": 4}
     elif preset == "paper":
+        if bank_encoder: raise ValueError(f"bank_encoder={bank_encoder!r}: the paper preset's bank is DINOv2's (the fitted "
+                                          "encoders are fitted on MNIST-5k: smoke/cpu)")
         cfg = get_preset(paper_preset, optim="paper")
         ov = {"data.root": data_root or cfg.data.root, "bank.encoder_weights": encoder_weights or None}
         if cfg.data.dataset == "latents": ov["bank.path"] = bank_path or cfg.bank.path
