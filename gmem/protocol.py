@@ -140,6 +140,8 @@ REPORT_SCALES: dict[str, dict[str, dict]] = {   # report -> preset -> what diffe
     "efficiency": {"cpu": dict(train_steps=10_000, ckpt_every=250, seeds=3)},
     # the copying frontier at cpu: the table arms' budget (2,500 steps x 32), 3 training seeds per arm
     "frontier": {"cpu": dict(seeds=3)},
+    # what carries GMem's gap at cpu: PCA width x EMA decay x sampling bank at the table arms' budget, 3 seeds per arm
+    "gap": {"cpu": dict(seeds=3)},
 }
 
 SCALE_PARAMS = ("train_steps", "batch_size", "ckpt_every", "n_samples", "n_ref", "sample_steps", "model", "seeds",
@@ -162,6 +164,7 @@ def arm_config(scale: Scale,                 # from `scale_for`
                mask_strategy: str = MaskConfig().strategy,    # "zero" | "noise" | "random" (Table 4; official zero)
                svd_rank: int | None = None,  # low-rank bank rank; None or 0 = full bank (no SVD)
                bank_encoder: str | None = None,  # smoke/cpu: "pca<width>" or "ssl<width>" fitted on the training digits; None: pca<scale.pca_dim>
+               ema_decay: float | None = None,  # EMA decay per step; None: the preset's (smoke/cpu 0.99 with warm-up, a ~100-step window)
                repa: bool | None = None,     # REPA alignment (needs patch tokens); None: the preset's (smoke off, paper per preset)
                seed: int = 0,                # training seed
                device: str | None = None,    # None = CUDA when available
@@ -190,6 +193,7 @@ def arm_config(scale: Scale,                 # from `scale_for`
                "keep_last": steps // min(scale.ckpt_every, steps) + 1, "seed": seed, "device": device,
                "model.name": model or scale.model, "model.cond": cond, "mask.ratio": float(mask_ratio),
                "mask.strategy": mask_strategy, "bank.rank": svd_rank or None, "sample.every": 0})
+    if ema_decay is not None: ov["optim.ema_decay"] = float(ema_decay)
     if repa is not None and (preset in LOCAL_PRESETS or not repa): ov["model.repa_depth"] = 4 if repa else None
     elif repa: ov["model.repa_depth"] = cfg.model.repa_depth or 4     # paper, on: the preset's depth (else 4, official)
     return cfg.override(ov)
