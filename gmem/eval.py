@@ -314,6 +314,8 @@ def _iter_batches(images, batch_size: int):
     else:
         yield from images
 
+
+# %% ../nbs/api/08_eval.ipynb #09395f23
 def feature_stats(batches,                   # uint8 tensor (N, 3, H, W), or an iterable/generator of such batches
                   *,
                   extractor: Callable | None = None,  # images -> (B, d) features; default FIDFeatures(weights, device)
@@ -344,6 +346,17 @@ def feature_stats(batches,                   # uint8 tensor (N, 3, H, W), or an 
             rs.update(f); bar.update(len(f))
     return rs.stats()
 
+# %% ../nbs/api/08_eval.ipynb #6f30718b
+def _frechet(mu1, mu2, tr1: float, tr2: float, tr_sqrt: float) -> float:
+    "The one Fréchet-distance formula every FID here ends in: |mu1 - mu2|^2 + Tr S1 + Tr S2 - 2 Tr (S1 S2)^1/2."
+    d = np.asarray(mu1, np.float64) - np.asarray(mu2, np.float64)
+    return float(d @ d + tr1 + tr2 - 2 * tr_sqrt)
+
+def _psd_sqrt_trace(M) -> float:
+    "Tr M^1/2 of a symmetric PSD matrix: the sum of the square roots of its eigenvalues (rounding below 0 clipped)."
+    M = np.asarray(M, np.float64)
+    return float(np.sqrt(np.clip(np.linalg.eigvalsh((M + M.T) / 2), 0, None)).sum())
+
 def fid_from_stats(mu1, sigma1, mu2, sigma2,
                    method: str = "scipy",  # "scipy": clean-fid's frechet_distance (scipy sqrtm); "eigh": symmetric eigensolver
                    ) -> float:
@@ -357,12 +370,9 @@ def fid_from_stats(mu1, sigma1, mu2, sigma2,
         return float(frechet_distance(mu1, sigma1, mu2, sigma2))
     if method != "eigh":
         raise ValueError(f"unknown method {method!r}; valid: ('scipy', 'eigh')")
-    from scipy import linalg
-    w, V = linalg.eigh(sigma1)
+    w, V = np.linalg.eigh(sigma1)
     root1 = (V * np.sqrt(w.clip(min=0))) @ V.T                   # S1^1/2, (d, d)
-    ev = linalg.eigvalsh(root1 @ sigma2 @ root1)                  # eigenvalues of S1^1/2 S2 S1^1/2 (= those of S1 S2)
-    diff = mu1 - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.sqrt(ev.clip(min=0)).sum())
+    return _frechet(mu1, mu2, np.trace(sigma1), np.trace(sigma2), _psd_sqrt_trace(root1 @ sigma2 @ root1))
 
 # %% ../nbs/api/08_eval.ipynb #23af26b9
 def fid_from_features(f1,  # (n1, d) features of one set (e.g. `FIDFeatures()(images)`)
@@ -382,8 +392,7 @@ def fid_from_features(f1,  # (n1, d) features of one set (e.g. `FIDFeatures()(im
     A = (f1 - mu1) / np.sqrt(len(f1) - 1)                        # (n1, d): Sigma1 = A^T A
     B = (f2 - mu2) / np.sqrt(len(f2) - 1)                        # (n2, d): Sigma2 = B^T B
     nuclear = np.linalg.svd(A @ B.T, compute_uv=False).sum()     # Tr (Sigma1 Sigma2)^1/2
-    diff = mu1 - mu2
-    return float(diff @ diff + (A * A).sum() + (B * B).sum() - 2 * nuclear)
+    return _frechet(mu1, mu2, (A * A).sum(), (B * B).sum(), nuclear)
 
 # %% ../nbs/api/08_eval.ipynb #e40b026a
 def save_stats(path, mu, sigma, meta: dict | None = None) -> Path:
@@ -545,9 +554,8 @@ def fid_against_stats(mu_r: np.ndarray,     # (d,) reference mean
     if n > d:
         return fid_from_stats(mu_r, sigma_r, mu, np.cov(feats, rowvar=False))
     A = (feats - mu).T / math.sqrt(n - 1)                       # (d, n): sigma = A A^T
-    M = A.T @ np.asarray(sigma_r, np.float64) @ A              # (n, n) symmetric PSD
-    ev = np.clip(np.linalg.eigvalsh((M + M.T) / 2), 0, None)
-    return float(((mu_r - mu) ** 2).sum() + np.trace(sigma_r) + (A * A).sum() - 2 * np.sqrt(ev).sum())
+    M = A.T @ np.asarray(sigma_r, np.float64) @ A              # (n, n) symmetric PSD, the spectrum of sigma_r sigma
+    return _frechet(mu_r, mu, np.trace(sigma_r), (A * A).sum(), _psd_sqrt_trace(M))
 
 # %% ../nbs/api/08_eval.ipynb #0d0bf207
 def bootstrap_indices(n: int,          # generated images per arm
@@ -576,10 +584,9 @@ def _fid_replicates(mu_r, sigma_r, feats: np.ndarray, idx: np.ndarray) -> np.nda
             s = w @ r / n                                                 # mu^T S mu
             sw = np.sqrt(w)
             M = sw[:, None] * (Ku - r[:, None] - r[None, :] + s) * sw[None, :] / (n - 1)
-            ev = np.clip(np.linalg.eigvalsh((M + M.T) / 2), 0, None)
             mu = (w[:, None] * F[u]).sum(0) / n
             tr_b = ((w * sq[u]).sum() - n * (mu * mu).sum()) / (n - 1)    # trace of the replicate's covariance
-            out[b] = ((mu_r - mu) ** 2).sum() + tr_r + tr_b - 2 * np.sqrt(ev).sum()
+            out[b] = _frechet(mu_r, mu, tr_r, tr_b, _psd_sqrt_trace(M))
     else:
         for b, ii in enumerate(idx):
             out[b] = fid_against_stats(mu_r, sigma_r, F[ii])
