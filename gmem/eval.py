@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+from fastcore.basics import patch
 from .utils import atomic_path, atomic_write, file_sha256, get_device, git_commit, gmem_cache_dir
 import gmem
 from .data import Cifar10Dataset, mnist5k_split, mnist5k_images
@@ -231,57 +232,62 @@ class FIDFeatures:
         with torch.inference_mode(), torch.jit.optimized_execution(self.device.type != "cpu"):
             return self.net(x.to(self.device)).double().cpu().numpy()
 
-    def _start(self, pool, x: torch.Tensor):
-        "Begin resizing one uint8 chunk (in `pool` when given); returns a function giving `(B, 3, 299, 299)` floats."
-        if self.mode == "legacy_tensorflow":   # resized by the network's own TF1 bilinear, on its device
-            return lambda: tf_resize_bilinear(x.float().to(self.device), 299)
-        imgs = x.cpu().permute(0, 2, 3, 1).numpy()                     # (B, H, W, 3) uint8
-        if pool is None:
-            out = [self.resize(im) for im in imgs]
-            return lambda: _stack_hwc(out)
-        futures = [pool.submit(self.resize, im) for im in imgs]       # PIL releases the GIL while it resizes
-        return lambda: _stack_hwc([f.result() for f in futures])
+# %% ../nbs/api/08_eval.ipynb #323340d3
+@patch
+def _start(self: FIDFeatures, pool, x: torch.Tensor):
+    "Begin resizing one uint8 chunk (in `pool` when given); returns a function giving `(B, 3, 299, 299)` floats."
+    if self.mode == "legacy_tensorflow":   # resized by the network's own TF1 bilinear, on its device
+        return lambda: tf_resize_bilinear(x.float().to(self.device), 299)
+    imgs = x.cpu().permute(0, 2, 3, 1).numpy()                     # (B, H, W, 3) uint8
+    if pool is None:
+        out = [self.resize(im) for im in imgs]
+        return lambda: _stack_hwc(out)
+    futures = [pool.submit(self.resize, im) for im in imgs]       # PIL releases the GIL while it resizes
+    return lambda: _stack_hwc([f.result() for f in futures])
 
-    def preprocess(self, x) -> torch.Tensor:
-        "uint8 `(B,3,H,W)` -> float32 in [0,255] `(B,3,299,299)`, resized as clean-fid does (clean) or as TF1 does (legacy)."
-        return self._start(None, _as_uint8_batch(x))()
+@patch
+def preprocess(self: FIDFeatures, x) -> torch.Tensor:
+    "uint8 `(B,3,H,W)` -> float32 in [0,255] `(B,3,299,299)`, resized as clean-fid does (clean) or as TF1 does (legacy)."
+    return self._start(None, _as_uint8_batch(x))()
 
-    def stream(self, batches, prefetch: int = 2):
-        """Features of each uint8 batch in `batches` (an iterable), in order. Batches are cut into `chunk`-image
-        network calls, and the resize of the next `prefetch` chunks runs in threads while the network works on the
-        current one. Each image is resized on its own, so the features do not depend on the number of threads."""
-        def chunks():
-            for b in batches:
-                b = _as_uint8_batch(b)
-                if len(b) == 0: yield b, True
-                for i in range(0, len(b), self.chunk): yield b[i:i + self.chunk], i + self.chunk >= len(b)
-        pool = ThreadPoolExecutor(self.resize_threads) if self.resize_threads > 0 and self.mode == "clean" else None
-        try:
-            it, queue, done = chunks(), collections.deque(), []
-            def ahead():
-                nxt = next(it, None)
-                if nxt is not None: queue.append((self._start(pool, nxt[0]), nxt[1]))
-            for _ in range(max(1, prefetch)): ahead()
-            while queue:
-                get, last = queue.popleft(); ahead()
-                done.append(self.network(get()))
-                if last:
-                    yield np.concatenate(done); done = []
-        finally:
-            if pool is not None: pool.shutdown(wait=True, cancel_futures=True)
+# %% ../nbs/api/08_eval.ipynb #70dc6a98
+@patch
+def stream(self: FIDFeatures, batches, prefetch: int = 2):
+    """Features of each uint8 batch in `batches` (an iterable), in order. Batches are cut into `chunk`-image
+    network calls, and the resize of the next `prefetch` chunks runs in threads while the network works on the
+    current one. Each image is resized on its own, so the features do not depend on the number of threads."""
+    def chunks():
+        for b in batches:
+            b = _as_uint8_batch(b)
+            if len(b) == 0: yield b, True
+            for i in range(0, len(b), self.chunk): yield b[i:i + self.chunk], i + self.chunk >= len(b)
+    pool = ThreadPoolExecutor(self.resize_threads) if self.resize_threads > 0 and self.mode == "clean" else None
+    try:
+        it, queue, done = chunks(), collections.deque(), []
+        def ahead():
+            nxt = next(it, None)
+            if nxt is not None: queue.append((self._start(pool, nxt[0]), nxt[1]))
+        for _ in range(max(1, prefetch)): ahead()
+        while queue:
+            get, last = queue.popleft(); ahead()
+            done.append(self.network(get()))
+            if last:
+                yield np.concatenate(done); done = []
+    finally:
+        if pool is not None: pool.shutdown(wait=True, cancel_futures=True)
 
-    def __call__(self, x, progress: bool | dict = False) -> np.ndarray:
-        "uint8 `(N, 3, H, W)` (any N) -> `(N, 2048)` float64 features; `progress`: a tqdm bar (a dict: its options)."
-        if not progress: return next(self.stream([x]))
-        from tqdm.auto import tqdm
-        x, step = _as_uint8_batch(x), self.chunk * max(1, 200 // self.chunk)   # whole chunks: the same network calls
-        opts = dict(desc="features", unit="img", leave=False) | (progress if isinstance(progress, dict) else {})
-        out = []
-        with tqdm(total=len(x), **opts) as bar:
-            for f in self.stream(x[i:i + step] for i in range(0, max(len(x), 1), step)):
-                out.append(f); bar.update(len(f))
-        return np.concatenate(out)
-
+@patch
+def __call__(self: FIDFeatures, x, progress: bool | dict = False) -> np.ndarray:
+    "uint8 `(N, 3, H, W)` (any N) -> `(N, 2048)` float64 features; `progress`: a tqdm bar (a dict: its options)."
+    if not progress: return next(self.stream([x]))
+    from tqdm.auto import tqdm
+    x, step = _as_uint8_batch(x), self.chunk * max(1, 200 // self.chunk)   # whole chunks: the same network calls
+    opts = dict(desc="features", unit="img", leave=False) | (progress if isinstance(progress, dict) else {})
+    out = []
+    with tqdm(total=len(x), **opts) as bar:
+        for f in self.stream(x[i:i + step] for i in range(0, max(len(x), 1), step)):
+            out.append(f); bar.update(len(f))
+    return np.concatenate(out)
 
 # %% ../nbs/api/08_eval.ipynb #ad4d6652
 class RunningStats:
