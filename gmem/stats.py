@@ -9,10 +9,10 @@ from typing import Callable
 import numpy as np
 
 # %% auto #0
-__all__ = ['Z_DETECT', 'VERDICTS', 'COPYING_THRESHOLD', 'COPYING_SPACES', 'ROLES', 'compare', 'arm_interval', 'direction',
-           'no_worse', 'check_line', 'copying_checks', 'memorisation_checks', 'with_training_digits', 'curve_steps',
-           'speedup_levels', 'speedup_curves', 'speedup_text', 'mark', 'check_pvalue', 'holm', 'holm_family',
-           'speedup_check', 'contrast']
+__all__ = ['Z_DETECT', 'VERDICTS', 'COPYING_THRESHOLD', 'COPYING_SPACES', 'ROLES', 'contrast', 'compare', 'arm_interval',
+           'direction', 'no_worse', 'check_line', 'copying_checks', 'memorisation_checks', 'with_training_digits',
+           'curve_steps', 'speedup_levels', 'speedup_curves', 'speedup_text', 'mark', 'check_pvalue', 'holm',
+           'holm_family', 'speedup_check']
 
 # %% ../nbs/api/08a_stats.ipynb #d9218b1c
 Z_DETECT = 1.959964 + 0.841621   # two-sided 5% test with 80% power: detectable gap = Z_DETECT x SE
@@ -27,6 +27,39 @@ def _runs(x, metric: str = "fid") -> list[dict]:
     if not runs: raise ValueError("compare needs at least one result per arm")
     return runs
 
+# %% ../nbs/api/08a_stats.ipynb #05db682a
+def contrast(terms: list,             # [(weight, arm results), ...]: each arm a result dict or one per training seed
+             n_outer: int = 2000,     # hierarchical bootstrap replicates
+             seed: int = 0,
+             level: float = 0.95,
+             metric: str = "fid",     # "fid", or another with `<metric>_boot` replicates ("ct_pixel")
+             ) -> dict:
+    """Interval on sum_i w_i x mean `metric` of arm i over its training seeds, by `compare`'s hierarchical bootstrap
+    (`compare(a, b)` is `contrast([(1, b), (-1, a)])`, draw for draw). Returns `compare`'s fields: value as `gap`."""
+    if not terms: raise ValueError("contrast needs at least one (weight, arm) term")
+    T = [(float(w), _runs(x, metric)) for w, x in terms]
+    gap = float(sum(w * np.mean([r["fid"] for r in R]) for w, R in T))
+    nb = min(len(r["boot"]) for _, R in T for r in R)
+    if nb == 0 and min(len(R) for _, R in T) < 2:
+        return dict(gap=gap, lo=None, hi=None, se=None, detectable=None, seeds=tuple(len(R) for _, R in T),
+                    covers="nothing")
+    rng = np.random.default_rng(seed)
+    def arm(runs, j):
+        pick = rng.integers(0, len(runs), len(runs)) if len(runs) > 1 else np.zeros(1, int)
+        return np.mean([runs[k]["boot"][j] if nb else runs[k]["fid"] for k in pick])
+    d = np.empty(n_outer)
+    for r in range(n_outer):
+        j = int(rng.integers(0, nb)) if nb else 0
+        d[r] = sum(w * arm(R, j) for w, R in T)
+    d = d - d.mean() + gap
+    se = float(d.std(ddof=1)); al = (1 - level) / 2
+    several = min(len(R) for _, R in T) > 1
+    covers = ("sampling noise and training seeds" if several and nb else "training seeds" if several else
+              "sampling noise only (one training seed per arm)" if nb else "nothing")
+    return dict(gap=gap, lo=float(np.quantile(d, al)), hi=float(np.quantile(d, 1 - al)), se=se,
+                detectable=Z_DETECT * se, seeds=tuple(len(R) for _, R in T), covers=covers)
+
+# %% ../nbs/api/08a_stats.ipynb #6f6a0b78
 def compare(a,                    # arm A: result dict(s) with 'fid' and 'boot' (fid_interval), one per training seed
             b,                    # arm B, the same way (same sample seeds and bootstrap seed as A: paired)
             n_outer: int = 2000,  # hierarchical bootstrap replicates
@@ -49,20 +82,8 @@ def arm_interval(x,                    # one arm: result dict(s) with the metric
                  n_outer: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
     """The arm's mean `metric` over its training seeds with the hierarchical bootstrap interval `compare` uses for
     gaps (seeds resampled, each with one sampling replicate): a point of a figure with its error bar."""
-    R = _runs(x, metric)
-    mean = float(np.mean([r["fid"] for r in R]))
-    nb = min(len(r["boot"]) for r in R)
-    if nb == 0 and len(R) < 2: return dict(mean=mean, lo=None, hi=None, seeds=len(R))
-    rng = np.random.default_rng(seed)
-    d = np.empty(n_outer)
-    for i in range(n_outer):
-        pick = rng.integers(0, len(R), len(R)) if len(R) > 1 else np.zeros(1, int)
-        j = int(rng.integers(0, nb)) if nb else 0
-        d[i] = np.mean([R[k]["boot"][j] if nb else R[k]["fid"] for k in pick])
-    d = d - d.mean() + mean
-    al = (1 - level) / 2
-    return dict(mean=mean, lo=float(np.quantile(d, al)), hi=float(np.quantile(d, 1 - al)), seeds=len(R))
-
+    c = contrast([(1, x)], n_outer=n_outer, seed=seed, level=level, metric=metric)   # a one-term contrast
+    return dict(mean=c["gap"], lo=c["lo"], hi=c["hi"], seeds=c["seeds"][0])
 
 # %% ../nbs/api/08a_stats.ipynb #eff79881
 VERDICTS = ("holds", "contradicted", "unresolved")
@@ -430,35 +451,3 @@ def speedup_check(s: dict,             # speedup_curves' result
                 paper_gap=math.log(paper) if paper else None,
                 detail=f"speed-up {speedup_text(s)} (gap = log speed-up)" + (f"; paper {paper:g}x" if paper else ""))
 
-
-# %% ../nbs/api/08a_stats.ipynb #05db682a
-def contrast(terms: list,             # [(weight, arm results), ...]: each arm a result dict or one per training seed
-             n_outer: int = 2000,     # hierarchical bootstrap replicates
-             seed: int = 0,
-             level: float = 0.95,
-             metric: str = "fid",     # "fid", or another with `<metric>_boot` replicates ("ct_pixel")
-             ) -> dict:
-    """Interval on sum_i w_i x mean `metric` of arm i over its training seeds, by `compare`'s hierarchical bootstrap
-    (`compare(a, b)` is `contrast([(1, b), (-1, a)])`, draw for draw). Returns `compare`'s fields: value as `gap`."""
-    if not terms: raise ValueError("contrast needs at least one (weight, arm) term")
-    T = [(float(w), _runs(x, metric)) for w, x in terms]
-    gap = float(sum(w * np.mean([r["fid"] for r in R]) for w, R in T))
-    nb = min(len(r["boot"]) for _, R in T for r in R)
-    if nb == 0 and min(len(R) for _, R in T) < 2:
-        return dict(gap=gap, lo=None, hi=None, se=None, detectable=None, seeds=tuple(len(R) for _, R in T),
-                    covers="nothing")
-    rng = np.random.default_rng(seed)
-    def arm(runs, j):
-        pick = rng.integers(0, len(runs), len(runs)) if len(runs) > 1 else np.zeros(1, int)
-        return np.mean([runs[k]["boot"][j] if nb else runs[k]["fid"] for k in pick])
-    d = np.empty(n_outer)
-    for r in range(n_outer):
-        j = int(rng.integers(0, nb)) if nb else 0
-        d[r] = sum(w * arm(R, j) for w, R in T)
-    d = d - d.mean() + gap
-    se = float(d.std(ddof=1)); al = (1 - level) / 2
-    several = min(len(R) for _, R in T) > 1
-    covers = ("sampling noise and training seeds" if several and nb else "training seeds" if several else
-              "sampling noise only (one training seed per arm)" if nb else "nothing")
-    return dict(gap=gap, lo=float(np.quantile(d, al)), hi=float(np.quantile(d, 1 - al)), se=se,
-                detectable=Z_DETECT * se, seeds=tuple(len(R) for _, R in T), covers=covers)
