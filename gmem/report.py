@@ -312,6 +312,19 @@ def _newest_protocol(root: Path) -> int:
     return max([_protocol((_load(root / n / "metrics.json") or {}).get("metrics", {})) for n in REPORTS] or [1])
 
 # %% ../nbs/api/11_report.ipynb #4fc49656
+def _gap_finding(root: Path) -> list[str]:
+    "What the gap factorial measured (cpu): which of bank width, EMA and sampling bank carries GMem's gap, with intervals."
+    m = (_load(root / "gap" / "metrics.json") or {}).get("metrics", {})
+    eff = [e for e in m.get("effects") or [] if isinstance(e, dict) and e.get("effect") is not None]
+    if m.get("preset") != "cpu" or not eff: return []
+    carried = [e["factor"] for e in eff if e.get("carries") == "carries the gap"]
+    iv = lambda e: f"{e['effect']:+.1f}" + ("" if e.get("lo") is None else f" [{e['lo']:+.1f}, {e['hi']:+.1f}]")
+    return [f"**What carries GMem's gap** (`gap`, secondary: PCA width x EMA decay x sampling bank, "
+            f"{len(m.get('seeds') or [])} training seeds per cell; FID reductions, a factor carries the gap at >= "
+            f"{m.get('carry_threshold', 2):g} FID with an interval excluding 0): "
+            + ("carried by " + ", ".join(f"**{f}**" for f in carried) if carried else "**no factor carries it**") + ". "
+            + "; ".join(f"{e['factor']} {iv(e)}" for e in eff) + ".", "", "![the gap factorial](gap/gap.png)", ""]
+
 def _findings(root: Path, newest: int) -> list[str]:
     """reports/README.md's opening: what the cpu runs found, in sentences made from the frontier's metrics (where GMem
     beats the class-conditional SiT, at what cost in copying, per bank encoder) and the efficiency report's reading."""
@@ -340,6 +353,7 @@ def _findings(root: Path, newest: int) -> list[str]:
            + "; ".join(f"{p['encoder']}: FID {p['fid']:.1f}, C_T {p['ct_pixel']:+.1f} (beats the class arm: {p['beats_class']}; "
                        f"copies no more: {p['copies_no_more']}; does not copy: {p['does_not_copy']})" for p in per if p.get("role") == "secondary") + ".",
            "", "![the copying frontier](frontier/frontier.png)", ""]
+    out += _gap_finding(root)
     eff = (_load(root / "efficiency" / "metrics.json") or {}).get("metrics", {})
     for base, s in (eff.get("speedup") or {}).items():
         if isinstance(s, dict) and s.get("speedup") is not None and "class" in base:

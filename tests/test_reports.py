@@ -146,3 +146,11 @@ def test_index_opens_with_the_frontier_findings(tmp_path):
     assert "beats it at equal training with: pca32 (FID 60.0, C_T +1.0); is beaten with: ssl64" in head
     assert "FID 70.0 at pixel C_T +2.0" in head and "3 training seeds" in head
     assert "pca32: FID 40.0, C_T -3.0 (beats the class arm: holds; copies no more: contradicted" in head
+    # the gap factorial's reading follows the frontier's, from its metrics
+    eff = [dict(factor="width", effect=4.5, lo=2.5, hi=6.5, carries="carries the gap"),
+           dict(factor="EMA on the gap", effect=0.4, lo=-1.6, hi=2.2, carries="not shown")]
+    write_metrics(tmp_path / "gap" / "metrics.json", dict(preset="cpu", protocol=2, rows=rows, checks=[], effects=eff,
+                                                           seeds=[0, 1, 2], carry_threshold=2.0))
+    text = index_markdown(tmp_path)
+    assert "carried by **width**. width +4.5 [+2.5, +6.5]; EMA on the gap +0.4 [-1.6, +2.2]." in text
+    assert text.index("![the copying frontier]") < text.index("What carries GMem's gap") < text.index("![the gap factorial]")
