@@ -14,19 +14,6 @@ __all__ = ['Z_DETECT', 'VERDICTS', 'COPYING_THRESHOLD', 'COPYING_SPACES', 'ROLES
            'curve_steps', 'speedup_levels', 'speedup_curves', 'speedup_text', 'mark', 'check_pvalue', 'holm',
            'holm_family', 'speedup_check']
 
-# %% ../nbs/api/08a_stats.ipynb #d9218b1c
-Z_DETECT = 1.959964 + 0.841621   # two-sided 5% test with 80% power: detectable gap = Z_DETECT x SE
-
-def _runs(x, metric: str = "fid") -> list[dict]:
-    """A result dict, a list of per-seed result dicts, or a bare number -> list of {fid, boot}: the `metric` and its
-    centred bootstrap replicates (`boot` for FID, `<metric>_boot` for another, e.g. `ct`)."""
-    if isinstance(x, dict): x = [x]
-    elif isinstance(x, (int, float, np.floating)): x = [{metric: float(x)}]
-    bk = "boot" if metric == "fid" else f"{metric}_boot"
-    runs = [dict(fid=float(r[metric]), boot=list(r.get(bk) or [])) for r in x]
-    if not runs: raise ValueError("compare needs at least one result per arm")
-    return runs
-
 # %% ../nbs/api/08a_stats.ipynb #05db682a
 def contrast(terms: list,             # [(weight, arm results), ...]: each arm a result dict or one per training seed
              n_outer: int = 2000,     # hierarchical bootstrap replicates
@@ -59,7 +46,19 @@ def contrast(terms: list,             # [(weight, arm results), ...]: each arm a
     return dict(gap=gap, lo=float(np.quantile(d, al)), hi=float(np.quantile(d, 1 - al)), se=se,
                 detectable=Z_DETECT * se, seeds=tuple(len(R) for _, R in T), covers=covers)
 
-# %% ../nbs/api/08a_stats.ipynb #6f6a0b78
+# %% ../nbs/api/08a_stats.ipynb #01467a99
+Z_DETECT = 1.959964 + 0.841621   # two-sided 5% test with 80% power: detectable gap = Z_DETECT x SE
+
+def _runs(x, metric: str = "fid") -> list[dict]:
+    """A result dict, a list of per-seed result dicts, or a bare number -> list of {fid, boot}: the `metric` and its
+    centred bootstrap replicates (`boot` for FID, `<metric>_boot` for another, e.g. `ct`)."""
+    if isinstance(x, dict): x = [x]
+    elif isinstance(x, (int, float, np.floating)): x = [{metric: float(x)}]
+    bk = "boot" if metric == "fid" else f"{metric}_boot"
+    runs = [dict(fid=float(r[metric]), boot=list(r.get(bk) or [])) for r in x]
+    if not runs: raise ValueError("compare needs at least one result per arm")
+    return runs
+
 def compare(a,                    # arm A: result dict(s) with 'fid' and 'boot' (fid_interval), one per training seed
             b,                    # arm B, the same way (same sample seeds and bootstrap seed as A: paired)
             n_outer: int = 2000,  # hierarchical bootstrap replicates
@@ -77,6 +76,7 @@ def compare(a,                    # arm A: result dict(s) with 'fid' and 'boot' 
               "sampling noise only (one training seed per arm)")
     return dict(c, seeds=(len(A), len(B)), covers=c["covers"] if c["lo"] is None else covers)
 
+# %% ../nbs/api/08a_stats.ipynb #d2d3cbde
 def arm_interval(x,                    # one arm: result dict(s) with the metric and its replicates, one per training seed
                  metric: str = "fid",  # "fid", or another with `<metric>_boot` replicates ("ct_pixel")
                  n_outer: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
@@ -85,7 +85,7 @@ def arm_interval(x,                    # one arm: result dict(s) with the metric
     c = contrast([(1, x)], n_outer=n_outer, seed=seed, level=level, metric=metric)   # a one-term contrast
     return dict(mean=c["gap"], lo=c["lo"], hi=c["hi"], seeds=c["seeds"][0])
 
-# %% ../nbs/api/08a_stats.ipynb #eff79881
+# %% ../nbs/api/08a_stats.ipynb #4196101b
 VERDICTS = ("holds", "contradicted", "unresolved")
 
 def _mean_fid(x, metric: str = "fid") -> float: return float(np.mean([r["fid"] for r in _runs(x, metric)]))
@@ -125,6 +125,7 @@ def direction(claim: str,        # e.g. "SDE beats ODE"
                 within_noise=verdict == "unresolved", better=fb, worse=fw, gap=gap, paper_gap=paper_gap,
                 lo=c["lo"], hi=c["hi"], detectable=c["detectable"], seeds=list(c["seeds"]), detail=detail)
 
+# %% ../nbs/api/08a_stats.ipynb #5b08905c
 def no_worse(claim: str,      # e.g. "half bank costs little"
              arm,             # the arm the paper says costs little / is not worse (FID, result dict or per-seed list)
              base,            # the arm it is compared with
@@ -308,7 +309,7 @@ def speedup_levels(gmem_curve: tuple, baseline_curve: tuple,  # seed-mean curves
     if not (0 < lo < hi) or n < 1: return []
     return [float(v) for v in np.geomspace(lo, hi, n + 2)[1:-1]]
 
-# %% ../nbs/api/08a_stats.ipynb #b55a5295
+# %% ../nbs/api/08a_stats.ipynb #6bfcb513
 def _summary(per_level: list[dict]) -> tuple[float | None, bool, str]:
     "Geometric mean over the uncensored readings; with none, the tightest bound (censored)."
     ok = [r["speedup"] for r in per_level if not r["censored"]]
@@ -327,6 +328,7 @@ def _points(curve) -> list[tuple]:
         else: out.append((p[0], p[1], list(p[2]) if len(p) > 2 and p[2] is not None else []))
     return out
 
+# %% ../nbs/api/08a_stats.ipynb #c4b2f07c
 def speedup_curves(gmem_curves: list,        # GMem: one [(images, fid) or (images, fid, boot), ...] per training seed
                    baseline_curves: list,    # the baseline, the same way (seeds need not pair with GMem's)
                    levels: list[float] | None = None,  # FID levels declared before the run (None: speedup_levels' grid)
@@ -386,7 +388,7 @@ def speedup_text(s: dict) -> str:
     iv = f" [{s['lo']:.2f}, {s['hi']:.2f}]" if s.get("lo") is not None and s.get("hi") is not None else ""
     return f"{v:.2f}x{iv}" + (" (inverse reading)" if s.get("reading") == "inverse" else "")
 
-# %% ../nbs/api/08a_stats.ipynb #8e446cd8
+# %% ../nbs/api/08a_stats.ipynb #40e457db
 ROLES = ("primary", "secondary")
 
 def mark(checks: list[dict], role: str) -> list[dict]:
@@ -411,6 +413,7 @@ def check_pvalue(c: dict) -> float | None:
     z = (float(gap) - _threshold(c)) / (det / Z_DETECT)
     return float(2 * stats.norm.sf(abs(z)))
 
+# %% ../nbs/api/08a_stats.ipynb #b4eddd56
 def holm(pvalues: list,        # p-values of one family (None: no test; passed through as None)
          ) -> list:
     "Holm's step-down adjusted p-values: p_(i) x (m - i + 1), made monotone, capped at 1 (m: the non-None p-values)."
@@ -433,6 +436,7 @@ def holm_family(checks: list[dict],    # checks, each with `role` (mark); only t
         c.update(p=p, p_holm=ph, holm_verdict=side if ph is not None and ph < alpha else "unresolved")
     return checks
 
+# %% ../nbs/api/08a_stats.ipynb #a322ea20
 def speedup_check(s: dict,             # speedup_curves' result
                   base_name: str,      # the baseline's name
                   paper: float | None = None,   # the paper's speed-up
@@ -450,4 +454,3 @@ def speedup_check(s: dict,             # speedup_curves' result
                 detectable=Z_DETECT * se if se else None, seeds=list(s.get("seeds") or []),
                 paper_gap=math.log(paper) if paper else None,
                 detail=f"speed-up {speedup_text(s)} (gap = log speed-up)" + (f"; paper {paper:g}x" if paper else ""))
-
