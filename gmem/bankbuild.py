@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .bank import MemoryBank, check_features, normalize_rows, _chunks
-from .utils import atomic_path, sha256_tensors, atomic_write
+from .utils import atomic_path, sha256_tensors, atomic_write, check_resume_config
 from .data import dataset_identity
 from .tokenizers import _shard_done, _shard_files, _write_shards
 
@@ -46,16 +46,9 @@ def patch_store_path(out: str | os.PathLike) -> Path:
 # %% ../nbs/api/09c_bankbuild.ipynb #36e455a0
 def _open_work_folder(work: Path, out: Path, config: dict):
     "Create `work` with build.json = `config`, or check that the one there matches; remove killed runs' temp files."
-    cfg_path = work / "build.json"
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
-        if old != config:
-            diff = {k: (old.get(k), v) for k, v in config.items() if old.get(k) != v}
-            raise ValueError(f"the work folder {str(work)!r} holds shards built with other settings "
-                             f"(setting: (there, now)) {diff}; delete it, or write the bank to another `out`")
-    else:
-        work.mkdir(parents=True, exist_ok=True)
-        with atomic_write(cfg_path, "w") as f: json.dump(config, f, indent=1)
+    check_resume_config(work / "build.json", config,
+                        f"the work folder {str(work)!r} holds shards built with other settings (setting: (there, now)) "
+                        "{diff}; delete it, or write the bank to another `out`")
     for t in work.glob(".*.tmp"): t.unlink(missing_ok=True)   # temp files of a killed run (one builder per folder)
     for t in out.parent.glob(f".{out.name}.*.tmp"): t.unlink(missing_ok=True)   # ... and of its bank file's write
 

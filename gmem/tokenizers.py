@@ -10,7 +10,7 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from .utils import atomic_path, atomic_write, git_commit
+from .utils import atomic_path, atomic_write, git_commit, check_resume_config
 from .data import dataset_identity
 from fastcore.basics import patch
 
@@ -336,14 +336,8 @@ def _store_arrays(x0: torch.Tensor, tokenizer, encoder, flip: bool, device) -> t
 
 def _check_store_config(out_dir: Path, config: dict):
     "Write a new store's settings (`extract.json`); refuse to resume a store that was made with other settings."
-    cfg_path = out_dir / "extract.json"
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
-        if old != config:
-            diff = {k: (old.get(k), v) for k, v in config.items() if old.get(k) != v}
-            raise ValueError(f"{str(out_dir)!r} holds a store made with other settings {diff}; use a new out_dir")
-    else:
-        with atomic_write(cfg_path, "w") as f: json.dump(config, f, indent=1)
+    check_resume_config(out_dir / "extract.json", config,
+                        f"{str(out_dir)!r} holds a store made with other settings " "{diff}; use a new out_dir")
 
 def _latent_filler(tokenizer, encoder, device, V: int, lshape: tuple, seed: int) -> Callable:
     "The `fill` of `_write_shards` for a latent store: each view's latents (one noise stream per image and view), snippets, patch tokens."
