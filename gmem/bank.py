@@ -64,7 +64,7 @@ def normalize_rows(x: torch.Tensor) -> torch.Tensor:  # Eq. 6
     x = x.float() if x.dtype != torch.float64 else x
     return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True)
 
-# %% ../nbs/api/01_bank.ipynb #e930af2a
+# %% ../nbs/api/01_bank.ipynb #2d21a242
 def _chunks(n: int, chunk_size: int):
     for a in range(0, n, chunk_size): yield a, min(n, a + chunk_size)
 
@@ -101,6 +101,7 @@ def top_eigvecs(G: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]
     sign = torch.sign(V[piv, torch.arange(rank, device=V.device)])
     return S, V * torch.where(sign == 0, torch.ones_like(sign), sign)
 
+# %% ../nbs/api/01_bank.ipynb #5c492d6b
 def lowrank_decompose(features: torch.Tensor,    # (N, d) float, rows not necessarily normalised
                       rank: int,                 # r, 1 <= r <= min(N, d)
                       chunk_size: int = 16384,   # rows per chunk (memory vs speed)
@@ -168,6 +169,7 @@ def _safe_normalize(x: torch.Tensor) -> torch.Tensor:
     n = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
     return torch.where(n > 0, x / n.clamp_min(1e-30), torch.zeros_like(x))
 
+# %% ../nbs/api/01_bank.ipynb #1a38ff63
 class MemoryBank:
     "GMem memory bank: full (normalised rows `M`) or low-rank (`mu`, `C`, `B`, `S`, eq. 8). Build with `from_features`."
     def __init__(self, tensors: dict[str, torch.Tensor], *, labels: torch.Tensor | None = None, meta: dict | None = None,
@@ -191,23 +193,6 @@ class MemoryBank:
         except TypeError as e: raise ValueError(f"meta must be JSON-serialisable: {e}") from e
         self._meta, self._fp = meta, _fingerprint
         self._created_by = _created_by or f"gmem {gmem.__version__}"   # a loaded bank keeps its file's creator
-
-    # ---- construction -------------------------------------------------------------------------------------
-    @classmethod
-    def from_features(cls, features,                 # (N, d) float features (raw encoder outputs are fine)
-                      rank: int | None = None,       # None: full bank; r: low-rank bank (eq. 8)
-                      *,
-                      labels=None,                   # (N,) int class labels, optional
-                      meta: dict | None = None,      # e.g. {"encoder": "dinov2_vitb14", "dataset": "imagenet256"}
-                      chunk_size: int = 16384,       # rows per chunk for normalisation / decomposition
-                      ) -> MemoryBank:
-        "Build a bank from features: rows are L2-normalised (eq. 6), then stored (full) or decomposed (low-rank, eq. 8)."
-        features = check_features(features, chunk_size=chunk_size)
-        if rank is None:
-            M = torch.empty(features.shape, dtype=torch.float32, device=features.device)
-            for a, b in _chunks(features.shape[0], chunk_size): M[a:b] = normalize_rows(features[a:b]).float()
-            return cls({"M": M}, labels=labels, meta=meta)
-        return cls(lowrank_decompose(features, rank, chunk_size), labels=labels, meta=meta)
 
     # ---- basic properties ---------------------------------------------------------------------------------
     @property
@@ -238,33 +223,55 @@ class MemoryBank:
     @property
     def M(self): return self.tensors.get("M")
 
-    def __repr__(self) -> str:
-        r = "" if self.rank is None else f", rank={self.rank}"
-        lab = "" if self.labels is None else f", labels={int(self.labels.max()) + 1 if len(self.labels) else 0} classes"
-        enc = self._meta.get("encoder")
-        return (f"MemoryBank({self.kind}, count={len(self)}, dim={self.dim}{r}, dtype={self.meta['dtype']}, "
-                f"device={self.device}{lab}" + (f", encoder={enc!r}" if enc else "") + ")")
+# %% ../nbs/api/01_bank.ipynb #68fdb946
+@patch(cls_method=True)
+def from_features(cls: MemoryBank, features,     # (N, d) float features (raw encoder outputs are fine)
+                  rank: int | None = None,       # None: full bank; r: low-rank bank (eq. 8)
+                  *,
+                  labels=None,                   # (N,) int class labels, optional
+                  meta: dict | None = None,      # e.g. {"encoder": "dinov2_vitb14", "dataset": "imagenet256"}
+                  chunk_size: int = 16384,       # rows per chunk for normalisation / decomposition
+                  ) -> MemoryBank:
+    "Build a bank from features: rows are L2-normalised (eq. 6), then stored (full) or decomposed (low-rank, eq. 8)."
+    features = check_features(features, chunk_size=chunk_size)
+    if rank is None:
+        M = torch.empty(features.shape, dtype=torch.float32, device=features.device)
+        for a, b in _chunks(features.shape[0], chunk_size): M[a:b] = normalize_rows(features[a:b]).float()
+        return cls({"M": M}, labels=labels, meta=meta)
+    return cls(lowrank_decompose(features, rank, chunk_size), labels=labels, meta=meta)
 
-    def fingerprint(self) -> str:
-        "sha256 over the tensors (in their storage dtype), labels and identity metadata: identifies a bank for checkpoints."
-        if self._fp is None:
-            t = dict(self.tensors)
-            if self.labels is not None: t["labels"] = self.labels
-            m = self.meta
-            self._fp = sha256_tensors(t, extra={k: m[k] for k in ("kind", "dim", "rank", "count", "encoder", "dataset")})
-        return self._fp
+@patch
+def __repr__(self: MemoryBank) -> str:
+    r = "" if self.rank is None else f", rank={self.rank}"
+    lab = "" if self.labels is None else f", labels={int(self.labels.max()) + 1 if len(self.labels) else 0} classes"
+    enc = self._meta.get("encoder")
+    return (f"MemoryBank({self.kind}, count={len(self)}, dim={self.dim}{r}, dtype={self.meta['dtype']}, "
+            f"device={self.device}{lab}" + (f", encoder={enc!r}" if enc else "") + ")")
 
-    def _new(self, tensors, labels) -> MemoryBank:
-        return MemoryBank(tensors, labels=labels, meta=self._meta)
+# %% ../nbs/api/01_bank.ipynb #c0f50eaf
+@patch
+def fingerprint(self: MemoryBank) -> str:
+    "sha256 over the tensors (in their storage dtype), labels and identity metadata: identifies a bank for checkpoints."
+    if self._fp is None:
+        t = dict(self.tensors)
+        if self.labels is not None: t["labels"] = self.labels
+        m = self.meta
+        self._fp = sha256_tensors(t, extra={k: m[k] for k in ("kind", "dim", "rank", "count", "encoder", "dataset")})
+    return self._fp
 
-    def to(self, device: str | torch.device) -> MemoryBank:
-        "A bank on `device` (returns self when already there; tensors are copied otherwise)."
-        device = torch.device(device)
-        if device == self.device: return self
-        lab = None if self.labels is None else self.labels.to(device)
-        out = self._new({k: v.to(device) for k, v in self.tensors.items()}, lab)
-        out._fp = self._fp
-        return out
+@patch
+def _new(self: MemoryBank, tensors, labels) -> MemoryBank:
+    return MemoryBank(tensors, labels=labels, meta=self._meta)
+
+@patch
+def to(self: MemoryBank, device: str | torch.device) -> MemoryBank:
+    "A bank on `device` (returns self when already there; tensors are copied otherwise)."
+    device = torch.device(device)
+    if device == self.device: return self
+    lab = None if self.labels is None else self.labels.to(device)
+    out = self._new({k: v.to(device) for k, v in self.tensors.items()}, lab)
+    out._fp = self._fp
+    return out
 
 # %% ../nbs/api/01_bank.ipynb #bddc8cd7
 @patch
@@ -367,7 +374,7 @@ def with_rank(self: MemoryBank, rank: int | None) -> MemoryBank:
     return MemoryBank.from_features(self.snippets(torch.arange(len(self), device=self.device)), rank,
                                     labels=self.labels, meta=self._meta)
 
-# %% ../nbs/api/01_bank.ipynb #445e5d34
+# %% ../nbs/api/01_bank.ipynb #89649dbb
 @patch
 def save(self: MemoryBank, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
     "Write a safetensors file (atomically) with JSON metadata; `dtype` (fp16/fp32) sets the big tensor's storage type."
@@ -392,6 +399,47 @@ def _cast(self: MemoryBank, dtype) -> MemoryBank:
     t[key] = normalize_rows(t[key]) if widen else t[key].to(dtype)
     return self._new(t, self.labels)
 
+# %% ../nbs/api/01_bank.ipynb #a5c40f75
+_ST_DTYPES = {"F16": np.float16, "F32": np.float32, "F64": np.float64, "I64": np.int64}
+
+def _read_header(path: Path) -> tuple[dict, int]:
+    "Parse and check a safetensors header: (header dict, byte offset of the data section)."
+    if not path.is_file(): raise FileNotFoundError(f"no bank file at {path}")
+    size = path.stat().st_size
+    fix = "the file is truncated or corrupt; re-create it with MemoryBank.save or copy it again"
+    if size < 8: raise ValueError(f"{path}: file is only {size} bytes, too short for a safetensors header; {fix}")
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if n > size - 8: raise ValueError(f"{path}: header length {n} exceeds the file size {size}; {fix}")
+        try: header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: unreadable safetensors header ({e}); {fix}") from e
+    if not isinstance(header, dict): raise ValueError(f"{path}: safetensors header is not a JSON object; {fix}")
+    end = 0
+    for k, v in header.items():
+        if k == "__metadata__": continue
+        try:
+            a, b = v["data_offsets"]
+            nbytes = int(np.prod(v["shape"], dtype=np.int64)) * np.dtype(_ST_DTYPES[v["dtype"]]).itemsize
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: bad entry for tensor {k!r} in the header ({e!r}); {fix}") from e
+        if b - a != nbytes: raise ValueError(f"{path}: tensor {k!r} spans {b - a} bytes but its shape needs {nbytes}; {fix}")
+        end = max(end, b)
+    if 8 + n + end > size:
+        raise ValueError(f"{path}: file has {size} bytes but its header needs {8 + n + end}: "
+                         f"{fix}")
+    return header, 8 + n
+
+def _map_tensor(path: Path, info: dict, data_start: int, copy: bool) -> torch.Tensor:
+    "A tensor from the file: memory-mapped copy-on-write (file never written) or read into memory (`copy`)."
+    dt, shape = np.dtype(_ST_DTYPES[info["dtype"]]), tuple(info["shape"])
+    a, _ = info["data_offsets"]
+    if int(np.prod(shape, dtype=np.int64)) == 0: return torch.from_numpy(np.zeros(shape, dt))
+    arr = np.memmap(path, dtype=dt, mode="c", offset=data_start + a, shape=shape)
+    t = torch.from_numpy(arr)
+    return t.clone() if copy else t
+
+# %% ../nbs/api/01_bank.ipynb #dd1bd908
 @patch(cls_method=True)
 def load(cls: MemoryBank, path: str | os.PathLike,             # a file written by `MemoryBank.save`
          device: str | torch.device = "cpu",      # where the bank lives
@@ -436,46 +484,6 @@ def load(cls: MemoryBank, path: str | os.PathLike,             # a file written 
     if dtype is not None and dtype != bank.dtype: bank = bank._cast(dtype)
     return bank.to(device)
 
-_ST_DTYPES = {"F16": np.float16, "F32": np.float32, "F64": np.float64, "I64": np.int64}
-
-# %% ../nbs/api/01_bank.ipynb #a5c40f75
-def _read_header(path: Path) -> tuple[dict, int]:
-    "Parse and check a safetensors header: (header dict, byte offset of the data section)."
-    if not path.is_file(): raise FileNotFoundError(f"no bank file at {path}")
-    size = path.stat().st_size
-    fix = "the file is truncated or corrupt; re-create it with MemoryBank.save or copy it again"
-    if size < 8: raise ValueError(f"{path}: file is only {size} bytes, too short for a safetensors header; {fix}")
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        if n > size - 8: raise ValueError(f"{path}: header length {n} exceeds the file size {size}; {fix}")
-        try: header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: unreadable safetensors header ({e}); {fix}") from e
-    if not isinstance(header, dict): raise ValueError(f"{path}: safetensors header is not a JSON object; {fix}")
-    end = 0
-    for k, v in header.items():
-        if k == "__metadata__": continue
-        try:
-            a, b = v["data_offsets"]
-            nbytes = int(np.prod(v["shape"], dtype=np.int64)) * np.dtype(_ST_DTYPES[v["dtype"]]).itemsize
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{path}: bad entry for tensor {k!r} in the header ({e!r}); {fix}") from e
-        if b - a != nbytes: raise ValueError(f"{path}: tensor {k!r} spans {b - a} bytes but its shape needs {nbytes}; {fix}")
-        end = max(end, b)
-    if 8 + n + end > size:
-        raise ValueError(f"{path}: file has {size} bytes but its header needs {8 + n + end}: "
-                         f"{fix}")
-    return header, 8 + n
-
-def _map_tensor(path: Path, info: dict, data_start: int, copy: bool) -> torch.Tensor:
-    "A tensor from the file: memory-mapped copy-on-write (file never written) or read into memory (`copy`)."
-    dt, shape = np.dtype(_ST_DTYPES[info["dtype"]]), tuple(info["shape"])
-    a, _ = info["data_offsets"]
-    if int(np.prod(shape, dtype=np.int64)) == 0: return torch.from_numpy(np.zeros(shape, dt))
-    arr = np.memmap(path, dtype=dt, mode="c", offset=data_start + a, shape=shape)
-    t = torch.from_numpy(arr)
-    return t.clone() if copy else t
-
 # %% ../nbs/api/01_bank.ipynb #885e8b54
 def per_class_subset(bank: MemoryBank,                    # a bank with labels
                      per_class: int,                      # rows kept per class
@@ -492,7 +500,7 @@ def per_class_subset(bank: MemoryBank,                    # a bank with labels
         keep.append(rows[perm])
     return bank.subset(torch.cat(keep).sort().values)
 
-# %% ../nbs/api/01_bank.ipynb #23cab3d7
+# %% ../nbs/api/01_bank.ipynb #265b6548
 MASK_STRATEGIES = ("zero", "noise", "random")
 
 def noise_scale(ratio: float) -> float:
@@ -545,6 +553,7 @@ def mask_snippets(s: torch.Tensor,                       # (..., d) snippets
         out = torch.where(rows[:, None], eps, x)
     return out.reshape(s.shape)
 
+# %% ../nbs/api/01_bank.ipynb #b74553e5
 def mask_cosine(s: torch.Tensor,          # (N, d) snippets (a bank's, normalised or not)
                 ratio: float, strategy: str = "zero",
                 seed: int = 0) -> float:

@@ -11,14 +11,14 @@ import numpy as np
 import torch
 
 from .bank import MemoryBank, check_features, normalize_rows, _chunks
-from .utils import atomic_path, sha256_tensors, atomic_write
+from .utils import atomic_path, sha256_tensors, atomic_write, check_resume_config
 from .data import dataset_identity
 from .tokenizers import _shard_done, _shard_files, _write_shards
 
 # %% auto #0
 __all__ = ['BUILD_FORMAT', 'patch_store_path', 'build_bank', 'build_progress']
 
-# %% ../nbs/api/09c_bankbuild.ipynb #20c5b605
+# %% ../nbs/api/09c_bankbuild.ipynb #c9fe6c86
 BUILD_FORMAT = "gmem-bank-build-v1"
 
 def _encoder_identity(encoder) -> dict:
@@ -43,6 +43,65 @@ def patch_store_path(out: str | os.PathLike) -> Path:
     out = Path(out)
     return out.with_name(out.name.removesuffix(".safetensors") + ".patch_tokens.npy")
 
+# %% ../nbs/api/09c_bankbuild.ipynb #36e455a0
+def _open_work_folder(work: Path, out: Path, config: dict):
+    "Create `work` with build.json = `config`, or check that the one there matches; remove killed runs' temp files."
+    check_resume_config(work / "build.json", config,
+                        f"the work folder {str(work)!r} holds shards built with other settings (setting: (there, now)) "
+                        "{diff}; delete it, or write the bank to another `out`")
+    for t in work.glob(".*.tmp"): t.unlink(missing_ok=True)   # temp files of a killed run (one builder per folder)
+    for t in out.parent.glob(f".{out.name}.*.tmp"): t.unlink(missing_ok=True)   # ... and of its bank file's write
+
+def _patch_work_file(work: Path, ppath: Path, patch_tokens: bool, shape: tuple) -> Path:
+    "The work folder's patch-token memmap (fp16, `shape`), created whole when missing or taken back from a finished build."
+    patch_work = work / "patch_tokens.npy"
+    if patch_tokens and not patch_work.exists() and ppath.exists() and (work / "shard_00000.json").exists():
+        os.replace(ppath, patch_work)                 # a rerun after a finished build with keep_shards=True
+    if patch_tokens and not patch_work.exists():      # created whole (header + sparse data), then filled in place
+        with atomic_path(patch_work) as tmp:
+            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape).flush()
+    return patch_work
+
+# %% ../nbs/api/09c_bankbuild.ipynb #7ea832c7
+def _encode_shards(dataset, encoder, dev, work: Path, arrays: dict, todo: list, n_total: int, patch_work, *,
+                   batch_size: int, num_workers: int, progress: bool):
+    "Encode the shards `todo` ((shard, first, end) each) into `work`, and their patch tokens into `patch_work` (or None)."
+    from tqdm.auto import tqdm
+    bar = tqdm(total=n_total, initial=n_total - sum(b - a for _, a, b in todo), unit="img", desc="build bank",
+               disable=not progress)
+    pmm = np.lib.format.open_memmap(patch_work, mode="r+") if patch_work is not None and todo else None
+    def fill(x, y, mms, row, a):
+        n = x.shape[0]
+        c, p = encoder(x.to(dev))                                          # (n, d), (n, N, d')
+        mms["cls"][row:row + n] = c.float().cpu().numpy()
+        mms["labels"][row:row + n] = y.numpy()
+        if pmm is not None: pmm[a + row:a + row + n] = p.to(torch.float16).cpu().numpy()
+    _write_shards(dataset, work, arrays, todo, fill, bar, batch_size, num_workers, collate_fn=_bank_collate,
+                  after=pmm.flush if pmm is not None else None)
+    bar.close()
+    del pmm
+
+def _assemble_bank(work: Path, bounds: list, n_total: int, d: int, rank: int | None, dtype, meta: dict) -> MemoryBank:
+    "The shards in order -> one (N, d) fp32 tensor and the labels -> the bank (full: normalised in place; or low-rank)."
+    feats = torch.empty(n_total, d, dtype=torch.float32)
+    labels = torch.empty(n_total, dtype=torch.long)
+    feats_np, labels_np = feats.numpy(), labels.numpy()          # views: filled in place
+    for s, a, b in bounds:
+        f = _shard_files(work, s)
+        feats_np[a:b] = np.load(f["cls"], mmap_mode="r")
+        labels_np[a:b] = np.load(f["labels"], mmap_mode="r")
+    if (labels < 0).all(): labels = None
+    elif (labels < 0).any(): raise ValueError("some dataset items have labels and others do not")
+    if rank is None:   # normalise in place (eq. 6): same values as from_features, without a second (N, d) copy
+        check_features(feats)
+        for a, b in _chunks(n_total, 16384): feats[a:b] = normalize_rows(feats[a:b])
+        bank = MemoryBank({"M": feats}, labels=labels, meta=meta)
+    else:
+        bank = MemoryBank.from_features(feats, rank, labels=labels, meta=meta)
+        del feats
+    return bank._cast(dtype) if dtype != bank.dtype else bank
+
+# %% ../nbs/api/09c_bankbuild.ipynb #b2ea8e25
 @torch.no_grad()
 def build_bank(dataset,                                  # map-style dataset of (image (3,S,S) in [-1,1], label) items
                encoder,                                  # images -> (cls (B,d), patch (B,N,d')), e.g. gmem.encoders.create_encoder(...)
@@ -61,8 +120,7 @@ def build_bank(dataset,                                  # map-style dataset of 
                meta: dict | None = None,                 # extra metadata for the bank file
                ) -> MemoryBank:
     "Encode `dataset` in order into a MemoryBank saved at `out` (row i = item i); sharded and resumable."
-    from tqdm.auto import tqdm
-    import contextlib, shutil
+    import shutil
     if dtype not in (torch.float16, torch.float32):
         raise ValueError(f"dtype must be torch.float16 or torch.float32, got {dtype}")
     for k, v in dict(batch_size=batch_size, shard_size=shard_size).items():
@@ -88,61 +146,17 @@ def build_bank(dataset,                                  # map-style dataset of 
                   dataset_type=type(dataset).__name__, count=n_total, image_shape=list(x0.shape[1:]),
                   shard_size=shard_size, dim=d, patch_tokens=[n_patch, d_patch] if patch_tokens else None,
                   data_sha256=data["order_sha256"])
-    cfg_path = work / "build.json"
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
-        if old != config:
-            diff = {k: (old.get(k), v) for k, v in config.items() if old.get(k) != v}
-            raise ValueError(f"the work folder {str(work)!r} holds shards built with other settings "
-                             f"(setting: (there, now)) {diff}; delete it, or write the bank to another `out`")
-    else:
-        work.mkdir(parents=True, exist_ok=True)
-        with atomic_write(cfg_path, "w") as f: json.dump(config, f, indent=1)
-    for t in work.glob(".*.tmp"): t.unlink(missing_ok=True)   # temp files of a killed run (one builder per folder)
-    for t in out.parent.glob(f".{out.name}.*.tmp"): t.unlink(missing_ok=True)   # ... and of its bank file's write
-    patch_work, ppath = work / "patch_tokens.npy", patch_store_path(out)
-    if patch_tokens and not patch_work.exists() and ppath.exists() and (work / "shard_00000.json").exists():
-        os.replace(ppath, patch_work)                 # a rerun after a finished build with keep_shards=True
-    if patch_tokens and not patch_work.exists():      # created whole (header + sparse data), then filled in place
-        with atomic_path(patch_work) as tmp:
-            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n_total, n_patch, d_patch)).flush()
+    _open_work_folder(work, out, config)
+    ppath = patch_store_path(out)
+    patch_work = _patch_work_file(work, ppath, patch_tokens, (n_total, n_patch, d_patch))
     n_shards = -(-n_total // shard_size)
     bounds = [(s, s * shard_size, min(n_total, (s + 1) * shard_size)) for s in range(n_shards)]
     todo = [(s, a, b) for s, a, b in bounds if not _shard_done(_shard_files(work, s), b - a, arrays)]
-    bar = tqdm(total=n_total, initial=n_total - sum(b - a for _, a, b in todo), unit="img", desc="build bank",
-               disable=not progress)
-    pmm = np.lib.format.open_memmap(patch_work, mode="r+") if patch_tokens and todo else None
-    def fill(x, y, mms, row, a):
-        n = x.shape[0]
-        c, p = encoder(x.to(dev))                                          # (n, d), (n, N, d')
-        mms["cls"][row:row + n] = c.float().cpu().numpy()
-        mms["labels"][row:row + n] = y.numpy()
-        if pmm is not None: pmm[a + row:a + row + n] = p.to(torch.float16).cpu().numpy()
-    _write_shards(dataset, work, arrays, todo, fill, bar, batch_size, num_workers, collate_fn=_bank_collate,
-                  after=pmm.flush if pmm is not None else None)
-    bar.close()
-    del pmm
-
-    # assemble: shards in order -> one (N, d) fp32 tensor and the labels
-    feats = torch.empty(n_total, d, dtype=torch.float32)
-    labels = torch.empty(n_total, dtype=torch.long)
-    feats_np, labels_np = feats.numpy(), labels.numpy()          # views: filled in place
-    for s, a, b in bounds:
-        f = _shard_files(work, s)
-        feats_np[a:b] = np.load(f["cls"], mmap_mode="r")
-        labels_np[a:b] = np.load(f["labels"], mmap_mode="r")
-    if (labels < 0).all(): labels = None
-    elif (labels < 0).any(): raise ValueError("some dataset items have labels and others do not")
+    _encode_shards(dataset, encoder, dev, work, arrays, todo, n_total, patch_work if patch_tokens else None,
+                   batch_size=batch_size, num_workers=num_workers, progress=progress)
     meta = dict({"source": "gmem.bankbuild.build_bank", **(meta or {})}, encoder=config["encoder"], dataset=dataset_name, data=data,
                 **({"patch_tokens": ppath.name, "num_patches": n_patch} if patch_tokens else {}))
-    if rank is None:   # normalise in place (eq. 6): same values as from_features, without a second (N, d) copy
-        check_features(feats)
-        for a, b in _chunks(n_total, 16384): feats[a:b] = normalize_rows(feats[a:b])
-        bank = MemoryBank({"M": feats}, labels=labels, meta=meta)
-    else:
-        bank = MemoryBank.from_features(feats, rank, labels=labels, meta=meta)
-        del feats
-    if dtype != bank.dtype: bank = bank._cast(dtype)
+    bank = _assemble_bank(work, bounds, n_total, d, rank, dtype, meta)
     bank.save(out)
     if patch_tokens: os.replace(patch_work, ppath)   # after the bank: a crash in between leaves it in the work folder
     if not keep_shards: shutil.rmtree(work, ignore_errors=True)

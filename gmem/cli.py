@@ -349,13 +349,16 @@ def _add_quickstart_args(p):
     from gmem.samplers import SAMPLER_PRESETS
     d = QuickstartConfig()
     p.add_argument("--out", default=d.out, help=f"report folder (default {d.out}, git-ignored; reports/quickstart is the "
-                   "committed report); training runs are kept in OUT/runs")
+                   "committed report); arms and their scores are cached in OUT/runs")
     p.add_argument("--steps", type=positive_int, default=d.steps, help=f"optimizer steps per arm (default {d.steps})")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help=f"images per step (default {d.batch_size})")
     p.add_argument("--image-size", type=positive_int, default=d.image_size, help=f"digit resolution in pixels (default {d.image_size})")
+    from gmem.protocol import quickstart_scale
     p.add_argument("--n-fid", type=positive_int, default=d.n_fid,
-                   help=f"generated images per arm (scored against the 1,000 held-out digits and as many training digits; "
-                        f"default {d.n_fid})")
+                   help=f"generated images per arm (scored against the 1,000 held-out digits and 1,000 training digits; "
+                        f"default: the protocol's quickstart Scale, {quickstart_scale().n_samples})")
+    p.add_argument("--workers", type=positive_int, default=d.workers,
+                   help=f"arms trained and scored side by side on the CPU, one process of one thread each (default {d.workers})")
     p.add_argument("--n-boot", type=non_negative_int, default=d.n_boot,
                    help=f"bootstrap replicates behind each FID interval and verdict (default {d.n_boot}; 0: none)")
     p.add_argument("--sampler", choices=list(SAMPLER_PRESETS), default=d.sampler, help=f"sampler (default {d.sampler}: Heun, 50 steps, 99 NFE)")
@@ -370,6 +373,7 @@ def _run_quickstart(a):
     from gmem.quickstart import QuickstartConfig, run_quickstart
     run_quickstart(QuickstartConfig(out=a.out, steps=a.steps, batch_size=a.batch_size, image_size=a.image_size, n_fid=a.n_fid,
                                     n_boot=a.n_boot, sampler=a.sampler, sample_steps=a.sample_steps, seed=a.seed, arms=tuple(a.arms), device=a.device,
+                                    workers=a.workers,
                                     progress=not a.no_progress))
 
 register("quickstart", "offline end-to-end GMem vs the class-conditional (and unconditional) SiT on MNIST-5k, FID on held-out digits",

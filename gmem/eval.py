@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+from fastcore.basics import patch
 from .utils import atomic_path, atomic_write, file_sha256, get_device, git_commit, gmem_cache_dir
 import gmem
 from .data import Cifar10Dataset, mnist5k_split, mnist5k_images
@@ -231,57 +232,62 @@ class FIDFeatures:
         with torch.inference_mode(), torch.jit.optimized_execution(self.device.type != "cpu"):
             return self.net(x.to(self.device)).double().cpu().numpy()
 
-    def _start(self, pool, x: torch.Tensor):
-        "Begin resizing one uint8 chunk (in `pool` when given); returns a function giving `(B, 3, 299, 299)` floats."
-        if self.mode == "legacy_tensorflow":   # resized by the network's own TF1 bilinear, on its device
-            return lambda: tf_resize_bilinear(x.float().to(self.device), 299)
-        imgs = x.cpu().permute(0, 2, 3, 1).numpy()                     # (B, H, W, 3) uint8
-        if pool is None:
-            out = [self.resize(im) for im in imgs]
-            return lambda: _stack_hwc(out)
-        futures = [pool.submit(self.resize, im) for im in imgs]       # PIL releases the GIL while it resizes
-        return lambda: _stack_hwc([f.result() for f in futures])
+# %% ../nbs/api/08_eval.ipynb #323340d3
+@patch
+def _start(self: FIDFeatures, pool, x: torch.Tensor):
+    "Begin resizing one uint8 chunk (in `pool` when given); returns a function giving `(B, 3, 299, 299)` floats."
+    if self.mode == "legacy_tensorflow":   # resized by the network's own TF1 bilinear, on its device
+        return lambda: tf_resize_bilinear(x.float().to(self.device), 299)
+    imgs = x.cpu().permute(0, 2, 3, 1).numpy()                     # (B, H, W, 3) uint8
+    if pool is None:
+        out = [self.resize(im) for im in imgs]
+        return lambda: _stack_hwc(out)
+    futures = [pool.submit(self.resize, im) for im in imgs]       # PIL releases the GIL while it resizes
+    return lambda: _stack_hwc([f.result() for f in futures])
 
-    def preprocess(self, x) -> torch.Tensor:
-        "uint8 `(B,3,H,W)` -> float32 in [0,255] `(B,3,299,299)`, resized as clean-fid does (clean) or as TF1 does (legacy)."
-        return self._start(None, _as_uint8_batch(x))()
+@patch
+def preprocess(self: FIDFeatures, x) -> torch.Tensor:
+    "uint8 `(B,3,H,W)` -> float32 in [0,255] `(B,3,299,299)`, resized as clean-fid does (clean) or as TF1 does (legacy)."
+    return self._start(None, _as_uint8_batch(x))()
 
-    def stream(self, batches, prefetch: int = 2):
-        """Features of each uint8 batch in `batches` (an iterable), in order. Batches are cut into `chunk`-image
-        network calls, and the resize of the next `prefetch` chunks runs in threads while the network works on the
-        current one. Each image is resized on its own, so the features do not depend on the number of threads."""
-        def chunks():
-            for b in batches:
-                b = _as_uint8_batch(b)
-                if len(b) == 0: yield b, True
-                for i in range(0, len(b), self.chunk): yield b[i:i + self.chunk], i + self.chunk >= len(b)
-        pool = ThreadPoolExecutor(self.resize_threads) if self.resize_threads > 0 and self.mode == "clean" else None
-        try:
-            it, queue, done = chunks(), collections.deque(), []
-            def ahead():
-                nxt = next(it, None)
-                if nxt is not None: queue.append((self._start(pool, nxt[0]), nxt[1]))
-            for _ in range(max(1, prefetch)): ahead()
-            while queue:
-                get, last = queue.popleft(); ahead()
-                done.append(self.network(get()))
-                if last:
-                    yield np.concatenate(done); done = []
-        finally:
-            if pool is not None: pool.shutdown(wait=True, cancel_futures=True)
+# %% ../nbs/api/08_eval.ipynb #70dc6a98
+@patch
+def stream(self: FIDFeatures, batches, prefetch: int = 2):
+    """Features of each uint8 batch in `batches` (an iterable), in order. Batches are cut into `chunk`-image
+    network calls, and the resize of the next `prefetch` chunks runs in threads while the network works on the
+    current one. Each image is resized on its own, so the features do not depend on the number of threads."""
+    def chunks():
+        for b in batches:
+            b = _as_uint8_batch(b)
+            if len(b) == 0: yield b, True
+            for i in range(0, len(b), self.chunk): yield b[i:i + self.chunk], i + self.chunk >= len(b)
+    pool = ThreadPoolExecutor(self.resize_threads) if self.resize_threads > 0 and self.mode == "clean" else None
+    try:
+        it, queue, done = chunks(), collections.deque(), []
+        def ahead():
+            nxt = next(it, None)
+            if nxt is not None: queue.append((self._start(pool, nxt[0]), nxt[1]))
+        for _ in range(max(1, prefetch)): ahead()
+        while queue:
+            get, last = queue.popleft(); ahead()
+            done.append(self.network(get()))
+            if last:
+                yield np.concatenate(done); done = []
+    finally:
+        if pool is not None: pool.shutdown(wait=True, cancel_futures=True)
 
-    def __call__(self, x, progress: bool | dict = False) -> np.ndarray:
-        "uint8 `(N, 3, H, W)` (any N) -> `(N, 2048)` float64 features; `progress`: a tqdm bar (a dict: its options)."
-        if not progress: return next(self.stream([x]))
-        from tqdm.auto import tqdm
-        x, step = _as_uint8_batch(x), self.chunk * max(1, 200 // self.chunk)   # whole chunks: the same network calls
-        opts = dict(desc="features", unit="img", leave=False) | (progress if isinstance(progress, dict) else {})
-        out = []
-        with tqdm(total=len(x), **opts) as bar:
-            for f in self.stream(x[i:i + step] for i in range(0, max(len(x), 1), step)):
-                out.append(f); bar.update(len(f))
-        return np.concatenate(out)
-
+@patch
+def __call__(self: FIDFeatures, x, progress: bool | dict = False) -> np.ndarray:
+    "uint8 `(N, 3, H, W)` (any N) -> `(N, 2048)` float64 features; `progress`: a tqdm bar (a dict: its options)."
+    if not progress: return next(self.stream([x]))
+    from tqdm.auto import tqdm
+    x, step = _as_uint8_batch(x), self.chunk * max(1, 200 // self.chunk)   # whole chunks: the same network calls
+    opts = dict(desc="features", unit="img", leave=False) | (progress if isinstance(progress, dict) else {})
+    out = []
+    with tqdm(total=len(x), **opts) as bar:
+        for f in self.stream(x[i:i + step] for i in range(0, max(len(x), 1), step)):
+            out.append(f); bar.update(len(f))
+    return np.concatenate(out)
 
 # %% ../nbs/api/08_eval.ipynb #ad4d6652
 class RunningStats:
@@ -314,6 +320,8 @@ def _iter_batches(images, batch_size: int):
     else:
         yield from images
 
+
+# %% ../nbs/api/08_eval.ipynb #09395f23
 def feature_stats(batches,                   # uint8 tensor (N, 3, H, W), or an iterable/generator of such batches
                   *,
                   extractor: Callable | None = None,  # images -> (B, d) features; default FIDFeatures(weights, device)
@@ -344,6 +352,17 @@ def feature_stats(batches,                   # uint8 tensor (N, 3, H, W), or an 
             rs.update(f); bar.update(len(f))
     return rs.stats()
 
+# %% ../nbs/api/08_eval.ipynb #6f30718b
+def _frechet(mu1, mu2, tr1: float, tr2: float, tr_sqrt: float) -> float:
+    "The one Fréchet-distance formula every FID here ends in: |mu1 - mu2|^2 + Tr S1 + Tr S2 - 2 Tr (S1 S2)^1/2."
+    d = np.asarray(mu1, np.float64) - np.asarray(mu2, np.float64)
+    return float(d @ d + tr1 + tr2 - 2 * tr_sqrt)
+
+def _psd_sqrt_trace(M) -> float:
+    "Tr M^1/2 of a symmetric PSD matrix: the sum of the square roots of its eigenvalues (rounding below 0 clipped)."
+    M = np.asarray(M, np.float64)
+    return float(np.sqrt(np.clip(np.linalg.eigvalsh((M + M.T) / 2), 0, None)).sum())
+
 def fid_from_stats(mu1, sigma1, mu2, sigma2,
                    method: str = "scipy",  # "scipy": clean-fid's frechet_distance (scipy sqrtm); "eigh": symmetric eigensolver
                    ) -> float:
@@ -357,12 +376,9 @@ def fid_from_stats(mu1, sigma1, mu2, sigma2,
         return float(frechet_distance(mu1, sigma1, mu2, sigma2))
     if method != "eigh":
         raise ValueError(f"unknown method {method!r}; valid: ('scipy', 'eigh')")
-    from scipy import linalg
-    w, V = linalg.eigh(sigma1)
+    w, V = np.linalg.eigh(sigma1)
     root1 = (V * np.sqrt(w.clip(min=0))) @ V.T                   # S1^1/2, (d, d)
-    ev = linalg.eigvalsh(root1 @ sigma2 @ root1)                  # eigenvalues of S1^1/2 S2 S1^1/2 (= those of S1 S2)
-    diff = mu1 - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.sqrt(ev.clip(min=0)).sum())
+    return _frechet(mu1, mu2, np.trace(sigma1), np.trace(sigma2), _psd_sqrt_trace(root1 @ sigma2 @ root1))
 
 # %% ../nbs/api/08_eval.ipynb #23af26b9
 def fid_from_features(f1,  # (n1, d) features of one set (e.g. `FIDFeatures()(images)`)
@@ -382,8 +398,7 @@ def fid_from_features(f1,  # (n1, d) features of one set (e.g. `FIDFeatures()(im
     A = (f1 - mu1) / np.sqrt(len(f1) - 1)                        # (n1, d): Sigma1 = A^T A
     B = (f2 - mu2) / np.sqrt(len(f2) - 1)                        # (n2, d): Sigma2 = B^T B
     nuclear = np.linalg.svd(A @ B.T, compute_uv=False).sum()     # Tr (Sigma1 Sigma2)^1/2
-    diff = mu1 - mu2
-    return float(diff @ diff + (A * A).sum() + (B * B).sum() - 2 * nuclear)
+    return _frechet(mu1, mu2, (A * A).sum(), (B * B).sum(), nuclear)
 
 # %% ../nbs/api/08_eval.ipynb #e40b026a
 def save_stats(path, mu, sigma, meta: dict | None = None) -> Path:
@@ -545,9 +560,8 @@ def fid_against_stats(mu_r: np.ndarray,     # (d,) reference mean
     if n > d:
         return fid_from_stats(mu_r, sigma_r, mu, np.cov(feats, rowvar=False))
     A = (feats - mu).T / math.sqrt(n - 1)                       # (d, n): sigma = A A^T
-    M = A.T @ np.asarray(sigma_r, np.float64) @ A              # (n, n) symmetric PSD
-    ev = np.clip(np.linalg.eigvalsh((M + M.T) / 2), 0, None)
-    return float(((mu_r - mu) ** 2).sum() + np.trace(sigma_r) + (A * A).sum() - 2 * np.sqrt(ev).sum())
+    M = A.T @ np.asarray(sigma_r, np.float64) @ A              # (n, n) symmetric PSD, the spectrum of sigma_r sigma
+    return _frechet(mu_r, mu, np.trace(sigma_r), (A * A).sum(), _psd_sqrt_trace(M))
 
 # %% ../nbs/api/08_eval.ipynb #0d0bf207
 def bootstrap_indices(n: int,          # generated images per arm
@@ -576,10 +590,9 @@ def _fid_replicates(mu_r, sigma_r, feats: np.ndarray, idx: np.ndarray) -> np.nda
             s = w @ r / n                                                 # mu^T S mu
             sw = np.sqrt(w)
             M = sw[:, None] * (Ku - r[:, None] - r[None, :] + s) * sw[None, :] / (n - 1)
-            ev = np.clip(np.linalg.eigvalsh((M + M.T) / 2), 0, None)
             mu = (w[:, None] * F[u]).sum(0) / n
             tr_b = ((w * sq[u]).sum() - n * (mu * mu).sum()) / (n - 1)    # trace of the replicate's covariance
-            out[b] = ((mu_r - mu) ** 2).sum() + tr_r + tr_b - 2 * np.sqrt(ev).sum()
+            out[b] = _frechet(mu_r, mu, tr_r, tr_b, _psd_sqrt_trace(M))
     else:
         for b, ii in enumerate(idx):
             out[b] = fid_against_stats(mu_r, sigma_r, F[ii])

@@ -17,7 +17,7 @@ from .report import resolve_out_dir, cached_arm, config_hash, markdown_table, pa
 from .arms import arm_cache, train_arm
 from .protocol import (PRESET_NAMES, LOCAL_PRESETS, Scale, SCALES, REPORT_SCALES, SCALE_PARAMS, PAPER_RUNS,
                            PAPER_INPUTS, IMAGENET_TRAIN_IMAGES, paper_scale, scale_for, require_paper_inputs,
-                           paper_run_inputs, arm_config, standard_arm, PROTOCOL_VERSION)
+                           paper_run_inputs, arm_config, standard_arm, PROTOCOL_VERSION, QUICKSTART)
 from .paper import PAPER, REPORTS
 from .eval import cifar_reference, fid_interval, FIDFeatures, load_stats, stats_mode, mnist_split_features
 from .memorisation import precision_recall, CopyingTest, pixel_features
@@ -103,7 +103,8 @@ class Experiment:
                  progress: bool = False,      # tqdm bars
                  force: bool = False,         # recompute cached arms
                  ):
-        if name not in REPORTS: raise ValueError(f"unknown report {name!r}; valid: {', '.join(REPORTS)}")
+        if name not in REPORTS and name != QUICKSTART:
+            raise ValueError(f"unknown report {name!r}; valid: {', '.join([*REPORTS, QUICKSTART])}")
         self._init = dict(name=name, preset=preset, out_dir=out_dir, scale=scale, cache_dir=cache_dir, device=device,
                           seed=seed, sample_seed=sample_seed, fid_stats=fid_stats, data_root=data_root,
                           encoder_weights=encoder_weights, paper_preset=paper_preset, bank_path=bank_path,
@@ -334,6 +335,7 @@ def evaluate(self: Experiment,
                dict(dataset="cifar10", root=str(self.data_root), n_ref=sc.n_ref) if self.preset == "paper" else
                dict(dataset="mnist5k", size=sc.image_size, heldout=sc.n_ref, train=sc.n_train_ref, format=3,
                     copy_train=sc.n_copy_train,
+                    **({} if tuple(sc.copy_spaces) == Scale.copy_spaces else dict(copy_spaces=list(sc.copy_spaces))),
                     **({} if sc.n_ref >= MNIST5K_HELDOUT and sc.n_train_ref >= len(mnist5k_split("train"))
                        else dict(subset="class-covering"))))
     seed = self.sample_seed if sample_seed is None else sample_seed
@@ -382,13 +384,16 @@ def _local_scores(self: Experiment, x: torch.Tensor, feats: np.ndarray) -> dict:
     codes = self.bank_codes(x)
     for space, f, held in (("", feats, self.real_features("heldout")), ("_bank", codes, self.bank_codes(split="heldout"))):
         pr = precision_recall(held, f)
-        c = self.copying_test("inception" if not space else "bank", len(f))(f, n_boot=sc.n_boot, boot_seed=self.sample_seed)
-        out.update({f"precision{space}": pr["precision"], f"recall{space}": pr["recall"], f"ct{space}": c["ct"],
-                    f"ct{space}_lo": c.get("ct_lo"), f"ct{space}_hi": c.get("ct_hi"),
+        out.update({f"precision{space}": pr["precision"], f"recall{space}": pr["recall"]})
+        name = "inception" if not space else "bank"
+        if name not in sc.copy_spaces: continue               # C_T not measured in this space (Scale.copy_spaces)
+        c = self.copying_test(name, len(f))(f, n_boot=sc.n_boot, boot_seed=self.sample_seed)
+        out.update({f"ct{space}": c["ct"], f"ct{space}_lo": c.get("ct_lo"), f"ct{space}_hi": c.get("ct_hi"),
                     f"ct{space}_boot": c.get("ct_boot", []), f"ct{space}_cells": c["cells_used"]})
-    c = self.copying_test("pixel", len(x))(pixel_features(x), n_boot=sc.n_boot, boot_seed=self.sample_seed)
-    out.update(ct_pixel=c["ct"], ct_pixel_lo=c.get("ct_lo"), ct_pixel_hi=c.get("ct_hi"),
-               ct_pixel_boot=c.get("ct_boot", []), ct_pixel_cells=c["cells_used"])
+    if "pixel" in sc.copy_spaces:
+        c = self.copying_test("pixel", len(x))(pixel_features(x), n_boot=sc.n_boot, boot_seed=self.sample_seed)
+        out.update(ct_pixel=c["ct"], ct_pixel_lo=c.get("ct_lo"), ct_pixel_hi=c.get("ct_hi"),
+                   ct_pixel_boot=c.get("ct_boot", []), ct_pixel_cells=c["cells_used"])
     return out
 
 SCORE_FIELDS = ("fid_heldout", "fid_heldout_lo", "fid_heldout_hi", "fid_train", "fid_train_lo", "fid_train_hi",

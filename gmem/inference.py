@@ -25,7 +25,7 @@ from .tokenizers import LatentDecoder
 __all__ = ['TrainedRun', 'load_run', 'generate', 'run_conditions', 'decode_samples', 'save_sample_grid', 'run_encoder',
            'snippet_usage']
 
-# %% ../nbs/api/09e_inference.ipynb #c8d60295
+# %% ../nbs/api/09e_inference.ipynb #ab2431df
 @dataclass
 class TrainedRun:
     model: nn.Module                   # the network in eval mode (EMA weights unless asked otherwise)
@@ -37,6 +37,7 @@ class TrainedRun:
     device: torch.device = torch.device("cpu")
     decoder: Any = None                # latent runs: the store's LatentDecoder, built on first use
 
+# %% ../nbs/api/09e_inference.ipynb #af25bbe4
 def load_run(ckpt: str | os.PathLike,  # a checkpoint file or a run directory (its latest checkpoint)
              device=None,              # where to put the model and bank (default: CUDA when available)
              ema: bool = True,         # EMA weights (True, as the official sampler) or the raw ones
@@ -74,7 +75,7 @@ def load_run(ckpt: str | os.PathLike,  # a checkpoint file or a run directory (i
         if on_device: b = b.to(dev)
     return TrainedRun(model, cfg, b, int(ck["step"]), tuple(ck["data_shape"]), int(ck.get("num_classes", 1000)), dev)
 
-# %% ../nbs/api/09e_inference.ipynb #aef0496e
+# %% ../nbs/api/09e_inference.ipynb #4b8bf987
 @torch.no_grad()
 def generate(run: TrainedRun,          # from `load_run` (or built by `train` for its grids)
              n: int,                   # number of samples
@@ -99,6 +100,7 @@ def run_conditions(run: TrainedRun):
     "What each seed is conditioned on when `run` generates (`gmem.samplers.seed_conditions` for its conditioning)."
     return seed_conditions(run.cfg.model.cond, bank=run.bank, num_classes=run.num_classes)
 
+# %% ../nbs/api/09e_inference.ipynb #974ee849
 def decode_samples(run: TrainedRun,          # from `load_run`
                    x: torch.Tensor,           # a batch from `generate` (model space)
                    *,

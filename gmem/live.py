@@ -60,7 +60,7 @@ def _upload_images(value) -> list:
     from PIL import Image
     return [Image.open(io.BytesIO(bytes(v["content"]))) for v in value]
 
-# %% ../nbs/api/19_live.ipynb #a7f980dc
+# %% ../nbs/api/19_live.ipynb #5e32e815
 class LiveManipulation:
     "Interpolation and new-image conditioning of a trained GMem model as ipywidgets; the callbacks are plain methods."
     def __init__(self, model,                      # a gmem.inference.TrainedRun (or a GMemDiT / GMemPipeline.as_run())
@@ -88,159 +88,182 @@ class LiveManipulation:
         self.alpha, self.widgets, self.last_seconds = float(alpha), None, 0.0
         self.set_rows(*rows)
 
-    # ---- logic (no widgets) -------------------------------------------------------------------------------------
-    def sample(self, snippets: torch.Tensor) -> torch.Tensor:
-        "Images (n_snippets * n_seeds, 3, H, W) in [-1, 1]: every snippet with every seed (snippet-major); latents decoded."
-        S = snippets.reshape(-1, snippets.shape[-1])
-        x = sample_snippets(self.model, S.repeat_interleave(len(self.seeds), 0), self.seeds * S.shape[0],
-                            **self.sampler_kw)
-        cfg = getattr(self.model, "cfg", None)
-        if cfg is not None and cfg.data.dataset == "latents":                   # a latent TrainedRun: to pixels
-            x = decode_samples(self.model, x)
-        return x.float().cpu()
+# %% ../nbs/api/19_live.ipynb #fc749e5a
+from fastcore.basics import patch
 
-    def _set_pair(self, pair, refs: torch.Tensor):
-        self.pair, self.parent_images = pair, refs                              # refs: (2, 3, H, W)
-        x = self.sample(pair.snippets([0, 1]))
-        self.parent_samples = x.view(2, len(self.seeds), *x.shape[1:])
+@patch
+def sample(self: LiveManipulation, snippets: torch.Tensor) -> torch.Tensor:
+    "Images (n_snippets * n_seeds, 3, H, W) in [-1, 1]: every snippet with every seed (snippet-major); latents decoded."
+    S = snippets.reshape(-1, snippets.shape[-1])
+    x = sample_snippets(self.model, S.repeat_interleave(len(self.seeds), 0), self.seeds * S.shape[0],
+                        **self.sampler_kw)
+    cfg = getattr(self.model, "cfg", None)
+    if cfg is not None and cfg.data.dataset == "latents":                   # a latent TrainedRun: to pixels
+        x = decode_samples(self.model, x)
+    return x.float().cpu()
 
-    def set_rows(self, i: int, j: int):
-        "Parents = bank rows i and j (training images i and j)."
-        self.rows = (int(i), int(j))
-        self._set_pair(pair_bank(self.bank, rows=self.rows), self.train_images[list(self.rows)])
+@patch
+def _set_pair(self: LiveManipulation, pair, refs: torch.Tensor):
+    self.pair, self.parent_images = pair, refs                              # refs: (2, 3, H, W)
+    x = self.sample(pair.snippets([0, 1]))
+    self.parent_samples = x.view(2, len(self.seeds), *x.shape[1:])
 
-    def set_pair_images(self, a, b):
-        "Parents = two new images (PIL / paths / arrays), put into the bank's space by eq. 10 (low-rank) or exactly (full)."
-        if self.bank.meta.get("encoder"): check_encoder(self.bank, self.encoder)
-        x = load_images([a, b], self.image_size, grayscale=self.grayscale)   # (2, 3, S, S) in [-1, 1]
-        self.rows = None
-        self._set_pair(pair_bank(self.bank, features=snippets_from_images(x, self.encoder)), x)
+@patch
+def set_rows(self: LiveManipulation, i: int, j: int):
+    "Parents = bank rows i and j (training images i and j)."
+    self.rows = (int(i), int(j))
+    self._set_pair(pair_bank(self.bank, rows=self.rows), self.train_images[list(self.rows)])
 
-    def interpolation(self, alpha: float | None = None) -> torch.Tensor:
-        "Samples (n_seeds, C, H, W) of the snippet at `alpha` between the parents (alpha=0: the first)."
-        if alpha is not None: self.alpha = float(alpha)
-        s = self.pair.interpolate(0, 1, 1 - self.alpha, space=self.space)    # weight alpha on the second parent
-        return self.sample(s[None])
+@patch
+def set_pair_images(self: LiveManipulation, a, b):
+    "Parents = two new images (PIL / paths / arrays), put into the bank's space by eq. 10 (low-rank) or exactly (full)."
+    if self.bank.meta.get("encoder"): check_encoder(self.bank, self.encoder)
+    x = load_images([a, b], self.image_size, grayscale=self.grayscale)   # (2, 3, S, S) in [-1, 1]
+    self.rows = None
+    self._set_pair(pair_bank(self.bank, features=snippets_from_images(x, self.encoder)), x)
 
-    def interpolation_grid(self, alpha: float | None = None) -> torch.Tensor:
-        "(n_seeds + 1) rows x 3 columns: parents' images on top; per seed the first parent's, the interpolant's and the second's sample."
-        t0 = time.perf_counter()
-        mid = self.interpolation(alpha)
-        top = torch.stack([self.parent_images[0], torch.full_like(self.parent_images[0], 1.0), self.parent_images[1]])
-        rows = torch.stack([self.parent_samples[0], mid, self.parent_samples[1]], 1).flatten(0, 1)   # (n*3, C, H, W)
-        self.last_seconds = time.perf_counter() - t0
-        return torch.cat([top.to(rows), rows])
+# %% ../nbs/api/19_live.ipynb #e2b1647c
+@patch
+def interpolation(self: LiveManipulation, alpha: float | None = None) -> torch.Tensor:
+    "Samples (n_seeds, C, H, W) of the snippet at `alpha` between the parents (alpha=0: the first)."
+    if alpha is not None: self.alpha = float(alpha)
+    s = self.pair.interpolate(0, 1, 1 - self.alpha, space=self.space)    # weight alpha on the second parent
+    return self.sample(s[None])
 
-    def novel(self, image) -> dict:
-        "A new image (PIL / path / array): its eq. 10 projection, samples conditioned on it, nearest training images."
-        t0 = time.perf_counter()
-        if self.bank.meta.get("encoder"): check_encoder(self.bank, self.encoder)
-        x = load_images([image], self.image_size, grayscale=self.grayscale)     # (1, 3, S, S)
-        f = snippets_from_images(x, self.encoder)                               # (1, d)
-        pair = pair_bank(self.bank, features=torch.cat([f, f]))
-        s = pair.snippets([0])                                                  # eq. 10 then eq. 9 (low-rank)
-        sims, idx = torch.topk(normalize_rows(f).to(self.train_feats) @ self.train_feats.T, self.k, dim=1)
-        err = float(projection_error(self.bank, f)[0])
-        train_err = float(projection_error(self.bank, self._train_features()).mean()) if self.bank.rank else 0.0
-        out = dict(image=x[0], samples=self.sample(s), neighbours=self.train_images[idx[0].cpu()], similarities=sims[0].cpu(),
-                   projection_error=err, train_projection_error=train_err,
-                   coefficients=pair.coefficients([0])[0].cpu() if self.bank.rank else None)
-        self.last_seconds = time.perf_counter() - t0
-        return out
+@patch
+def interpolation_grid(self: LiveManipulation, alpha: float | None = None) -> torch.Tensor:
+    "(n_seeds + 1) rows x 3 columns: parents' images on top; per seed the first parent's, the interpolant's and the second's sample."
+    t0 = time.perf_counter()
+    mid = self.interpolation(alpha)
+    top = torch.stack([self.parent_images[0], torch.full_like(self.parent_images[0], 1.0), self.parent_images[1]])
+    rows = torch.stack([self.parent_samples[0], mid, self.parent_samples[1]], 1).flatten(0, 1)   # (n*3, C, H, W)
+    self.last_seconds = time.perf_counter() - t0
+    return torch.cat([top.to(rows), rows])
 
-    def _train_features(self) -> torch.Tensor:
-        if not hasattr(self, "_tf"):
-            self._tf = snippets_from_images(self.train_images[:512], self.encoder)
-        return self._tf
+# %% ../nbs/api/19_live.ipynb #3c8f4928
+@patch
+def novel(self: LiveManipulation, image) -> dict:
+    "A new image (PIL / path / array): its eq. 10 projection, samples conditioned on it, nearest training images."
+    t0 = time.perf_counter()
+    if self.bank.meta.get("encoder"): check_encoder(self.bank, self.encoder)
+    x = load_images([image], self.image_size, grayscale=self.grayscale)     # (1, 3, S, S)
+    f = snippets_from_images(x, self.encoder)                               # (1, d)
+    pair = pair_bank(self.bank, features=torch.cat([f, f]))
+    s = pair.snippets([0])                                                  # eq. 10 then eq. 9 (low-rank)
+    sims, idx = torch.topk(normalize_rows(f).to(self.train_feats) @ self.train_feats.T, self.k, dim=1)
+    err = float(projection_error(self.bank, f)[0])
+    train_err = float(projection_error(self.bank, self._train_features()).mean()) if self.bank.rank else 0.0
+    out = dict(image=x[0], samples=self.sample(s), neighbours=self.train_images[idx[0].cpu()], similarities=sims[0].cpu(),
+               projection_error=err, train_projection_error=train_err,
+               coefficients=pair.coefficients([0])[0].cpu() if self.bank.rank else None)
+    self.last_seconds = time.perf_counter() - t0
+    return out
 
-    def novel_png(self, res: dict) -> bytes:
-        "The Fig. 4 row (reference | samples | nearest training images) as PNG bytes."
-        fig = novel_image_figure(res["image"], res["samples"], res["neighbours"], dpi=80)
-        buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-        import matplotlib.pyplot as plt; plt.close(fig)
-        return buf.getvalue()
+@patch
+def _train_features(self: LiveManipulation) -> torch.Tensor:
+    if not hasattr(self, "_tf"):
+        self._tf = snippets_from_images(self.train_images[:512], self.encoder)
+    return self._tf
 
-    def novel_text(self, res: dict) -> str:
-        e, te = res["projection_error"], res["train_projection_error"]
-        proj = (f"eq. 10 projection onto the rank-{self.bank.rank} basis: error {e:.3f} (training images: {te:.3f}); "
-                if self.bank.rank else "full bank: the new snippet is stored exactly; ")
-        return (proj + f"nearest training image: cosine {float(res['similarities'][0]):.3f}; "
-                f"{self.last_seconds:.2f} s")
+@patch
+def novel_png(self: LiveManipulation, res: dict) -> bytes:
+    "The Fig. 4 row (reference | samples | nearest training images) as PNG bytes."
+    fig = novel_image_figure(res["image"], res["samples"], res["neighbours"], dpi=80)
+    buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    import matplotlib.pyplot as plt; plt.close(fig)
+    return buf.getvalue()
 
-    def static_figure(self, path: str | os.PathLike,            # PNG to write (papermill / CI)
-                      alphas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
-                      novel=None,                               # a new image for the second panel (optional)
-                      ) -> Path:
-        "What the widgets would show, as one figure: an alpha sweep between the parents, and a new image's row."
-        import matplotlib; matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-        from PIL import Image
-        sweep = torch.stack([self.interpolation(a) for a in alphas], 1)      # (n_seeds, len(alphas), C, H, W)
-        panels = [("interpolation: columns alpha = " + ", ".join(f"{a:g}" for a in alphas) + "; rows: seeds",
-                   Image.open(io.BytesIO(_png(sweep.flatten(0, 1), nrow=len(alphas), scale=self.scale))))]
-        if novel is not None:
-            res = self.novel(novel)
-            panels.append((self.novel_text(res), Image.open(io.BytesIO(self.novel_png(res)))))
-        fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3.2 * len(panels)), squeeze=False)
-        for ax, (title, im) in zip(axes[:, 0], panels):
-            ax.imshow(np.asarray(im)); ax.set_title(title, fontsize=8); ax.axis("off")
-        return save_figure(fig, path, dpi=90)
+@patch
+def novel_text(self: LiveManipulation, res: dict) -> str:
+    e, te = res["projection_error"], res["train_projection_error"]
+    proj = (f"eq. 10 projection onto the rank-{self.bank.rank} basis: error {e:.3f} (training images: {te:.3f}); "
+            if self.bank.rank else "full bank: the new snippet is stored exactly; ")
+    return (proj + f"nearest training image: cosine {float(res['similarities'][0]):.3f}; "
+            f"{self.last_seconds:.2f} s")
 
-    # ---- widgets ------------------------------------------------------------------------------------------------
-    def ui(self):
-        "The widget panel (ipywidgets Tab): interpolation between rows or uploads, and a new image."
-        import ipywidgets as W
-        n = len(self.train_images) - 1
-        w = self.widgets = dict(
-            row_i=W.BoundedIntText(value=self.rows[0], min=0, max=n, description="row 1"),
-            row_j=W.BoundedIntText(value=self.rows[1], min=0, max=n, description="row 2"),
-            up_a=W.FileUpload(accept="image/*", description="image 1"),
-            up_b=W.FileUpload(accept="image/*", description="image 2"),
-            alpha=W.FloatSlider(value=self.alpha, min=0.0, max=1.0, step=0.05, description="alpha",
-                                continuous_update=False),
-            interp=W.Image(format="png"), interp_info=W.HTML(),
-            up_new=W.FileUpload(accept="image/*", description="new image"),
-            novel=W.Image(format="png"), novel_info=W.HTML("upload an image"))
-        w["alpha"].observe(self.on_alpha, names="value")
-        w["row_i"].observe(self.on_rows, names="value"); w["row_j"].observe(self.on_rows, names="value")
-        w["up_a"].observe(self.on_pair_upload, names="value"); w["up_b"].observe(self.on_pair_upload, names="value")
-        w["up_new"].observe(self.on_novel_upload, names="value")
-        self._refresh_interpolation()
-        interp = W.VBox([W.HBox([w["row_i"], w["row_j"]]), W.HBox([w["up_a"], w["up_b"]]), w["alpha"],
-                         w["interp"], w["interp_info"]])
-        tab = W.Tab(children=[interp, W.VBox([w["up_new"], w["novel"], w["novel_info"]])])
-        tab.set_title(0, "interpolation (eq. 11)"); tab.set_title(1, "new image (eq. 10)")
-        return tab
+# %% ../nbs/api/19_live.ipynb #21b982bc
+@patch
+def static_figure(self: LiveManipulation, path: str | os.PathLike,            # PNG to write (papermill / CI)
+                  alphas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+                  novel=None,                               # a new image for the second panel (optional)
+                  ) -> Path:
+    "What the widgets would show, as one figure: an alpha sweep between the parents, and a new image's row."
+    import matplotlib; matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from PIL import Image
+    sweep = torch.stack([self.interpolation(a) for a in alphas], 1)      # (n_seeds, len(alphas), C, H, W)
+    panels = [("interpolation: columns alpha = " + ", ".join(f"{a:g}" for a in alphas) + "; rows: seeds",
+               Image.open(io.BytesIO(_png(sweep.flatten(0, 1), nrow=len(alphas), scale=self.scale))))]
+    if novel is not None:
+        res = self.novel(novel)
+        panels.append((self.novel_text(res), Image.open(io.BytesIO(self.novel_png(res)))))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3.2 * len(panels)), squeeze=False)
+    for ax, (title, im) in zip(axes[:, 0], panels):
+        ax.imshow(np.asarray(im)); ax.set_title(title, fontsize=8); ax.axis("off")
+    return save_figure(fig, path, dpi=90)
 
-    def _refresh_interpolation(self):
-        g = self.interpolation_grid()
-        if self.widgets is not None:
-            self.widgets["interp"].value = _png(g, nrow=3, scale=self.scale)
-            src = f"rows {self.rows[0]} and {self.rows[1]}" if self.rows else "the two uploaded images"
-            self.widgets["interp_info"].value = (f"parents: {src}; alpha = {self.alpha:.2f} on the second "
-                                                 f"({self.space}); top: parents, then one row per seed; "
-                                                 f"{self.last_seconds:.2f} s")
+# %% ../nbs/api/19_live.ipynb #ea5e8cb6
+@patch
+def ui(self: LiveManipulation):
+    "The widget panel (ipywidgets Tab): interpolation between rows or uploads, and a new image."
+    import ipywidgets as W
+    n = len(self.train_images) - 1
+    w = self.widgets = dict(
+        row_i=W.BoundedIntText(value=self.rows[0], min=0, max=n, description="row 1"),
+        row_j=W.BoundedIntText(value=self.rows[1], min=0, max=n, description="row 2"),
+        up_a=W.FileUpload(accept="image/*", description="image 1"),
+        up_b=W.FileUpload(accept="image/*", description="image 2"),
+        alpha=W.FloatSlider(value=self.alpha, min=0.0, max=1.0, step=0.05, description="alpha",
+                            continuous_update=False),
+        interp=W.Image(format="png"), interp_info=W.HTML(),
+        up_new=W.FileUpload(accept="image/*", description="new image"),
+        novel=W.Image(format="png"), novel_info=W.HTML("upload an image"))
+    w["alpha"].observe(self.on_alpha, names="value")
+    w["row_i"].observe(self.on_rows, names="value"); w["row_j"].observe(self.on_rows, names="value")
+    w["up_a"].observe(self.on_pair_upload, names="value"); w["up_b"].observe(self.on_pair_upload, names="value")
+    w["up_new"].observe(self.on_novel_upload, names="value")
+    self._refresh_interpolation()
+    interp = W.VBox([W.HBox([w["row_i"], w["row_j"]]), W.HBox([w["up_a"], w["up_b"]]), w["alpha"],
+                     w["interp"], w["interp_info"]])
+    tab = W.Tab(children=[interp, W.VBox([w["up_new"], w["novel"], w["novel_info"]])])
+    tab.set_title(0, "interpolation (eq. 11)"); tab.set_title(1, "new image (eq. 10)")
+    return tab
 
-    def on_alpha(self, change):
-        "Slider moved: resample the interpolant."
-        self.alpha = float(change["new"]); self._refresh_interpolation()
+@patch
+def _refresh_interpolation(self: LiveManipulation):
+    g = self.interpolation_grid()
+    if self.widgets is not None:
+        self.widgets["interp"].value = _png(g, nrow=3, scale=self.scale)
+        src = f"rows {self.rows[0]} and {self.rows[1]}" if self.rows else "the two uploaded images"
+        self.widgets["interp_info"].value = (f"parents: {src}; alpha = {self.alpha:.2f} on the second "
+                                             f"({self.space}); top: parents, then one row per seed; "
+                                             f"{self.last_seconds:.2f} s")
 
-    def on_rows(self, change):
-        "A row changed: new parents from the bank."
-        w = self.widgets
-        self.set_rows(w["row_i"].value, w["row_j"].value); self._refresh_interpolation()
+# %% ../nbs/api/19_live.ipynb #b174d148
+@patch
+def on_alpha(self: LiveManipulation, change):
+    "Slider moved: resample the interpolant."
+    self.alpha = float(change["new"]); self._refresh_interpolation()
 
-    def on_pair_upload(self, change):
-        "An image was uploaded: once both are there, they become the parents."
-        w = self.widgets
-        if w["up_a"].value and w["up_b"].value:
-            (a,), (b,) = _upload_images(w["up_a"].value), _upload_images(w["up_b"].value)
-            self.set_pair_images(a, b); self._refresh_interpolation()
+@patch
+def on_rows(self: LiveManipulation, change):
+    "A row changed: new parents from the bank."
+    w = self.widgets
+    self.set_rows(w["row_i"].value, w["row_j"].value); self._refresh_interpolation()
 
-    def on_novel_upload(self, change):
-        "A new image was uploaded: project it, sample from it, show its neighbours."
-        if not change["new"]: return
-        res = self.novel(_upload_images(change["new"])[0])
-        self.widgets["novel"].value = self.novel_png(res)
-        self.widgets["novel_info"].value = self.novel_text(res)
-        self.last_novel = res
+@patch
+def on_pair_upload(self: LiveManipulation, change):
+    "An image was uploaded: once both are there, they become the parents."
+    w = self.widgets
+    if w["up_a"].value and w["up_b"].value:
+        (a,), (b,) = _upload_images(w["up_a"].value), _upload_images(w["up_b"].value)
+        self.set_pair_images(a, b); self._refresh_interpolation()
+
+@patch
+def on_novel_upload(self: LiveManipulation, change):
+    "A new image was uploaded: project it, sample from it, show its neighbours."
+    if not change["new"]: return
+    res = self.novel(_upload_images(change["new"])[0])
+    self.widgets["novel"].value = self.novel_png(res)
+    self.widgets["novel_info"].value = self.novel_text(res)
+    self.last_novel = res

@@ -87,7 +87,7 @@ def repa_term(tokens: torch.Tensor,  # (B, N, D) projected hidden tokens from th
                          "(B, N, D) with the same shape (token count N and dim D must match)")
     return -F.cosine_similarity(tokens, target.to(tokens.dtype), dim=-1, eps=1e-8).mean(1)  # (B,)
 
-# %% ../nbs/api/03_loss.ipynb #e05567c3
+# %% ../nbs/api/03_loss.ipynb #e68a33c4
 def draw_noise_t(x1: torch.Tensor,                  # (B, C, ...) clean data
                  cfg: LossConfig | None = None,     # loss settings (t distribution)
                  generator: torch.Generator | None = None,
@@ -103,6 +103,7 @@ def draw_noise_t(x1: torch.Tensor,                  # (B, C, ...) clean data
                      device=None if generator is not None else x1.device).to(x1.device)
     return noise, t
 
+# %% ../nbs/api/03_loss.ipynb #60bf306f
 def flow_matching_loss(model: Callable,                    # model(x_t, t, cond[, return_repa=True]) -> v or (v, tokens)
                        x1: torch.Tensor,                   # (B, C, ...) clean data (latents), t=1 end of the path
                        cond,                               # conditioning passed through (snippets (B, d), labels, None)

@@ -129,7 +129,7 @@ def report_setup(params: dict,              # the report's checked parameters (p
                        train_s, t_start)
 
 
-# %% ../nbs/api/13_manipulate.ipynb #450837a5
+# %% ../nbs/api/13_manipulate.ipynb #1d76febd
 def drawn_glyphs(chars: str,            # e.g. "AKX"
                  size: int = 64,         # side of each image (pixels)
                  ) -> list[np.ndarray]:  # (size, size) uint8 each, white glyph on black
@@ -155,6 +155,7 @@ def digit_classifier(dataset,             # (image in [-1,1], label) items, e.g.
         return knn.predict_proba(q) if proba else knn.predict(q)
     return predict
 
+# %% ../nbs/api/13_manipulate.ipynb #2cadbe24
 def agreement_test(hits: int,              # samples the classifier read as the intended class
                    n: int,                 # samples
                    chance: float = 0.1,    # agreement of a generator that ignores its conditioning (10 digits)

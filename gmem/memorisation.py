@@ -12,11 +12,12 @@ import torch.nn.functional as F
 from scipy import stats
 from .utils import atomic_write, to_uint8
 from .eval import bootstrap_indices
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['precision_recall', 'CopyingTest', 'pixel_features', 'data_copying', 'nearest_neighbors', 'neighbor_grid']
 
-# %% ../nbs/api/08b_memorisation.ipynb #792c08bb
+# %% ../nbs/api/08b_memorisation.ipynb #2d73fbc5
 def _knn_radii(x: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
     "Distance of each row of `x` to its k-th nearest other row (n,)."
     out = []
@@ -49,6 +50,7 @@ def precision_recall(real_feats,    # (n, d) features of real images
     recall = _inside_any_ball(r, f, _knn_radii(f, k)).double().mean().item()
     return dict(precision=precision, recall=recall, k=k, n_real=len(r), n_fake=len(f))
 
+# %% ../nbs/api/08b_memorisation.ipynb #50d7dbf6
 def _meehan_z(q: np.ndarray, p: np.ndarray) -> float:
     """Meehan et al.'s Z_U of generated distances `q` against held-out distances `p`, as their reference code computes
     it: U = pairs with q > p (ties half), centred at mn/2 - 1/2 (their continuity correction) and scaled by
@@ -57,6 +59,7 @@ def _meehan_z(q: np.ndarray, p: np.ndarray) -> float:
     u = stats.rankdata(np.concatenate([q, p]))[:m].sum() - m * (m + 1) / 2   # pairs (q_i, p_j) with q_i > p_j
     return float((u - (m * n / 2 - 0.5)) / math.sqrt(m * n * (m + n + 1) / 12))
 
+# %% ../nbs/api/08b_memorisation.ipynb #f80aeb5a
 class CopyingTest:
     """Meehan et al. (2020)'s data-copying statistic C_T against one training and one held-out set, as their reference
     code computes it. The training features are split into k-means cells; every held-out and generated point goes to
@@ -109,30 +112,32 @@ class CopyingTest:
                              "more samples")
         return float(np.average(zs, weights=ws)), cells, ws
 
-    def __call__(self,
-                 gen_feats,          # (m, d) features of generated images
-                 n_boot: int = 0,    # bootstrap replicates over the held-out and the generated samples (0: none)
-                 boot_seed: int = 0, # the same for every arm: paired replicates (gmem.eval.bootstrap_indices)
-                 level: float = 0.95,
-                 ) -> dict:
-        "C_T of one generated set: {ct, cells, ...}; with `n_boot`, `ct_lo`, `ct_hi` and the centred `ct_boot`."
-        Q = np.asarray(gen_feats, np.float64)
-        if Q.ndim != 2 or Q.shape[1] != self.d:
-            raise ValueError(f"need (m, {self.d}) generated features, got {Q.shape}")
-        cQ = self.km.predict(Q)
-        dQ = self._nn_dist(Q, cQ)
-        ct, cells, ws = self._ct(self.dP, self.cP, dQ, cQ)
-        out = dict(ct=ct, cells=cells, n_cells=self.n_cells, cells_used=len(cells), heldout_share_used=float(sum(ws)),
-                   n_train=self.n_train, n_heldout=self.n_heldout, n_gen=len(Q))
-        if n_boot > 0:   # resample both sets: generated with boot_seed, held-out with boot_seed + 1 (paired across arms)
-            iq, ip = bootstrap_indices(len(Q), n_boot, boot_seed), bootstrap_indices(self.n_heldout, n_boot, boot_seed + 1)
-            reps = np.array([v for a, b in zip(iq, ip)
-                             if (v := self._ct(self.dP[b], self.cP[b], dQ[a], cQ[a], strict=False)[0]) is not None])
-            boot = reps - reps.mean() + ct
-            al = (1 - level) / 2
-            out.update(ct_lo=float(np.quantile(boot, al)), ct_hi=float(np.quantile(boot, 1 - al)),
-                       ct_boot=[float(v) for v in boot])
-        return out
+# %% ../nbs/api/08b_memorisation.ipynb #2df00025
+@patch
+def __call__(self: CopyingTest,
+             gen_feats,          # (m, d) features of generated images
+             n_boot: int = 0,    # bootstrap replicates over the held-out and the generated samples (0: none)
+             boot_seed: int = 0, # the same for every arm: paired replicates (gmem.eval.bootstrap_indices)
+             level: float = 0.95,
+             ) -> dict:
+    "C_T of one generated set: {ct, cells, ...}; with `n_boot`, `ct_lo`, `ct_hi` and the centred `ct_boot`."
+    Q = np.asarray(gen_feats, np.float64)
+    if Q.ndim != 2 or Q.shape[1] != self.d:
+        raise ValueError(f"need (m, {self.d}) generated features, got {Q.shape}")
+    cQ = self.km.predict(Q)
+    dQ = self._nn_dist(Q, cQ)
+    ct, cells, ws = self._ct(self.dP, self.cP, dQ, cQ)
+    out = dict(ct=ct, cells=cells, n_cells=self.n_cells, cells_used=len(cells), heldout_share_used=float(sum(ws)),
+               n_train=self.n_train, n_heldout=self.n_heldout, n_gen=len(Q))
+    if n_boot > 0:   # resample both sets: generated with boot_seed, held-out with boot_seed + 1 (paired across arms)
+        iq, ip = bootstrap_indices(len(Q), n_boot, boot_seed), bootstrap_indices(self.n_heldout, n_boot, boot_seed + 1)
+        reps = np.array([v for a, b in zip(iq, ip)
+                         if (v := self._ct(self.dP[b], self.cP[b], dQ[a], cQ[a], strict=False)[0]) is not None])
+        boot = reps - reps.mean() + ct
+        al = (1 - level) / 2
+        out.update(ct_lo=float(np.quantile(boot, al)), ct_hi=float(np.quantile(boot, 1 - al)),
+                   ct_boot=[float(v) for v in boot])
+    return out
 
 # %% ../nbs/api/08b_memorisation.ipynb #19f42204
 def pixel_features(images: torch.Tensor,  # (n, C, S, S) images in [-1, 1]

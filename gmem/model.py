@@ -10,6 +10,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['SNIPPET_DROPOUT_AT', 'FAMILIES', 'COND_MODES', 'MODELS', 'sincos_1d', 'sincos_2d', 'rope_2d_angles', 'rotate_pairs',
@@ -66,7 +67,7 @@ def apply_rope(x: torch.Tensor,    # (B, heads, N, head_dim) queries or keys
     "Rotate every channel pair of `x` by its token's angle."
     return x * cos.to(x.dtype) + rotate_pairs(x) * sin.to(x.dtype)
 
-# %% ../nbs/api/02_model.ipynb #0696fd40
+# %% ../nbs/api/02_model.ipynb #15d2ce34
 def timestep_embedding(t: torch.Tensor,        # (B,) float times; GMem passes t in [0, 1] directly
                        dim: int = 256,         # frequency embedding width
                        max_period: float = 10000.0,
@@ -90,6 +91,7 @@ class TimestepEmbedder(nn.Module):
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         return self.mlp(timestep_embedding(t, self.freq_dim).to(self.mlp[0].weight.dtype))  # (B, D)
 
+# %% ../nbs/api/02_model.ipynb #23c76934
 SNIPPET_DROPOUT_AT = ("input", "embedding")   # official LightningDiT code / paper-v1 SiT code
 
 class SnippetEmbedder(nn.Module):
@@ -128,7 +130,7 @@ class LabelEmbedder(nn.Module):
             labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
         return self.embedding_table(labels)                                            # (B, D)
 
-# %% ../nbs/api/02_model.ipynb #7739aee3
+# %% ../nbs/api/02_model.ipynb #7b16f85c
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     "adaLN: x (B, N, D) * (1 + scale (B, D)) + shift (B, D)."
     return x * (1 + scale[:, None]) + shift[:, None]
@@ -156,6 +158,7 @@ class Attention(nn.Module):
         o = F.scaled_dot_product_attention(q, k, v)                              # (B, H, N, Dh)
         return self.proj(o.transpose(1, 2).reshape(B, N, D))                     # (B, N, D)
 
+# %% ../nbs/api/02_model.ipynb #73f6f57a
 class SwiGLU(nn.Module):
     "LightningDiT FFN: w3(SiLU(x W1) * (x W2)) with W1, W2 fused in one Linear `w12`."
     def __init__(self, dim: int, hidden: int):
@@ -174,6 +177,7 @@ def make_ffn(family: str, dim: int, mlp_ratio: float) -> nn.Module:
         return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
     return SwiGLU(dim, int(2 / 3 * hidden))
 
+# %% ../nbs/api/02_model.ipynb #09a0962d
 class Block(nn.Module):
     "Pre-norm transformer block with adaLN (shift, scale, gate) for the attention and the FFN branch."
     def __init__(self, family: str, dim: int, num_heads: int, mlp_ratio: float = 4.0):
@@ -326,56 +330,7 @@ class GMemDiT(nn.Module):
         x = x.view(B, g, g, p, p, C)                                   # (B, gh, gw, p, p, C)
         return torch.einsum("bhwpqc->bchpwq", x).reshape(B, C, g * p, g * p)
 
-    def embed_cond(self, cond, batch: int) -> torch.Tensor | None:
-        "The conditioning embedding (B, D), or None for cond='none'."
-        mode = self.config.cond
-        if mode == "none":
-            return None
-        if cond is None:
-            raise ValueError(f"cond={mode!r} needs its input; use model.null_cond(n, device) for the unconditional one")
-        if mode == "snippet" and (cond.shape != (batch, self.config.snippet_dim) or not cond.is_floating_point()):
-            raise ValueError(f"snippet must be a float tensor of shape ({batch}, {self.config.snippet_dim}), "
-                             f"got {tuple(cond.shape)} {cond.dtype}")
-        if mode == "class" and (cond.shape != (batch,) or cond.is_floating_point()):
-            raise ValueError(f"labels must be an integer tensor of shape ({batch},), got {tuple(cond.shape)} {cond.dtype}")
-        return self.cond_embedder(cond)
-
-    def null_cond(self, n: int, device: torch.device | str | None = None):
-        "Unconditional input for CFG: zero snippets (n, snippet_dim), null labels (n,) = num_classes, or None."
-        if self.config.cond == "snippet":
-            return torch.zeros(n, self.config.snippet_dim, device=device)
-        if self.config.cond == "class":
-            return torch.full((n,), self.config.num_classes, dtype=torch.long, device=device)
-        return None
-
-    def forward(self, x: torch.Tensor,          # (B, C, H, W) noisy input x_t
-                t: torch.Tensor | float,        # (B,) or scalar time in [0, 1]; t=1 is data
-                snippet: torch.Tensor | None = None,  # (B, snippet_dim) float | (B,) labels | None
-                return_repa: bool = False,      # also return the projected tokens after block `repa_depth`
-                cond_emb: torch.Tensor | None = None,  # (B, D) `embed_cond` output computed elsewhere (then `snippet` is ignored)
-                ):
-        "Velocity (B, C, H, W), or (velocity, repa_tokens (B, N, repa_dim) or None) when `return_repa`."
-        cfg, B = self.config, x.shape[0]
-        if x.shape[1:] != (cfg.in_channels, cfg.input_size, cfg.input_size):
-            raise ValueError(f"x must be (B, {cfg.in_channels}, {cfg.input_size}, {cfg.input_size}), got {tuple(x.shape)}")
-        t = torch.as_tensor(t, device=x.device, dtype=torch.float32).expand(B)          # (B,)
-        h = self.patchify(x) + self.pos_embed                                           # (B, N, D)
-        c = self.t_embedder(t)                                                          # (B, D)
-        e = self.embed_cond(snippet, B) if cond_emb is None else cond_emb                # (B, D) or None
-        if cond_emb is not None and cond_emb.shape != (B, cfg.hidden_size):
-            raise ValueError(f"cond_emb must be ({B}, {cfg.hidden_size}), got {tuple(cond_emb.shape)}")
-        if e is not None:
-            c = c + e                                                                   # (B, D)
-        rope = None if self.rope_cos is None else (self.rope_cos, self.rope_sin)       # 2 x (N, Dh)
-        repa = None
-        for i, block in enumerate(self.blocks, start=1):
-            h = block(h, c, rope)                                                       # (B, N, D)
-            if return_repa and self.projector is not None and i == cfg.repa_depth:
-                repa = self.projector(h)                                                # (B, N, repa_dim)
-        out = self.unpatchify(self.final_layer(h, c))                                   # (B, C, H, W)
-        return (out, repa) if return_repa else out
-
-# %% ../nbs/api/02_model.ipynb #4b21692b
+# %% ../nbs/api/02_model.ipynb #38caffbb
 @torch.no_grad()
 def init_weights(model: GMemDiT) -> None:
     "All initialisation in one place (see the top of this notebook); adaLN-Zero if `config.zero_init_adaln` (SiT default)."
@@ -398,6 +353,61 @@ def init_weights(model: GMemDiT) -> None:
             nn.init.zeros_(mod.weight)
             nn.init.zeros_(mod.bias)
 
+# %% ../nbs/api/02_model.ipynb #5a2506f7
+@patch
+def embed_cond(self: GMemDiT, cond, batch: int) -> torch.Tensor | None:
+    "The conditioning embedding (B, D), or None for cond='none'."
+    mode = self.config.cond
+    if mode == "none":
+        return None
+    if cond is None:
+        raise ValueError(f"cond={mode!r} needs its input; use model.null_cond(n, device) for the unconditional one")
+    if mode == "snippet" and (cond.shape != (batch, self.config.snippet_dim) or not cond.is_floating_point()):
+        raise ValueError(f"snippet must be a float tensor of shape ({batch}, {self.config.snippet_dim}), "
+                         f"got {tuple(cond.shape)} {cond.dtype}")
+    if mode == "class" and (cond.shape != (batch,) or cond.is_floating_point()):
+        raise ValueError(f"labels must be an integer tensor of shape ({batch},), got {tuple(cond.shape)} {cond.dtype}")
+    return self.cond_embedder(cond)
+
+@patch
+def null_cond(self: GMemDiT, n: int, device: torch.device | str | None = None):
+    "Unconditional input for CFG: zero snippets (n, snippet_dim), null labels (n,) = num_classes, or None."
+    if self.config.cond == "snippet":
+        return torch.zeros(n, self.config.snippet_dim, device=device)
+    if self.config.cond == "class":
+        return torch.full((n,), self.config.num_classes, dtype=torch.long, device=device)
+    return None
+
+# %% ../nbs/api/02_model.ipynb #8f8aed6f
+@patch
+def forward(self: GMemDiT, x: torch.Tensor,  # (B, C, H, W) noisy input x_t
+            t: torch.Tensor | float,        # (B,) or scalar time in [0, 1]; t=1 is data
+            snippet: torch.Tensor | None = None,  # (B, snippet_dim) float | (B,) labels | None
+            return_repa: bool = False,      # also return the projected tokens after block `repa_depth`
+            cond_emb: torch.Tensor | None = None,  # (B, D) `embed_cond` output computed elsewhere (then `snippet` is ignored)
+            ):
+    "Velocity (B, C, H, W), or (velocity, repa_tokens (B, N, repa_dim) or None) when `return_repa`."
+    cfg, B = self.config, x.shape[0]
+    if x.shape[1:] != (cfg.in_channels, cfg.input_size, cfg.input_size):
+        raise ValueError(f"x must be (B, {cfg.in_channels}, {cfg.input_size}, {cfg.input_size}), got {tuple(x.shape)}")
+    t = torch.as_tensor(t, device=x.device, dtype=torch.float32).expand(B)          # (B,)
+    h = self.patchify(x) + self.pos_embed                                           # (B, N, D)
+    c = self.t_embedder(t)                                                          # (B, D)
+    e = self.embed_cond(snippet, B) if cond_emb is None else cond_emb                # (B, D) or None
+    if cond_emb is not None and cond_emb.shape != (B, cfg.hidden_size):
+        raise ValueError(f"cond_emb must be ({B}, {cfg.hidden_size}), got {tuple(cond_emb.shape)}")
+    if e is not None:
+        c = c + e                                                                   # (B, D)
+    rope = None if self.rope_cos is None else (self.rope_cos, self.rope_sin)       # 2 x (N, Dh)
+    repa = None
+    for i, block in enumerate(self.blocks, start=1):
+        h = block(h, c, rope)                                                       # (B, N, D)
+        if return_repa and self.projector is not None and i == cfg.repa_depth:
+            repa = self.projector(h)                                                # (B, N, repa_dim)
+    out = self.unpatchify(self.final_layer(h, c))                                   # (B, C, H, W)
+    return (out, repa) if return_repa else out
+
+# %% ../nbs/api/02_model.ipynb #07b5aa3f
 def create_model_from_config(cfg: ModelConfig | dict) -> GMemDiT:
     "Rebuild a model from its `ModelConfig` (or the dict `asdict` made of it, e.g. from a checkpoint)."
     if isinstance(cfg, dict):
@@ -431,6 +441,7 @@ def create_model(name: str,                 # a key of `MODELS`, e.g. "SiT-XL/2"
     kw.update(overrides)
     return create_model_from_config(kw)
 
+# %% ../nbs/api/02_model.ipynb #cc886646
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     "Number of parameters (including the frozen position table unless `trainable_only`)."
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -66,6 +66,7 @@ REPORTS: dict[str, dict] = {
     "nfe_sweep": dict(table="Table 3 / Fig. 1c", title="FID against the number of function evaluations"),
     "ablation": dict(table="Table 4 (A.2)", title="Bank size, SVD, mask strategy and ratio, solver"),
     "frontier": dict(table="Sec. 5.3 (copying frontier)", title="Quality against copying per bank encoder and mask ratio"),
+    "gap": dict(table="Quickstart gap (factorial)", title="What carries GMem's gap: bank width x EMA x sampling bank"),
     "backbones": dict(table="Table 5", title="Backbones and tokenizers"),
     "manipulation": dict(table="Fig. 4 / App. C", title="New images and interpolation through the memory bank"),
     "transfer": dict(table="App. D", title="Transfer of a memory bank to another dataset"),

@@ -195,7 +195,7 @@ def _repeat(c: torch.Tensor, n: int | None):
     if n % k: raise ValueError(f"num_images={n} is not a multiple of the {k} conditions given")
     return c.repeat_interleave(n // k, dim=0), n
 
-# %% ../nbs/api/17_pipeline.ipynb #436d958b
+# %% ../nbs/api/17_pipeline.ipynb #9b84b4d7
 PIPELINE_FORMAT = "gmem-pipeline/1"     # run_info["format"]: the layout this module writes and reads
 
 @dataclass
@@ -210,6 +210,13 @@ def _image_size(run, vae) -> int:
     f = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 1
     return int(run.shape[-1]) * f
 
+def _jsonable(d):
+    "Tuples -> lists, recursively (model_index.json)."
+    if isinstance(d, dict): return {k: _jsonable(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)): return [_jsonable(v) for v in d]
+    return d
+
+# %% ../nbs/api/17_pipeline.ipynb #8b11cfed
 class GMemPipeline(DiffusionPipeline):
     "GMem sampling as a diffusers pipeline: `pipe(num_images, snippets=..., generator=...)` -> images."
     model_cpu_offload_seq = "encoder->network->autoencoder"
@@ -228,142 +235,8 @@ class GMemPipeline(DiffusionPipeline):
         self.register_to_config(run_info=dict(run_info or {}))
         self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_normalize=True)
 
-    # ---- from / to a gmem run -------------------------------------------------------------------------------
-    @classmethod
-    def from_run(cls, run,                          # run directory, checkpoint file, or a gmem.inference.TrainedRun
-                 *,
-                 encoder: Any = "auto",             # "auto": the run's bank encoder if it can be built; None; or an Encoder
-                 bank: str | os.PathLike | None = None,   # bank file instead of the run's (paths only)
-                 ema: bool = True,                  # EMA weights (paths only)
-                 tokenizer_weights: str | os.PathLike | None = None,  # latent runs: autoencoder weights (default: the store's)
-                 run_dir: str | os.PathLike | None = None,            # the run directory of a TrainedRun (finds its encoder)
-                 ) -> "GMemPipeline":
-        "A pipeline from a trained run (or an imported official run: same directory layout)."
-        source = None
-        if not isinstance(run, TrainedRun):
-            p = Path(run)
-            source = str(p)
-            run_dir = p if p.is_dir() else p.parent.parent
-            run = load_run(p, device="cpu", ema=ema, bank=bank)
-        cfg = run.cfg
-        net = GMemNetwork.from_model(run.model, run.shape)
-        bank_c = GMemBank(run.bank) if run.bank is not None else None
-        vae, latents = None, None
-        if cfg.data.dataset == "latents":
-            dec = run.decoder
-            if dec is None:
-                dec = LatentDecoder.for_store(cfg.data.root, weights=tokenizer_weights, device="cpu")
-            tok = dec.tokenizer
-            vae = getattr(tok, "vae", None)
-            if vae is None and tok.name != "pixel":
-                raise ValueError(f"tokenizer {tok.name!r} has no diffusers AutoencoderKL to export")
-            latents = dict(tokenizer=tok.name, scale=float(getattr(tok, "scale", 1.0)),
-                           mean=None if dec.mean is None else dec.mean.float().tolist(),
-                           std=None if dec.std is None else dec.std.float().tolist(),
-                           tokenizer_weights=getattr(tok, "weights", None))
-        enc_c = None
-        if isinstance(encoder, str) and encoder == "auto":
-            if cfg.model.cond == "snippet" and run_dir is not None:
-                try:
-                    enc_c = GMemEncoder.from_encoder(run_encoder(run_dir, device="cpu"))
-                except (FileNotFoundError, OSError, ValueError) as e:
-                    warnings.warn(f"exporting without the bank's encoder ({e}); images cannot be used as conditions")
-        elif encoder is not None:
-            enc_c = encoder if isinstance(encoder, GMemEncoder) else GMemEncoder.from_encoder(encoder)
-        info = dict(format=PIPELINE_FORMAT, train_config=_jsonable(cfg.to_dict()), step=int(run.step),
-                    sample_shape=list(run.shape), num_classes=int(run.num_classes), cond=cfg.model.cond,
-                    image_size=_image_size(run, vae), grayscale=cfg.data.dataset == "mnist5k", latents=latents,
-                    bank_fingerprint=run.bank.fingerprint() if run.bank is not None else None,
-                    source=source, gmem_version=gmem.__version__)
-        return cls(network=net, bank=bank_c, autoencoder=vae, encoder=enc_c, run_info=info)
-
     @property
     def run_info(self) -> dict: return dict(self.config.run_info)
-
-    def latent_decoder(self):
-        "Latent runs: the `gmem.tokenizers.LatentDecoder` of the run (the autoencoder and the store's statistics)."
-        lat = self.run_info.get("latents")
-        if lat is None: return None
-        if self.autoencoder is None:
-            if lat["tokenizer"] != "pixel":
-                raise ValueError(f"this latent run needs its autoencoder ({lat['tokenizer']}) but the pipeline has none")
-            tok = PixelTokenizer()
-        else:
-            tok = SDVAETokenizer(self.autoencoder, scale=lat["scale"], sample=False, name=lat["tokenizer"])
-        t = lambda v: None if v is None else torch.tensor(v, dtype=torch.float32)
-        return LatentDecoder(tok, t(lat["mean"]), t(lat["std"]))
-
-    def as_run(self, device=None):
-        """The pipeline as a `gmem.inference.TrainedRun` (the GMemDiT itself, the bank, the latent decoder) for
-        `gmem.inference.generate` / `decode_samples`, `gmem.manipulate` and `gmem.eval`. It calls the network directly,
-        past any offloading hooks: move the pipeline to one device first."""
-        ri = self.run_info
-        dev = torch.device(device) if device is not None else self.network.device
-        return TrainedRun(self.network.net, TrainConfig.from_dict(ri["train_config"]),
-                          self.bank.bank if self.bank is not None else None, int(ri.get("step", 0)),
-                          tuple(ri["sample_shape"]), int(ri.get("num_classes", 1000)), dev, self.latent_decoder())
-
-    # ---- conditions -------------------------------------------------------------------------------------------
-    def encode_images(self, images) -> torch.Tensor:
-        "Raw encoder features (B, d) of images (PIL / paths / arrays / a (B,3,H,W) tensor), preprocessed like the bank's."
-        if self.encoder is None:
-            raise ValueError("this pipeline has no encoder, so images cannot be used as conditions: export it with the "
-                             "run's encoder (`gmem export-pipeline` finds it in the run directory; a DINOv2 encoder needs "
-                             "its weights offline, see gmem.encoders) or pass bank indices / snippets")
-        if self.bank is not None: check_encoder(self.bank.bank, self.encoder.net)
-        ri = self.run_info
-        if isinstance(images, torch.Tensor):
-            x = images.unsqueeze(0) if images.ndim == 3 else images
-            return snippets_from_images(x, self.encoder)
-        items = list(images) if isinstance(images, (list, tuple)) else [images]
-        return snippets_from_images(items, self.encoder, image_size=int(ri["image_size"]), grayscale=bool(ri["grayscale"]))
-
-    def image_snippets(self, images) -> torch.Tensor:
-        "Snippets (B, d) of images in the bank's space: normalised features (full bank) or eq. 10 then eq. 9 (low-rank)."
-        b = self.bank.bank
-        f = self.encode_images(images).to(b.device)
-        return normalize_rows(f) if b.rank is None else reconstruct(b.project(f), b.B, b.mu)   # Eq. 10, eq. 9
-
-    def conditions(self, snippets, num_images: int | None, seeds_fn, space: str = "coef", n_seeds: int | None = None):
-        """(conditions (n, ...) or None, bank rows (n,) or None, seeds (n,)) for `snippets=` (see the notebook). Without
-        conditions the number of images is `num_images`, else the number of seeds given (`n_seeds`), else 1."""
-        ri, cond = self.run_info, self.run_info.get("cond", "snippet")
-        n_free = int(num_images) if num_images is not None else n_seeds or 1
-        if cond != "snippet":
-            if snippets is not None:
-                raise ValueError(f"this run is conditioned on {cond!r}, not on memory snippets: pass snippets=None")
-            seeds = seeds_fn(n_free)
-            fn = seed_conditions(cond, num_classes=ri.get("num_classes"))
-            return (None if fn is None else fn(seeds)), None, seeds
-        if self.bank is None and not (isinstance(snippets, torch.Tensor) and snippets.is_floating_point()
-                                      and snippets.ndim == 2):
-            raise ValueError("this pipeline has no memory bank: pass snippets as a float (k, d) tensor")
-        b = self.bank.bank if self.bank is not None else None
-        idx = None
-        if snippets is None:
-            seeds = seeds_fn(n_free)
-            idx = bank_rows_for_seeds(b, seeds)   # the rows gmem.inference.generate draws for these seeds
-            return b.snippets(idx), idx, seeds
-        if _is_interpolation(snippets):
-            i, j, a = snippets
-            a = torch.as_tensor([float(a)] if isinstance(a, float) else [float(v) for v in a])
-            c = b.interpolate(int(i), int(j), 1 - a, space=space).reshape(len(a), -1)   # weight alpha on s_j
-        elif _is_indices(snippets):
-            idx = torch.as_tensor(snippets).reshape(-1).to(b.device)
-            c = b.snippets(idx)
-        elif isinstance(snippets, torch.Tensor) and snippets.is_floating_point() and snippets.ndim == 2:
-            c = snippets.float()
-        elif isinstance(snippets, torch.Tensor) or _is_image(snippets) or (
-                isinstance(snippets, (list, tuple)) and len(snippets) and all(_is_image(v) for v in snippets)):
-            c = self.image_snippets(snippets)
-        else:
-            raise ValueError("snippets must be None, bank indices (int / list of ints / integer tensor), images (PIL, "
-                             "paths, arrays, a (B, 3, H, W) tensor), (i, j, alpha) with a float alpha, or a float (k, d) "
-                             f"tensor of snippets; got {type(snippets).__name__}")
-        k = c.shape[0]
-        c, n = _repeat(c, num_images)
-        if idx is not None: idx = _repeat(idx, n)[0]
-        return c, idx, seeds_fn(n)
 
     # ---- sampling ---------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -403,12 +276,149 @@ class GMemPipeline(DiffusionPipeline):
         if not return_dict: return (images,)
         return GMemPipelineOutput(images=images, seeds=seeds, bank_indices=None if idx is None else idx.cpu())
 
-# %% ../nbs/api/17_pipeline.ipynb #5132b45b
-def _jsonable(d):
-    "Tuples -> lists, recursively (model_index.json)."
-    if isinstance(d, dict): return {k: _jsonable(v) for k, v in d.items()}
-    if isinstance(d, (list, tuple)): return [_jsonable(v) for v in d]
-    return d
+# %% ../nbs/api/17_pipeline.ipynb #b5ab2535
+from fastcore.basics import patch
+
+@patch(cls_method=True)
+def from_run(cls: GMemPipeline,
+             run,                               # run directory, checkpoint file, or a gmem.inference.TrainedRun
+             *,
+             encoder: Any = "auto",             # "auto": the run's bank encoder if it can be built; None; or an Encoder
+             bank: str | os.PathLike | None = None,   # bank file instead of the run's (paths only)
+             ema: bool = True,                  # EMA weights (paths only)
+             tokenizer_weights: str | os.PathLike | None = None,  # latent runs: autoencoder weights (default: the store's)
+             run_dir: str | os.PathLike | None = None,            # the run directory of a TrainedRun (finds its encoder)
+             ) -> "GMemPipeline":
+    "A pipeline from a trained run (or an imported official run: same directory layout)."
+    source = None
+    if not isinstance(run, TrainedRun):
+        p = Path(run)
+        source = str(p)
+        run_dir = p if p.is_dir() else p.parent.parent
+        run = load_run(p, device="cpu", ema=ema, bank=bank)
+    cfg = run.cfg
+    net = GMemNetwork.from_model(run.model, run.shape)
+    bank_c = GMemBank(run.bank) if run.bank is not None else None
+    vae, latents = None, None
+    if cfg.data.dataset == "latents":
+        dec = run.decoder
+        if dec is None:
+            dec = LatentDecoder.for_store(cfg.data.root, weights=tokenizer_weights, device="cpu")
+        tok = dec.tokenizer
+        vae = getattr(tok, "vae", None)
+        if vae is None and tok.name != "pixel":
+            raise ValueError(f"tokenizer {tok.name!r} has no diffusers AutoencoderKL to export")
+        latents = dict(tokenizer=tok.name, scale=float(getattr(tok, "scale", 1.0)),
+                       mean=None if dec.mean is None else dec.mean.float().tolist(),
+                       std=None if dec.std is None else dec.std.float().tolist(),
+                       tokenizer_weights=getattr(tok, "weights", None))
+    enc_c = None
+    if isinstance(encoder, str) and encoder == "auto":
+        if cfg.model.cond == "snippet" and run_dir is not None:
+            try:
+                enc_c = GMemEncoder.from_encoder(run_encoder(run_dir, device="cpu"))
+            except (FileNotFoundError, OSError, ValueError) as e:
+                warnings.warn(f"exporting without the bank's encoder ({e}); images cannot be used as conditions")
+    elif encoder is not None:
+        enc_c = encoder if isinstance(encoder, GMemEncoder) else GMemEncoder.from_encoder(encoder)
+    info = dict(format=PIPELINE_FORMAT, train_config=_jsonable(cfg.to_dict()), step=int(run.step),
+                sample_shape=list(run.shape), num_classes=int(run.num_classes), cond=cfg.model.cond,
+                image_size=_image_size(run, vae), grayscale=cfg.data.dataset == "mnist5k", latents=latents,
+                bank_fingerprint=run.bank.fingerprint() if run.bank is not None else None,
+                source=source, gmem_version=gmem.__version__)
+    return cls(network=net, bank=bank_c, autoencoder=vae, encoder=enc_c, run_info=info)
+
+# %% ../nbs/api/17_pipeline.ipynb #241a00ec
+@patch
+def latent_decoder(self: GMemPipeline):
+    "Latent runs: the `gmem.tokenizers.LatentDecoder` of the run (the autoencoder and the store's statistics)."
+    lat = self.run_info.get("latents")
+    if lat is None: return None
+    if self.autoencoder is None:
+        if lat["tokenizer"] != "pixel":
+            raise ValueError(f"this latent run needs its autoencoder ({lat['tokenizer']}) but the pipeline has none")
+        tok = PixelTokenizer()
+    else:
+        tok = SDVAETokenizer(self.autoencoder, scale=lat["scale"], sample=False, name=lat["tokenizer"])
+    t = lambda v: None if v is None else torch.tensor(v, dtype=torch.float32)
+    return LatentDecoder(tok, t(lat["mean"]), t(lat["std"]))
+
+@patch
+def as_run(self: GMemPipeline, device=None):
+    """The pipeline as a `gmem.inference.TrainedRun` (the GMemDiT itself, the bank, the latent decoder) for
+    `gmem.inference.generate` / `decode_samples`, `gmem.manipulate` and `gmem.eval`. It calls the network directly,
+    past any offloading hooks: move the pipeline to one device first."""
+    ri = self.run_info
+    dev = torch.device(device) if device is not None else self.network.device
+    return TrainedRun(self.network.net, TrainConfig.from_dict(ri["train_config"]),
+                      self.bank.bank if self.bank is not None else None, int(ri.get("step", 0)),
+                      tuple(ri["sample_shape"]), int(ri.get("num_classes", 1000)), dev, self.latent_decoder())
+
+# %% ../nbs/api/17_pipeline.ipynb #dc225e3a
+@patch
+def encode_images(self: GMemPipeline, images) -> torch.Tensor:
+    "Raw encoder features (B, d) of images (PIL / paths / arrays / a (B,3,H,W) tensor), preprocessed like the bank's."
+    if self.encoder is None:
+        raise ValueError("this pipeline has no encoder, so images cannot be used as conditions: export it with the "
+                         "run's encoder (`gmem export-pipeline` finds it in the run directory; a DINOv2 encoder needs "
+                         "its weights offline, see gmem.encoders) or pass bank indices / snippets")
+    if self.bank is not None: check_encoder(self.bank.bank, self.encoder.net)
+    ri = self.run_info
+    if isinstance(images, torch.Tensor):
+        x = images.unsqueeze(0) if images.ndim == 3 else images
+        return snippets_from_images(x, self.encoder)
+    items = list(images) if isinstance(images, (list, tuple)) else [images]
+    return snippets_from_images(items, self.encoder, image_size=int(ri["image_size"]), grayscale=bool(ri["grayscale"]))
+
+@patch
+def image_snippets(self: GMemPipeline, images) -> torch.Tensor:
+    "Snippets (B, d) of images in the bank's space: normalised features (full bank) or eq. 10 then eq. 9 (low-rank)."
+    b = self.bank.bank
+    f = self.encode_images(images).to(b.device)
+    return normalize_rows(f) if b.rank is None else reconstruct(b.project(f), b.B, b.mu)   # Eq. 10, eq. 9
+
+# %% ../nbs/api/17_pipeline.ipynb #25e8fb09
+@patch
+def conditions(self: GMemPipeline, snippets, num_images: int | None, seeds_fn, space: str = "coef", n_seeds: int | None = None):
+    """(conditions (n, ...) or None, bank rows (n,) or None, seeds (n,)) for `snippets=` (see the notebook). Without
+    conditions the number of images is `num_images`, else the number of seeds given (`n_seeds`), else 1."""
+    ri, cond = self.run_info, self.run_info.get("cond", "snippet")
+    n_free = int(num_images) if num_images is not None else n_seeds or 1
+    if cond != "snippet":
+        if snippets is not None:
+            raise ValueError(f"this run is conditioned on {cond!r}, not on memory snippets: pass snippets=None")
+        seeds = seeds_fn(n_free)
+        fn = seed_conditions(cond, num_classes=ri.get("num_classes"))
+        return (None if fn is None else fn(seeds)), None, seeds
+    if self.bank is None and not (isinstance(snippets, torch.Tensor) and snippets.is_floating_point()
+                                  and snippets.ndim == 2):
+        raise ValueError("this pipeline has no memory bank: pass snippets as a float (k, d) tensor")
+    b = self.bank.bank if self.bank is not None else None
+    idx = None
+    if snippets is None:
+        seeds = seeds_fn(n_free)
+        idx = bank_rows_for_seeds(b, seeds)   # the rows gmem.inference.generate draws for these seeds
+        return b.snippets(idx), idx, seeds
+    if _is_interpolation(snippets):
+        i, j, a = snippets
+        a = torch.as_tensor([float(a)] if isinstance(a, float) else [float(v) for v in a])
+        c = b.interpolate(int(i), int(j), 1 - a, space=space).reshape(len(a), -1)   # weight alpha on s_j
+    elif _is_indices(snippets):
+        idx = torch.as_tensor(snippets).reshape(-1).to(b.device)
+        c = b.snippets(idx)
+    elif isinstance(snippets, torch.Tensor) and snippets.is_floating_point() and snippets.ndim == 2:
+        c = snippets.float()
+    elif isinstance(snippets, torch.Tensor) or _is_image(snippets) or (
+            isinstance(snippets, (list, tuple)) and len(snippets) and all(_is_image(v) for v in snippets)):
+        c = self.image_snippets(snippets)
+    else:
+        raise ValueError("snippets must be None, bank indices (int / list of ints / integer tensor), images (PIL, "
+                         "paths, arrays, a (B, 3, H, W) tensor), (i, j, alpha) with a float alpha, or a float (k, d) "
+                         f"tensor of snippets; got {type(snippets).__name__}")
+    k = c.shape[0]
+    c, n = _repeat(c, num_images)
+    if idx is not None: idx = _repeat(idx, n)[0]
+    return c, idx, seeds_fn(n)
 
 # %% ../nbs/api/17_pipeline.ipynb #5b146c66
 def export_pipeline(run: str | os.PathLike,                   # run directory or checkpoint file

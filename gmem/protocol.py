@@ -12,9 +12,9 @@ from .config import MaskConfig, TrainConfig, get_preset
 
 # %% auto #0
 __all__ = ['PROTOCOL_VERSION', 'PRESET_NAMES', 'LOCAL_PRESETS', 'SCALES', 'IMAGENET_TRAIN_IMAGES', 'PAPER_RUNS', 'PAPER_INPUTS',
-           'REPORT_SCALES', 'SCALE_PARAMS', 'ARMS', 'ARM_LABELS', 'STANDARD_MASK', 'APP_MODELS', 'Scale', 'paper_scale',
-           'scale_for', 'require_paper_inputs', 'paper_run_inputs', 'parse_bank_encoder', 'arm_config', 'arm_cond',
-           'standard_arm', 'report_config', 'quickstart_arm_config']
+           'REPORT_SCALES', 'SCALE_PARAMS', 'ARMS', 'ARM_LABELS', 'STANDARD_MASK', 'APP_MODELS', 'QUICKSTART', 'Scale',
+           'paper_scale', 'scale_for', 'require_paper_inputs', 'paper_run_inputs', 'parse_bank_encoder', 'arm_config',
+           'arm_cond', 'standard_arm', 'report_config', 'quickstart_scale', 'quickstart_arm_config']
 
 # %% ../nbs/api/11b_protocol.ipynb #c977861a
 PROTOCOL_VERSION = 2   # what the reports' metrics.json record (Experiment.finish); reports/README.md flags older ones.
@@ -45,6 +45,7 @@ class Scale:
     seeds: int = 1                     # training seeds of the headline arms (GMem vs class-conditional)
     n_curve: int = 0                   # samples per FID-curve point, the last included (0: n_samples); one N for the whole curve
     sampler: str = ""                  # default sampler: a gmem.samplers.SAMPLER_PRESETS name ("": mode/method/sample_steps)
+    copy_spaces: tuple = ("pixel", "inception", "bank")   # smoke/cpu: the spaces C_T is measured in (pixel decides)
 
     def __post_init__(self):
         for k in ("train_steps", "batch_size", "ckpt_every", "image_size", "n_samples", "n_ref", "sample_steps", "grid"):
@@ -52,6 +53,8 @@ class Scale:
         if self.mode not in ("sde", "ode"): raise ValueError(f"mode={self.mode!r}; choose one of: sde, ode")
         if self.method not in ("euler", "heun"): raise ValueError(f"method={self.method!r}; choose one of: euler, heun")
         if self.n_samples < 2: raise ValueError("FID needs n_samples >= 2")
+        bad = set(self.copy_spaces) - {"pixel", "inception", "bank"}
+        if bad: raise ValueError(f"copy_spaces: unknown {sorted(bad)}; choose from pixel, inception, bank")
 
 SCALES = {
     "smoke": Scale(),   # CI: proves the code runs; its numbers decide nothing
@@ -140,6 +143,12 @@ REPORT_SCALES: dict[str, dict[str, dict]] = {   # report -> preset -> what diffe
     "efficiency": {"cpu": dict(train_steps=10_000, ckpt_every=250, seeds=3)},
     # the copying frontier at cpu: the table arms' budget (2,500 steps x 32), 3 training seeds per arm
     "frontier": {"cpu": dict(seeds=3)},
+    # what carries GMem's gap at cpu: PCA width x EMA decay x sampling bank at the table arms' budget, 3 seeds per arm
+    "gap": {"cpu": dict(seeds=3)},
+    # the quickstart (`make quickstart`, at most ~12 min on the slower 2-core CPU): the cpu table arms, one seed, 500
+    # samples per arm; C_T in pixel space (the deciding one) and the bank encoder's (Inception's needs the features
+    # of all 4,000 training digits, minutes more on a fresh machine)
+    "quickstart": {"cpu": dict(n_samples=500, seeds=1, copy_spaces=("pixel", "bank"))},
 }
 
 SCALE_PARAMS = ("train_steps", "batch_size", "ckpt_every", "n_samples", "n_ref", "sample_steps", "model", "seeds",
@@ -162,6 +171,7 @@ def arm_config(scale: Scale,                 # from `scale_for`
                mask_strategy: str = MaskConfig().strategy,    # "zero" | "noise" | "random" (Table 4; official zero)
                svd_rank: int | None = None,  # low-rank bank rank; None or 0 = full bank (no SVD)
                bank_encoder: str | None = None,  # smoke/cpu: "pca<width>" or "ssl<width>" fitted on the training digits; None: pca<scale.pca_dim>
+               ema_decay: float | None = None,  # EMA decay per step; None: the preset's (smoke/cpu 0.99 with warm-up, a ~100-step window)
                repa: bool | None = None,     # REPA alignment (needs patch tokens); None: the preset's (smoke off, paper per preset)
                seed: int = 0,                # training seed
                device: str | None = None,    # None = CUDA when available
@@ -190,6 +200,7 @@ def arm_config(scale: Scale,                 # from `scale_for`
                "keep_last": steps // min(scale.ckpt_every, steps) + 1, "seed": seed, "device": device,
                "model.name": model or scale.model, "model.cond": cond, "mask.ratio": float(mask_ratio),
                "mask.strategy": mask_strategy, "bank.rank": svd_rank or None, "sample.every": 0})
+    if ema_decay is not None: ov["optim.ema_decay"] = float(ema_decay)
     if repa is not None and (preset in LOCAL_PRESETS or not repa): ov["model.repa_depth"] = 4 if repa else None
     elif repa: ov["model.repa_depth"] = cfg.model.repa_depth or 4     # paper, on: the preset's depth (else 4, official)
     return cfg.override(ov)
@@ -229,14 +240,15 @@ def report_config(preset: str = "smoke",   # a key of APP_MODELS
     steps = int(train_steps) or cfg.steps
     return cfg.override({"steps": steps, "ckpt_every": steps, "keep_last": 1})
 
-def quickstart_arm_config(arm: str,              # a key of ARMS
-                          steps: int = 2500,     # optimizer steps
-                          batch_size: int = 32,
-                          image_size: int = 16,
-                          seed: int = 0,
-                          device: str | None = None,
+QUICKSTART = "quickstart"   # the quickstart's name beside the report notebooks' (REPORT_SCALES; gmem.experiments.Experiment)
+
+def quickstart_scale(**overrides) -> Scale:
+    "The quickstart's Scale: the cpu Scale with `REPORT_SCALES['quickstart']` and the caller's non-None overrides."
+    return scale_for("cpu", **{**REPORT_SCALES[QUICKSTART]["cpu"], **{k: v for k, v in overrides.items() if v is not None}})
+
+def quickstart_arm_config(arm: str,          # a key of ARMS
+                          seed: int = 0,     # training seed
+                          **overrides,       # Scale fields (train_steps, batch_size, image_size, ...; None: the quickstart's)
                           ) -> TrainConfig:
-    "One quickstart arm: the cpu tables' standard arm at this budget, checkpointed once at the end."
-    sc = scale_for("cpu", train_steps=steps, batch_size=batch_size, image_size=image_size)
-    return standard_arm(sc, arm, preset="cpu", seed=seed, device=device).override(
-        {"ckpt_every": steps, "keep_last": 1})
+    "One quickstart arm: the cpu tables' standard arm (`standard_arm`) at the quickstart's Scale and this seed."
+    return standard_arm(quickstart_scale(**overrides), arm, preset="cpu", seed=seed)

@@ -311,6 +311,20 @@ def _protocol(m: dict) -> int:
 def _newest_protocol(root: Path) -> int:
     return max([_protocol((_load(root / n / "metrics.json") or {}).get("metrics", {})) for n in REPORTS] or [1])
 
+# %% ../nbs/api/11_report.ipynb #4fc49656
+def _gap_finding(root: Path) -> list[str]:
+    "What the gap factorial measured (cpu): which of bank width, EMA and sampling bank carries GMem's gap, with intervals."
+    m = (_load(root / "gap" / "metrics.json") or {}).get("metrics", {})
+    eff = [e for e in m.get("effects") or [] if isinstance(e, dict) and e.get("effect") is not None]
+    if m.get("preset") != "cpu" or not eff: return []
+    carried = [e["factor"] for e in eff if e.get("carries") == "carries the gap"]
+    iv = lambda e: f"{e['effect']:+.1f}" + ("" if e.get("lo") is None else f" [{e['lo']:+.1f}, {e['hi']:+.1f}]")
+    return [f"**What carries GMem's gap** (`gap`, secondary: PCA width x EMA decay x sampling bank, "
+            f"{len(m.get('seeds') or [])} training seeds per cell; FID reductions, a factor carries the gap at >= "
+            f"{m.get('carry_threshold', 2):g} FID with an interval excluding 0): "
+            + ("carried by " + ", ".join(f"**{f}**" for f in carried) if carried else "**no factor carries it**") + ". "
+            + "; ".join(f"{e['factor']} {iv(e)}" for e in eff) + ".", "", "![the gap factorial](gap/gap.png)", ""]
+
 def _findings(root: Path, newest: int) -> list[str]:
     """reports/README.md's opening: what the cpu runs found, in sentences made from the frontier's metrics (where GMem
     beats the class-conditional SiT, at what cost in copying, per bank encoder) and the efficiency report's reading."""
@@ -339,6 +353,7 @@ def _findings(root: Path, newest: int) -> list[str]:
            + "; ".join(f"{p['encoder']}: FID {p['fid']:.1f}, C_T {p['ct_pixel']:+.1f} (beats the class arm: {p['beats_class']}; "
                        f"copies no more: {p['copies_no_more']}; does not copy: {p['does_not_copy']})" for p in per if p.get("role") == "secondary") + ".",
            "", "![the copying frontier](frontier/frontier.png)", ""]
+    out += _gap_finding(root)
     eff = (_load(root / "efficiency" / "metrics.json") or {}).get("metrics", {})
     for base, s in (eff.get("speedup") or {}).items():
         if isinstance(s, dict) and s.get("speedup") is not None and "class" in base:
@@ -352,6 +367,7 @@ def _findings(root: Path, newest: int) -> list[str]:
             break
     return out
 
+# %% ../nbs/api/11_report.ipynb #b5f1d436
 def _at_a_glance(root: Path, newest: int) -> list[str]:
     "reports/README.md's first section: every checked claim's verdict, gap and interval, and the measured speed-up."
     table, speed, fams = [], [], {}
@@ -422,6 +438,56 @@ def _at_a_glance(root: Path, newest: int) -> list[str]:
     if table: out += [markdown_table(table), ""]
     return out
 
+# %% ../nbs/api/11_report.ipynb #ba2afcca
+def _rows_table(smoke: dict | None, full: dict | None, m: dict) -> list[str]:
+    "A report's rows as one table: ours at its local preset (with both FID protocols, P/R and C_T when scored so) and at full, beside the paper's."
+    out = []
+    rows = m.get("rows")
+    if isinstance(rows, list) and rows and isinstance(rows[0], dict) and "label" in rows[0]:
+        full_rows = {r.get("label"): r for r in ((full or {}).get("metrics", {}).get("rows") or [])}
+        table = []
+        lp = (smoke or {}).get("metrics", {}).get("preset", "smoke")
+        extra = any(r.get("fid_train") is not None for r in rows)   # held-out scoring: both protocols, P/R, C_T
+        for r in (smoke or {}).get("metrics", {}).get("rows", []) or list(full_rows.values()):
+            f = full_rows.get(r.get("label"), {})
+            row = {"row": r.get("label"), "metric": r.get("metric", "FID" if not extra else "FID (held-out)"),
+                   f"ours, {lp}": _fid_cell(r) if smoke else "not run"}
+            if extra:
+                row.update({"FID (training digits)": _num(r.get("fid_train")),
+                            "precision / recall": (f"{r['precision']:.2f} / {r['recall']:.2f}"
+                                                   if r.get("precision") is not None else ""),
+                            "C_T pixel / Inception / bank": " / ".join(
+                                "" if r.get(k) is None else f"{r[k]:+.1f}" for k in ("ct_pixel", "ct", "ct_bank"))
+                                if r.get("ct") is not None or r.get("ct_pixel") is not None else "",
+                            "seeds": _num(r.get("seeds"), "d")})
+            row.update({"ours, full": _num(f.get("fid")) if f else "not run",
+                        "paper": _num(r.get("paper_fid")), "paper row": r.get("paper_row", "")})
+            table.append(row)
+        out += [markdown_table(table), ""]
+    else:
+        sc = _scalars(m)
+        out += [markdown_table([{"metric": k, "ours, smoke": _num(v, ".4g") if smoke else "not run",
+                                 "ours, full": _num(_scalars((full or {}).get("metrics", {})).get(k), ".4g")
+                                 if full else "not run"} for k, v in list(sc.items())[:30]]) if sc
+                else "(no numeric metrics)", ""]
+    return out
+
+def _provenance_lines(smoke: dict | None, full: dict | None) -> list[str]:
+    "One line per run behind a report: its regenerating command, commit, time, device and compute."
+    out = []
+    for label, d in ((smoke.get("metrics", {}).get("preset", "smoke") if smoke else "smoke", smoke), ("full", full)):
+        if d is None: continue
+        prov = d.get("provenance", {})
+        commit = str(prov.get("commit"))
+        commit = commit[:12] + ("+dirty" if commit.endswith("+dirty") else "")
+        dm = d.get("metrics", {})
+        cost = (f"; compute {dm['compute_seconds'] / 60:.0f} min: the recorded times of the arms and evaluations "
+                f"behind it, this run's wall time {dm.get('seconds', 0) / 60:.1f} min"
+                if isinstance(dm.get("compute_seconds"), (int, float)) else "")
+        out.append(f"- {label}: `{d.get('command') or 'n/a'}` (commit {commit}, "
+                   f"{prov.get('time', '?')}, {prov.get('device', '?')}{cost})")
+    return out
+
 # %% ../nbs/api/11_report.ipynb #e3c9e627
 def index_markdown(reports_dir: str | os.PathLike) -> str:
     "The text of reports/README.md for the metrics found under `reports_dir`."
@@ -448,7 +514,7 @@ def index_markdown(reports_dir: str | os.PathLike) -> str:
         out += [f"## {info['table']}: {info['title']} (`{name}`)", ""]
         if name in PAPER: out += [f"Paper setting: {PAPER[name]['setting']}.", ""]
         if smoke is None and full is None:
-            out += ["not run yet" + ("" if (Path(repo_root()) / "nbs" / f"{name}.ipynb").exists()
+            out += ["not run yet" + ("" if (root.parent / "nbs" / f"{name}.ipynb").exists()
                                      else f" (`nbs/{name}.ipynb` does not exist yet)"), ""]
             continue
         doc = smoke or full
@@ -457,48 +523,11 @@ def index_markdown(reports_dir: str | os.PathLike) -> str:
             out += [f"**Made under an earlier protocol (v{_protocol(m)}; the newest reports here are v"
                     f"{newest}: `gmem.protocol.PROTOCOL_VERSION`), not yet regenerated: its references, "
                     "copying space or bank at sampling may differ from the header's; read it beside its commit.**", ""]
-        rows = m.get("rows")
-        if isinstance(rows, list) and rows and isinstance(rows[0], dict) and "label" in rows[0]:
-            full_rows = {r.get("label"): r for r in ((full or {}).get("metrics", {}).get("rows") or [])}
-            table = []
-            lp = (smoke or {}).get("metrics", {}).get("preset", "smoke")
-            extra = any(r.get("fid_train") is not None for r in rows)   # held-out scoring: both protocols, P/R, C_T
-            for r in (smoke or {}).get("metrics", {}).get("rows", []) or list(full_rows.values()):
-                f = full_rows.get(r.get("label"), {})
-                row = {"row": r.get("label"), "metric": r.get("metric", "FID" if not extra else "FID (held-out)"),
-                       f"ours, {lp}": _fid_cell(r) if smoke else "not run"}
-                if extra:
-                    row.update({"FID (training digits)": _num(r.get("fid_train")),
-                                "precision / recall": (f"{r['precision']:.2f} / {r['recall']:.2f}"
-                                                       if r.get("precision") is not None else ""),
-                                "C_T pixel / Inception / bank": " / ".join(
-                                    "" if r.get(k) is None else f"{r[k]:+.1f}" for k in ("ct_pixel", "ct", "ct_bank"))
-                                    if r.get("ct") is not None or r.get("ct_pixel") is not None else "",
-                                "seeds": _num(r.get("seeds"), "d")})
-                row.update({"ours, full": _num(f.get("fid")) if f else "not run",
-                            "paper": _num(r.get("paper_fid")), "paper row": r.get("paper_row", "")})
-                table.append(row)
-            out += [markdown_table(table), ""]
-        else:
-            sc = _scalars(m)
-            out += [markdown_table([{"metric": k, "ours, smoke": _num(v, ".4g") if smoke else "not run",
-                                     "ours, full": _num(_scalars((full or {}).get("metrics", {})).get(k), ".4g")
-                                     if full else "not run"} for k, v in list(sc.items())[:30]]) if sc
-                    else "(no numeric metrics)", ""]
+        out += _rows_table(smoke, full, m)
         for c in m.get("checks", []) or []:
             out.append(check_line(c).replace("- **", "- here: **", 1))
         if m.get("checks"): out.append("")
-        for label, d in ((m.get("preset", "smoke") if smoke else "smoke", smoke), ("full", full)):
-            if d is None: continue
-            prov = d.get("provenance", {})
-            commit = str(prov.get("commit"))
-            commit = commit[:12] + ("+dirty" if commit.endswith("+dirty") else "")
-            dm = d.get("metrics", {})
-            cost = (f"; compute {dm['compute_seconds'] / 60:.0f} min: the recorded times of the arms and evaluations "
-                    f"behind it, this run's wall time {dm.get('seconds', 0) / 60:.1f} min"
-                    if isinstance(dm.get("compute_seconds"), (int, float)) else "")
-            out.append(f"- {label}: `{d.get('command') or 'n/a'}` (commit {commit}, "
-                       f"{prov.get('time', '?')}, {prov.get('device', '?')}{cost})")
+        out += _provenance_lines(smoke, full)
         links = [f"[{p.name}]({name}/{p.name})" for p in sorted((root / name).glob("*.html"))]
         if links: out.append(f"- rendered: {', '.join(links)}")
         out.append("")

@@ -145,23 +145,9 @@ class NFE(int):
     def __repr__(self):
         return f"NFE({int(self)}, guided={self.guided})"
 
-def sample(model: Callable,                       # model(x (B,...), t (B,), cond) -> velocity (B,...)
-           noise: torch.Tensor,                   # (B, ...) starting noise x at t=0 (e.g. seeded_noise)
-           snippets,                              # (B, d) snippets / (B,) labels / None: third model arg
-           *,
-           mode: Literal["ode", "sde"] = "ode",   # probability-flow ODE or reverse SDE (w_t = 1 - t)
-           method: Literal["euler", "heun"] = "euler",  # Euler(-Maruyama) or (SDE-)Heun
-           steps: int = 50,                       # number of updates; NFE = steps (euler), 2*steps-1 (heun)
-           shift: float = 1.0,                    # timestep shift s (official ODE: 0.3; 1 = none)
-           generator=None,                        # SDE noise: torch.Generator, list of per-sample ones, or None
-           cfg_scale: float = 1.0,                # classifier-free guidance scale (1 = off)
-           cfg_interval: tuple[float, float] = OFFICIAL_CFG_INTERVAL,  # guide only for lo <= t <= hi ((0, 1): every step)
-           uncond=None,                           # unconditional input for CFG (default: null_cond / zeros)
-           t_end: float | None = None,            # last grid point before the Mean step (None: ode 1.0, sde 0.996)
-           return_nfe: bool = False,              # also return the NFE actually spent
-           progress: bool = False,                # tqdm progress bar over steps
-           ):
-    "Generate samples by integrating t: 0 -> 1 with the chosen solver; returns x (B, ...) or (x, NFE)."
+# %% ../nbs/api/04_samplers.ipynb #8c0b7219
+def _check_solver(mode: str, method: str, cfg_scale: float, cfg_interval) -> tuple[float, float]:
+    "`sample`'s argument checks: a known mode and method, a finite guidance scale, an interval lo <= hi; returns (lo, hi)."
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
     if method not in METHODS:
@@ -171,41 +157,25 @@ def sample(model: Callable,                       # model(x (B,...), t (B,), con
     lo, hi = cfg_interval
     if lo > hi:
         raise ValueError(f"cfg_interval must be (lo, hi) with lo <= hi, got {cfg_interval}")
-    t_end = (1.0 if mode == "ode" else SDE_T_END) if t_end is None else t_end
-    grid = time_grid(steps, t_end=t_end, shift=shift).tolist()
-    B = noise.shape[0]
-    if isinstance(model, torch.nn.Module) and model.training:
-        warnings.warn("sampling with a model in training mode (dropout active); call model.eval() first")
-    guided = cfg_scale != 1.0
-    if guided:
-        if uncond is None:
-            if hasattr(model, "null_cond"):
-                uncond = model.null_cond(B, noise.device)
-            elif isinstance(snippets, torch.Tensor):
-                uncond = torch.zeros_like(snippets)
-            else:
-                raise ValueError("cfg_scale != 1 needs conditioning: pass snippets (or uncond)")
-        if not isinstance(snippets, torch.Tensor) or uncond.shape != snippets.shape:
-            raise ValueError(f"uncond {tuple(getattr(uncond, 'shape', ()))} must match snippets "
-                             f"{tuple(getattr(snippets, 'shape', ()))}")
-        cond2 = torch.cat([snippets, uncond])                       # (2B, ...) cond first, then uncond
-    calls = n_guided = 0
+    return lo, hi
 
-    def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
-        nonlocal calls, n_guided
-        calls += 1
-        tv = torch.full((B,), t, dtype=x.dtype, device=x.device)  # (B,)
-        if guided and lo <= t <= hi:
-            n_guided += 1
-            v_c, v_u = model(torch.cat([x, x]), torch.cat([tv, tv]), cond2).chunk(2)  # one batched call
-            return v_u + cfg_scale * (v_c - v_u)
-        return model(x, tv, snippets)
+def _cfg_conditions(model, snippets, uncond, B: int, device) -> torch.Tensor:
+    "The (2B, ...) conditioning of a guided call, conditional rows first: `uncond`, else `model.null_cond`, else zeros."
+    if uncond is None:
+        if hasattr(model, "null_cond"):
+            uncond = model.null_cond(B, device)
+        elif isinstance(snippets, torch.Tensor):
+            uncond = torch.zeros_like(snippets)
+        else:
+            raise ValueError("cfg_scale != 1 needs conditioning: pass snippets (or uncond)")
+    if not isinstance(snippets, torch.Tensor) or uncond.shape != snippets.shape:
+        raise ValueError(f"uncond {tuple(getattr(uncond, 'shape', ()))} must match snippets "
+                         f"{tuple(getattr(snippets, 'shape', ()))}")
+    return torch.cat([snippets, uncond])                       # (2B, ...) cond first, then uncond
 
-    def drift(x: torch.Tensor, t: float) -> torch.Tensor:
-        v = velocity(x, t)
-        return sde_drift(v, x, t) if mode == "sde" else v         # one call gives v and the score
-
-    x = noise
+def _integrate(x: torch.Tensor, grid: list, steps: int, mode: str, method: str, drift: Callable, generator,
+               progress: bool) -> torch.Tensor:
+    "`sample`'s solver loop from `x` at t=0 over `grid`: SDE noise, then an Euler or Heun step; the last step is a plain Euler step."
     with torch.no_grad():
         for i in tqdm(range(steps), disable=not progress, desc=f"{mode}-{method}"):
             t0, t1 = grid[i], grid[i + 1]
@@ -224,9 +194,54 @@ def sample(model: Callable,                       # model(x (B,...), t (B,), con
             else:                                                  # Heun: predictor + trapezoidal corrector
                 f1 = drift(x + dt * f0, t1)
                 x = x + 0.5 * dt * (f0 + f1)
+    return x
+
+# %% ../nbs/api/04_samplers.ipynb #3e950ce0
+def sample(model: Callable,                       # model(x (B,...), t (B,), cond) -> velocity (B,...)
+           noise: torch.Tensor,                   # (B, ...) starting noise x at t=0 (e.g. seeded_noise)
+           snippets,                              # (B, d) snippets / (B,) labels / None: third model arg
+           *,
+           mode: Literal["ode", "sde"] = "ode",   # probability-flow ODE or reverse SDE (w_t = 1 - t)
+           method: Literal["euler", "heun"] = "euler",  # Euler(-Maruyama) or (SDE-)Heun
+           steps: int = 50,                       # number of updates; NFE = steps (euler), 2*steps-1 (heun)
+           shift: float = 1.0,                    # timestep shift s (official ODE: 0.3; 1 = none)
+           generator=None,                        # SDE noise: torch.Generator, list of per-sample ones, or None
+           cfg_scale: float = 1.0,                # classifier-free guidance scale (1 = off)
+           cfg_interval: tuple[float, float] = OFFICIAL_CFG_INTERVAL,  # guide only for lo <= t <= hi ((0, 1): every step)
+           uncond=None,                           # unconditional input for CFG (default: null_cond / zeros)
+           t_end: float | None = None,            # last grid point before the Mean step (None: ode 1.0, sde 0.996)
+           return_nfe: bool = False,              # also return the NFE actually spent
+           progress: bool = False,                # tqdm progress bar over steps
+           ):
+    "Generate samples by integrating t: 0 -> 1 with the chosen solver; returns x (B, ...) or (x, NFE)."
+    lo, hi = _check_solver(mode, method, cfg_scale, cfg_interval)
+    t_end = (1.0 if mode == "ode" else SDE_T_END) if t_end is None else t_end
+    grid = time_grid(steps, t_end=t_end, shift=shift).tolist()
+    B = noise.shape[0]
+    if isinstance(model, torch.nn.Module) and model.training:
+        warnings.warn("sampling with a model in training mode (dropout active); call model.eval() first")
+    guided = cfg_scale != 1.0
+    cond2 = _cfg_conditions(model, snippets, uncond, B, noise.device) if guided else None
+    calls = n_guided = 0
+
+    def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
+        nonlocal calls, n_guided
+        calls += 1
+        tv = torch.full((B,), t, dtype=x.dtype, device=x.device)  # (B,)
+        if guided and lo <= t <= hi:
+            n_guided += 1
+            v_c, v_u = model(torch.cat([x, x]), torch.cat([tv, tv]), cond2).chunk(2)  # one batched call
+            return v_u + cfg_scale * (v_c - v_u)
+        return model(x, tv, snippets)
+
+    def drift(x: torch.Tensor, t: float) -> torch.Tensor:
+        v = velocity(x, t)
+        return sde_drift(v, x, t) if mode == "sde" else v         # one call gives v and the score
+
+    x = _integrate(noise, grid, steps, mode, method, drift, generator, progress)
     return (x, NFE(calls, n_guided)) if return_nfe else x
 
-# %% ../nbs/api/04_samplers.ipynb #361feb29
+# %% ../nbs/api/04_samplers.ipynb #9a1cb5f3
 @dataclasses.dataclass(frozen=True)
 class SamplerSettings:
     """Every solver option of `sample`, resolved once (as a diffusers scheduler owns its configuration). It unpacks
@@ -252,6 +267,7 @@ class SamplerSettings:
         "JSON-able record of the settings, with the NFE they spend."
         return dict(dataclasses.asdict(self), cfg_interval=list(self.cfg_interval), nfe=self.nfe)
 
+# %% ../nbs/api/04_samplers.ipynb #f35b53dc
 SAMPLER_PRESETS = {
     "official-sde": SamplerSettings(mode="sde", method="heun", steps=50, t_end=SDE_T_END),  # FID 1.53 setting; 99 NFE
     "official-ode": SamplerSettings(mode="ode", method="euler", steps=49, shift=0.3),       # linspace(0,1,50), shift 0.3; 49 NFE
@@ -279,7 +295,6 @@ def sampler_settings(sampler: str | dict | SamplerSettings | None = None,  # a S
     return dataclasses.replace(base, **{k: v for k, v in explicit.items() if v is not None})
 
 from .utils import to_uint8   # images in [-1, 1] -> uint8 as the official sampler saves them (re-exported here)
-
 
 # %% ../nbs/api/04_samplers.ipynb #45f1ef21
 def bank_rows_for_seeds(bank,                   # has .sample_indices(n, seeds=...)

@@ -9,12 +9,44 @@ from typing import Callable
 import numpy as np
 
 # %% auto #0
-__all__ = ['Z_DETECT', 'VERDICTS', 'COPYING_THRESHOLD', 'COPYING_SPACES', 'ROLES', 'compare', 'arm_interval', 'direction',
-           'no_worse', 'check_line', 'copying_checks', 'memorisation_checks', 'with_training_digits', 'curve_steps',
-           'speedup_levels', 'speedup_curves', 'speedup_text', 'mark', 'check_pvalue', 'holm', 'holm_family',
-           'speedup_check']
+__all__ = ['Z_DETECT', 'VERDICTS', 'COPYING_THRESHOLD', 'COPYING_SPACES', 'ROLES', 'contrast', 'compare', 'arm_interval',
+           'direction', 'no_worse', 'check_line', 'copying_checks', 'memorisation_checks', 'with_training_digits',
+           'curve_steps', 'speedup_levels', 'speedup_curves', 'speedup_text', 'mark', 'check_pvalue', 'holm',
+           'holm_family', 'speedup_check']
 
-# %% ../nbs/api/08a_stats.ipynb #d9218b1c
+# %% ../nbs/api/08a_stats.ipynb #05db682a
+def contrast(terms: list,             # [(weight, arm results), ...]: each arm a result dict or one per training seed
+             n_outer: int = 2000,     # hierarchical bootstrap replicates
+             seed: int = 0,
+             level: float = 0.95,
+             metric: str = "fid",     # "fid", or another with `<metric>_boot` replicates ("ct_pixel")
+             ) -> dict:
+    """Interval on sum_i w_i x mean `metric` of arm i over its training seeds, by `compare`'s hierarchical bootstrap
+    (`compare(a, b)` is `contrast([(1, b), (-1, a)])`, draw for draw). Returns `compare`'s fields: value as `gap`."""
+    if not terms: raise ValueError("contrast needs at least one (weight, arm) term")
+    T = [(float(w), _runs(x, metric)) for w, x in terms]
+    gap = float(sum(w * np.mean([r["fid"] for r in R]) for w, R in T))
+    nb = min(len(r["boot"]) for _, R in T for r in R)
+    if nb == 0 and min(len(R) for _, R in T) < 2:
+        return dict(gap=gap, lo=None, hi=None, se=None, detectable=None, seeds=tuple(len(R) for _, R in T),
+                    covers="nothing")
+    rng = np.random.default_rng(seed)
+    def arm(runs, j):
+        pick = rng.integers(0, len(runs), len(runs)) if len(runs) > 1 else np.zeros(1, int)
+        return np.mean([runs[k]["boot"][j] if nb else runs[k]["fid"] for k in pick])
+    d = np.empty(n_outer)
+    for r in range(n_outer):
+        j = int(rng.integers(0, nb)) if nb else 0
+        d[r] = sum(w * arm(R, j) for w, R in T)
+    d = d - d.mean() + gap
+    se = float(d.std(ddof=1)); al = (1 - level) / 2
+    several = min(len(R) for _, R in T) > 1
+    covers = ("sampling noise and training seeds" if several and nb else "training seeds" if several else
+              "sampling noise only (one training seed per arm)" if nb else "nothing")
+    return dict(gap=gap, lo=float(np.quantile(d, al)), hi=float(np.quantile(d, 1 - al)), se=se,
+                detectable=Z_DETECT * se, seeds=tuple(len(R) for _, R in T), covers=covers)
+
+# %% ../nbs/api/08a_stats.ipynb #01467a99
 Z_DETECT = 1.959964 + 0.841621   # two-sided 5% test with 80% power: detectable gap = Z_DETECT x SE
 
 def _runs(x, metric: str = "fid") -> list[dict]:
@@ -36,49 +68,24 @@ def compare(a,                    # arm A: result dict(s) with 'fid' and 'boot' 
             ) -> dict:
     "Interval on gap = mean FID(B) - mean FID(A) over training seeds and sampling noise (hierarchical bootstrap)."
     A, B = _runs(a, metric), _runs(b, metric)
-    gap = float(np.mean([r["fid"] for r in B]) - np.mean([r["fid"] for r in A]))
+    c = contrast([(1, b), (-1, a)], n_outer=n_outer, seed=seed, level=level, metric=metric)   # draw for draw
     nb = min(len(r["boot"]) for r in A + B)
-    if nb == 0 and (len(A) < 2 or len(B) < 2):
-        return dict(gap=gap, lo=None, hi=None, se=None, detectable=None, seeds=(len(A), len(B)), covers="nothing")
-    rng = np.random.default_rng(seed)
-    def arm(runs, j):                                   # resample seeds, each with sampling replicate j (paired)
-        pick = rng.integers(0, len(runs), len(runs)) if len(runs) > 1 else np.zeros(1, int)
-        return np.mean([runs[k]["boot"][j] if nb else runs[k]["fid"] for k in pick])
-    d = np.empty(n_outer)
-    for r in range(n_outer):
-        j = int(rng.integers(0, nb)) if nb else 0
-        d[r] = arm(B, j) - arm(A, j)
-    d = d - d.mean() + gap
-    se = float(d.std(ddof=1))
-    al = (1 - level) / 2
     covers = ("sampling noise and training seeds" if min(len(A), len(B)) > 1 and nb else
               "training seeds" if min(len(A), len(B)) > 1 else
               "sampling noise, and the training seeds of the arm that has several" if max(len(A), len(B)) > 1 and nb else
               "sampling noise only (one training seed per arm)")
-    return dict(gap=gap, lo=float(np.quantile(d, al)), hi=float(np.quantile(d, 1 - al)), se=se,
-                detectable=Z_DETECT * se, seeds=(len(A), len(B)), covers=covers)
+    return dict(c, seeds=(len(A), len(B)), covers=c["covers"] if c["lo"] is None else covers)
 
+# %% ../nbs/api/08a_stats.ipynb #d2d3cbde
 def arm_interval(x,                    # one arm: result dict(s) with the metric and its replicates, one per training seed
                  metric: str = "fid",  # "fid", or another with `<metric>_boot` replicates ("ct_pixel")
                  n_outer: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
     """The arm's mean `metric` over its training seeds with the hierarchical bootstrap interval `compare` uses for
     gaps (seeds resampled, each with one sampling replicate): a point of a figure with its error bar."""
-    R = _runs(x, metric)
-    mean = float(np.mean([r["fid"] for r in R]))
-    nb = min(len(r["boot"]) for r in R)
-    if nb == 0 and len(R) < 2: return dict(mean=mean, lo=None, hi=None, seeds=len(R))
-    rng = np.random.default_rng(seed)
-    d = np.empty(n_outer)
-    for i in range(n_outer):
-        pick = rng.integers(0, len(R), len(R)) if len(R) > 1 else np.zeros(1, int)
-        j = int(rng.integers(0, nb)) if nb else 0
-        d[i] = np.mean([R[k]["boot"][j] if nb else R[k]["fid"] for k in pick])
-    d = d - d.mean() + mean
-    al = (1 - level) / 2
-    return dict(mean=mean, lo=float(np.quantile(d, al)), hi=float(np.quantile(d, 1 - al)), seeds=len(R))
+    c = contrast([(1, x)], n_outer=n_outer, seed=seed, level=level, metric=metric)   # a one-term contrast
+    return dict(mean=c["gap"], lo=c["lo"], hi=c["hi"], seeds=c["seeds"][0])
 
-
-# %% ../nbs/api/08a_stats.ipynb #eff79881
+# %% ../nbs/api/08a_stats.ipynb #4196101b
 VERDICTS = ("holds", "contradicted", "unresolved")
 
 def _mean_fid(x, metric: str = "fid") -> float: return float(np.mean([r["fid"] for r in _runs(x, metric)]))
@@ -118,6 +125,7 @@ def direction(claim: str,        # e.g. "SDE beats ODE"
                 within_noise=verdict == "unresolved", better=fb, worse=fw, gap=gap, paper_gap=paper_gap,
                 lo=c["lo"], hi=c["hi"], detectable=c["detectable"], seeds=list(c["seeds"]), detail=detail)
 
+# %% ../nbs/api/08a_stats.ipynb #5b08905c
 def no_worse(claim: str,      # e.g. "half bank costs little"
              arm,             # the arm the paper says costs little / is not worse (FID, result dict or per-seed list)
              base,            # the arm it is compared with
@@ -301,7 +309,7 @@ def speedup_levels(gmem_curve: tuple, baseline_curve: tuple,  # seed-mean curves
     if not (0 < lo < hi) or n < 1: return []
     return [float(v) for v in np.geomspace(lo, hi, n + 2)[1:-1]]
 
-# %% ../nbs/api/08a_stats.ipynb #b55a5295
+# %% ../nbs/api/08a_stats.ipynb #6bfcb513
 def _summary(per_level: list[dict]) -> tuple[float | None, bool, str]:
     "Geometric mean over the uncensored readings; with none, the tightest bound (censored)."
     ok = [r["speedup"] for r in per_level if not r["censored"]]
@@ -320,6 +328,7 @@ def _points(curve) -> list[tuple]:
         else: out.append((p[0], p[1], list(p[2]) if len(p) > 2 and p[2] is not None else []))
     return out
 
+# %% ../nbs/api/08a_stats.ipynb #c4b2f07c
 def speedup_curves(gmem_curves: list,        # GMem: one [(images, fid) or (images, fid, boot), ...] per training seed
                    baseline_curves: list,    # the baseline, the same way (seeds need not pair with GMem's)
                    levels: list[float] | None = None,  # FID levels declared before the run (None: speedup_levels' grid)
@@ -379,7 +388,7 @@ def speedup_text(s: dict) -> str:
     iv = f" [{s['lo']:.2f}, {s['hi']:.2f}]" if s.get("lo") is not None and s.get("hi") is not None else ""
     return f"{v:.2f}x{iv}" + (" (inverse reading)" if s.get("reading") == "inverse" else "")
 
-# %% ../nbs/api/08a_stats.ipynb #8e446cd8
+# %% ../nbs/api/08a_stats.ipynb #40e457db
 ROLES = ("primary", "secondary")
 
 def mark(checks: list[dict], role: str) -> list[dict]:
@@ -404,6 +413,7 @@ def check_pvalue(c: dict) -> float | None:
     z = (float(gap) - _threshold(c)) / (det / Z_DETECT)
     return float(2 * stats.norm.sf(abs(z)))
 
+# %% ../nbs/api/08a_stats.ipynb #b4eddd56
 def holm(pvalues: list,        # p-values of one family (None: no test; passed through as None)
          ) -> list:
     "Holm's step-down adjusted p-values: p_(i) x (m - i + 1), made monotone, capped at 1 (m: the non-None p-values)."
@@ -426,6 +436,7 @@ def holm_family(checks: list[dict],    # checks, each with `role` (mark); only t
         c.update(p=p, p_holm=ph, holm_verdict=side if ph is not None and ph < alpha else "unresolved")
     return checks
 
+# %% ../nbs/api/08a_stats.ipynb #a322ea20
 def speedup_check(s: dict,             # speedup_curves' result
                   base_name: str,      # the baseline's name
                   paper: float | None = None,   # the paper's speed-up
@@ -443,4 +454,3 @@ def speedup_check(s: dict,             # speedup_curves' result
                 detectable=Z_DETECT * se if se else None, seeds=list(s.get("seeds") or []),
                 paper_gap=math.log(paper) if paper else None,
                 detail=f"speed-up {speedup_text(s)} (gap = log speed-up)" + (f"; paper {paper:g}x" if paper else ""))
-

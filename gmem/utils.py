@@ -13,7 +13,7 @@ import gmem
 # %% auto #0
 __all__ = ['atomic_path', 'atomic_write', 'remove_atomic_leftovers', 'get_device', 'autocast', 'to_uint8', 'torch_threads',
            'single_thread', 'side_by_side', 'seed_everything', 'git_commit', 'sha256_tensors', 'derive_seed',
-           'file_sha256', 'gmem_cache_dir', 'repo_root']
+           'file_sha256', 'gmem_cache_dir', 'repo_root', 'check_resume_config']
 
 # %% ../nbs/api/00_utils.ipynb #73131045
 def _default_mode() -> int:
@@ -173,3 +173,18 @@ def repo_root() -> Path:
     "The repository root: the folder that holds the `gmem` package (and `nbs/`, `reports/`)."
     return Path(gmem.__file__).resolve().parent.parent
 
+
+# %% ../nbs/api/00_utils.ipynb #c555ff8c
+def check_resume_config(path: str | os.PathLike,   # the job's settings file (JSON), e.g. WORK/build.json
+                        config: dict,              # the settings of this run
+                        refuse: str,               # the error's text; "{diff}" becomes {setting: (there, now)}
+                        ) -> None:
+    "Write `config` to `path` on a fresh start (atomically); on a resume, raise ValueError when the recorded settings differ."
+    path = Path(path)
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != config:
+            raise ValueError(refuse.format(diff={k: (old.get(k), v) for k, v in config.items() if old.get(k) != v}))
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "w") as f: json.dump(config, f, indent=1)

@@ -13,12 +13,13 @@ import pytest
 pm = pytest.importorskip("papermill")
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ["ablation", "efficiency", "nfe_sweep", "backbones", "quality", "frontier"]
+NOTEBOOKS = ["ablation", "efficiency", "nfe_sweep", "backbones", "quality", "frontier", "gap"]
 # smaller than the smoke preset: 4 optimizer steps, 8 samples per FID against 16 real images, 4 sampler steps
 TINY = dict(train_steps=4, n_samples=8, n_ref=16, num_threads=1)
 EXTRA = {"ablation": dict(sample_steps=4), "efficiency": dict(ckpt_every=2, sample_steps=4),
          "nfe_sweep": dict(nfe=[2, 4]), "backbones": dict(sample_steps=4), "quality": dict(sample_steps=4),
-         "frontier": dict(sample_steps=4, encoders=["pca16"], workers=2)}   # two arms side by side (Experiment.prefetch)
+         "frontier": dict(sample_steps=4, encoders=["pca16"], workers=2),   # two arms side by side (Experiment.prefetch)
+         "gap": dict(sample_steps=4, widths=[8])}
 ROWS = {  # labels every default sweep must produce
     "ablation": {"reference", "no_svd", "half_bank", "noise", "random", "ratio_0", "ratio_0.3", "ode"},
     "efficiency": {"GMem (final)", "SiT (class-conditional) (final)", "speed-up vs SiT (class-conditional)"},
@@ -26,6 +27,8 @@ ROWS = {  # labels every default sweep must produce
                   for s, ks in (("Euler", (2, 4)), ("SDE", (1, 3))) for k in ks},   # official SDE: NFE 2 steps - 1
     "backbones": {"SiT-T/2 / pixels", "LightningDiT-T/1 / pixels"},
     "frontier": {"GMem pca16 mask 0", "GMem pca16 mask 0.4", "SiT (class-conditional)", "SiT (unconditional)"},
+    "gap": {f"GMem PCA-8 EMA {e} {b} bank" for e in ("0.99", "0.999") for b in ("full", "half")}
+           | {"SiT (class-conditional) EMA 0.99", "SiT (class-conditional) EMA 0.999"},
     "quality": {"MNIST-5k (16x16): GMem", "MNIST-5k (16x16): SiT (class-conditional)",
                 "MNIST-5k (16x16): real training images (FID floor at N=8)"},
 }
@@ -143,3 +146,11 @@ def test_index_opens_with_the_frontier_findings(tmp_path):
     assert "beats it at equal training with: pca32 (FID 60.0, C_T +1.0); is beaten with: ssl64" in head
     assert "FID 70.0 at pixel C_T +2.0" in head and "3 training seeds" in head
     assert "pca32: FID 40.0, C_T -3.0 (beats the class arm: holds; copies no more: contradicted" in head
+    # the gap factorial's reading follows the frontier's, from its metrics
+    eff = [dict(factor="width", effect=4.5, lo=2.5, hi=6.5, carries="carries the gap"),
+           dict(factor="EMA on the gap", effect=0.4, lo=-1.6, hi=2.2, carries="not shown")]
+    write_metrics(tmp_path / "gap" / "metrics.json", dict(preset="cpu", protocol=2, rows=rows, checks=[], effects=eff,
+                                                           seeds=[0, 1, 2], carry_threshold=2.0))
+    text = index_markdown(tmp_path)
+    assert "carried by **width**. width +4.5 [+2.5, +6.5]; EMA on the gap +0.4 [-1.6, +2.2]." in text
+    assert text.index("![the copying frontier]") < text.index("What carries GMem's gap") < text.index("![the gap factorial]")

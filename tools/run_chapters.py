@@ -49,7 +49,7 @@ def run_chapter(path: Path, timeout: int = 900) -> float:
         c.outputs = [] if i in skip else r.outputs
         c.execution_count = None
     fd, tmp = tempfile.mkstemp(suffix=".ipynb", dir=path.parent); os.close(fd)
-    nbformat.write(nb, tmp); os.replace(tmp, path)
+    nbformat.write(nb, tmp); os.chmod(tmp, os.stat(path).st_mode & 0o777); os.replace(tmp, path)
     subprocess.run(["nbdev_clean", "--fname", str(path)], cwd=ROOT, check=True)
     return time.perf_counter() - t
 
