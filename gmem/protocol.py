@@ -180,30 +180,37 @@ def arm_config(scale: Scale,                 # from `scale_for`
                encoder_weights: str | None = None,  # paper: DINOv2 weights file (offline)
                bank_path: str | None = None, # paper, latent presets: the bank file of the store's images
                ):
-    "The `gmem.config.TrainConfig` of one arm."
+    """The `gmem.config.TrainConfig` of one arm, built from typed sections (`dataclasses.replace` on the preset's
+    `DataConfig`, `BankConfig`, `ModelSettings`, `MaskConfig`, `OptimConfig`), re-validated as a whole."""
+    R = dataclasses.replace
     if preset in LOCAL_PRESETS:
         cfg = get_preset("mnist-smoke")
         # the 4,000 training digits of MNIST-5k's fixed split: training, bank and PCA encoder; the 1,000 held-out
         # digits are only ever scored against (gmem.data.mnist5k_split)
         name, width = parse_bank_encoder(bank_encoder) if bank_encoder else ("pca", scale.pca_dim)
-        ov = {"data.limit": None, "data.split": "train", "data.image_size": scale.image_size, "bank.encoder": name,
-              "bank.pca_dim": width, "bank.batch_size": 500, "model.patch_size": 4}
+        data = R(cfg.data, limit=None, split="train", image_size=scale.image_size)
+        bank = R(cfg.bank, encoder=name, pca_dim=width, batch_size=500)
+        model_s = R(cfg.model, patch_size=4)
     elif preset == "paper":
         if bank_encoder: raise ValueError(f"bank_encoder={bank_encoder!r}: the paper preset's bank is DINOv2's (the fitted "
                                           "encoders are fitted on MNIST-5k: smoke/cpu)")
         cfg = get_preset(paper_preset, optim="paper")
-        ov = {"data.root": data_root or cfg.data.root, "bank.encoder_weights": encoder_weights or None}
-        if cfg.data.dataset == "latents": ov["bank.path"] = bank_path or cfg.bank.path
+        data = R(cfg.data, root=data_root or cfg.data.root)
+        bank = R(cfg.bank, encoder_weights=encoder_weights or None,
+                 **({"path": bank_path or cfg.bank.path} if cfg.data.dataset == "latents" else {}))
+        model_s = cfg.model
     else: raise ValueError(f"preset={preset!r} is not valid; choose one of: {', '.join(PRESET_NAMES)}")
-    steps = scale.train_steps
-    ov.update({"steps": steps, "batch_size": scale.batch_size, "ckpt_every": min(scale.ckpt_every, steps),
-               "keep_last": steps // min(scale.ckpt_every, steps) + 1, "seed": seed, "device": device,
-               "model.name": model or scale.model, "model.cond": cond, "mask.ratio": float(mask_ratio),
-               "mask.strategy": mask_strategy, "bank.rank": svd_rank or None, "sample.every": 0})
-    if ema_decay is not None: ov["optim.ema_decay"] = float(ema_decay)
-    if repa is not None and (preset in LOCAL_PRESETS or not repa): ov["model.repa_depth"] = 4 if repa else None
-    elif repa: ov["model.repa_depth"] = cfg.model.repa_depth or 4     # paper, on: the preset's depth (else 4, official)
-    return cfg.override(ov)
+    steps, every = scale.train_steps, min(scale.ckpt_every, scale.train_steps)
+    repa_depth = model_s.repa_depth
+    if repa is not None and (preset in LOCAL_PRESETS or not repa): repa_depth = 4 if repa else None
+    elif repa: repa_depth = model_s.repa_depth or 4     # paper, on: the preset's depth (else 4, official)
+    cfg = R(cfg, data=data, bank=R(bank, rank=svd_rank or None),
+            model=R(model_s, name=model or scale.model, cond=cond, repa_depth=repa_depth),
+            mask=R(cfg.mask, ratio=float(mask_ratio), strategy=mask_strategy),
+            optim=cfg.optim if ema_decay is None else R(cfg.optim, ema_decay=float(ema_decay)),
+            sample=R(cfg.sample, every=0), steps=steps, batch_size=scale.batch_size, ckpt_every=every,
+            keep_last=steps // every + 1, seed=seed, device=device)
+    return TrainConfig.from_dict(cfg.to_dict())   # validated as a whole, as a config file would be
 
 # %% ../nbs/api/11b_protocol.ipynb #1a13ec03
 ARMS = {"gmem": "snippet", "sit": "class", "uncond": "none"}   # arm name -> model.cond
