@@ -40,9 +40,11 @@ def contrast(terms: list,             # [(weight, arm results), ...]: each arm a
         d[r] = sum(w * arm(R, j) for w, R in T)
     d = d - d.mean() + gap
     se = float(d.std(ddof=1)); al = (1 - level) / 2
-    several = min(len(R) for _, R in T) > 1
-    covers = ("sampling noise and training seeds" if several and nb else "training seeds" if several else
-              "sampling noise only (one training seed per arm)" if nb else "nothing")
+    seeds = [len(R) for _, R in T]
+    some = sum(s > 1 for s in seeds)                    # arms with several training seeds
+    covers = ("sampling noise and training seeds" if some == len(T) and nb else "training seeds" if some == len(T) else
+              f"sampling noise, and the training seeds of the arm{' that has' if some == 1 else 's that have'} several"
+              if some else "sampling noise only (one training seed per arm)")
     return dict(gap=gap, lo=float(np.quantile(d, al)), hi=float(np.quantile(d, 1 - al)), se=se,
                 detectable=Z_DETECT * se, seeds=tuple(len(R) for _, R in T), covers=covers)
 
@@ -67,14 +69,8 @@ def compare(a,                    # arm A: result dict(s) with 'fid' and 'boot' 
             metric: str = "fid",  # the statistic compared: "fid", or another with `<metric>_boot` replicates ("ct")
             ) -> dict:
     "Interval on gap = mean FID(B) - mean FID(A) over training seeds and sampling noise (hierarchical bootstrap)."
-    A, B = _runs(a, metric), _runs(b, metric)
     c = contrast([(1, b), (-1, a)], n_outer=n_outer, seed=seed, level=level, metric=metric)   # draw for draw
-    nb = min(len(r["boot"]) for r in A + B)
-    covers = ("sampling noise and training seeds" if min(len(A), len(B)) > 1 and nb else
-              "training seeds" if min(len(A), len(B)) > 1 else
-              "sampling noise, and the training seeds of the arm that has several" if max(len(A), len(B)) > 1 and nb else
-              "sampling noise only (one training seed per arm)")
-    return dict(c, seeds=(len(A), len(B)), covers=c["covers"] if c["lo"] is None else covers)
+    return dict(c, seeds=c["seeds"][::-1])                # (A's seeds, B's seeds)
 
 # %% ../nbs/api/08a_stats.ipynb #d2d3cbde
 def arm_interval(x,                    # one arm: result dict(s) with the metric and its replicates, one per training seed
