@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .bank import MemoryBank, check_features, normalize_rows, _chunks
-from .utils import atomic_path, sha256_tensors, atomic_write, check_resume_config
+from .utils import atomic_path, sha256_tensors, check_resume_config
 from .data import dataset_identity
 from .tokenizers import _shard_done, _shard_files, _write_shards
 
