@@ -144,6 +144,8 @@ REPORT_SCALES: dict[str, dict[str, dict]] = {   # report -> preset -> what diffe
     "efficiency": {"cpu": dict(train_steps=10_000, ckpt_every=250, seeds=3)},
     # the copying frontier at cpu: the table arms' budget (2,500 steps x 32), 3 training seeds per arm
     "frontier": {"cpu": dict(seeds=3)},
+    # Table 4 at cpu: 3 training seeds per row (at 2, two of its gaps lay within 3x the seed spread)
+    "ablation": {"cpu": dict(seeds=3)},
     # what carries GMem's gap at cpu: PCA width x EMA decay x sampling bank at the table arms' budget, 3 seeds per arm
     "gap": {"cpu": dict(seeds=3)},
     # the quickstart (`make quickstart`, at most ~12 min on the slower 2-core CPU): the cpu table arms, one seed, 500
