@@ -4,9 +4,8 @@
 
 # %% ../nbs/api/09f_conditioning.ipynb #50a3d974
 from __future__ import annotations
-import hashlib, os, warnings
-from pathlib import Path
-from typing import Literal, Sequence
+import hashlib, os
+from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F

@@ -4,21 +4,19 @@
 
 # %% ../nbs/api/12_experiments.ipynb #c91a3290
 from __future__ import annotations
-import copy, dataclasses, json, math, os, shutil, time
-from dataclasses import dataclass, field
+import json, math, os, shutil, time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from fastcore.basics import patch
 
-from .report import resolve_out_dir, cached_arm, config_hash, markdown_table, parameter_defaults, write_metrics, save_image_grid
+from .report import resolve_out_dir, cached_arm, config_hash, parameter_defaults, write_metrics, save_image_grid
 from .arms import arm_cache, train_arm
-from .protocol import (PRESET_NAMES, LOCAL_PRESETS, Scale, SCALES, REPORT_SCALES, SCALE_PARAMS, PAPER_RUNS,
-                           PAPER_INPUTS, IMAGENET_TRAIN_IMAGES, paper_scale, scale_for, require_paper_inputs,
+from .protocol import (PRESET_NAMES, LOCAL_PRESETS, Scale, REPORT_SCALES, SCALE_PARAMS, PAPER_RUNS, scale_for,
+                           require_paper_inputs,
                            paper_run_inputs, arm_config, standard_arm, PROTOCOL_VERSION, QUICKSTART)
-from .paper import PAPER, REPORTS
+from .paper import REPORTS
 from .eval import cifar_reference, fid_interval, FIDFeatures, load_stats, stats_mode, mnist_split_features
 from .memorisation import precision_recall, CopyingTest, pixel_features
 from .utils import atomic_write, get_device, repo_root, side_by_side, to_uint8
@@ -30,7 +28,6 @@ from .factory import build_bank_file, build_dataset, build_encoder
 from .inference import decode_samples, generate, load_run
 from .samplers import sampler_settings
 from .tokenizers import LatentDataset, LatentDecoder
-from .train import read_metrics
 
 # %% auto #0
 __all__ = ['SCORE_FIELDS', 'report_command', 'start', 'Experiment', 'score_fields']

@@ -4,7 +4,7 @@
 
 # %% ../nbs/api/13_manipulate.ipynb #be124503
 from __future__ import annotations
-import dataclasses, hashlib, os, time, warnings
+import dataclasses, os, time
 from pathlib import Path
 from typing import Any, Literal, Sequence
 import numpy as np

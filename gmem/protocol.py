@@ -12,9 +12,10 @@ from .config import MaskConfig, TrainConfig, get_preset
 
 # %% auto #0
 __all__ = ['PROTOCOL_VERSION', 'PRESET_NAMES', 'LOCAL_PRESETS', 'SCALES', 'IMAGENET_TRAIN_IMAGES', 'PAPER_RUNS', 'PAPER_INPUTS',
-           'REPORT_SCALES', 'SCALE_PARAMS', 'ARMS', 'ARM_LABELS', 'STANDARD_MASK', 'APP_MODELS', 'QUICKSTART', 'Scale',
-           'paper_scale', 'scale_for', 'require_paper_inputs', 'paper_run_inputs', 'parse_bank_encoder', 'arm_config',
-           'arm_cond', 'standard_arm', 'report_config', 'quickstart_scale', 'quickstart_arm_config']
+           'REPORT_SCALES', 'EMA_WINDOW', 'SCALE_PARAMS', 'ARMS', 'ARM_LABELS', 'STANDARD_MASK', 'APP_MODELS',
+           'QUICKSTART', 'Scale', 'paper_scale', 'scale_for', 'require_paper_inputs', 'paper_run_inputs',
+           'window_decay', 'parse_bank_encoder', 'arm_config', 'arm_cond', 'standard_arm', 'report_config',
+           'quickstart_scale', 'quickstart_arm_config']
 
 # %% ../nbs/api/11b_protocol.ipynb #c977861a
 PROTOCOL_VERSION = 2   # what the reports' metrics.json record (Experiment.finish); reports/README.md flags older ones.
@@ -138,11 +139,13 @@ def paper_run_inputs(trainer_preset: str) -> dict[str, str]:
     return PAPER_INPUTS[ds]
 
 REPORT_SCALES: dict[str, dict[str, dict]] = {   # report -> preset -> what differs from SCALES[preset]
-    # Table 2 at cpu: 10,000 steps x 32 = 320k images (80 epochs of the 4,000 training digits), 3 seeds of GMem and
-    # the class-conditional baseline, checkpoints every 250 steps for a log-spaced curve
+    # Table 2 at cpu: 10,000 steps x 32 = 320k images (80 epochs of the 4,000 training digits), 3 seeds of every arm,
+    # checkpoints every 250 steps (8k images) for 9 log-spaced curve points of 500 samples, 1,000 at the last
     "efficiency": {"cpu": dict(train_steps=10_000, ckpt_every=250, seeds=3)},
     # the copying frontier at cpu: the table arms' budget (2,500 steps x 32), 3 training seeds per arm
     "frontier": {"cpu": dict(seeds=3)},
+    # Table 4 at cpu: 3 training seeds per row (at 2, two of its gaps lay within 3x the seed spread)
+    "ablation": {"cpu": dict(seeds=3)},
     # what carries GMem's gap at cpu: PCA width x EMA decay x sampling bank at the table arms' budget, 3 seeds per arm
     "gap": {"cpu": dict(seeds=3)},
     # the quickstart (`make quickstart`, at most ~12 min on the slower 2-core CPU): the cpu table arms, one seed, 500
@@ -150,6 +153,15 @@ REPORT_SCALES: dict[str, dict[str, dict]] = {   # report -> preset -> what diffe
     # of all 4,000 training digits, minutes more on a fresh machine)
     "quickstart": {"cpu": dict(n_samples=500, seeds=1, copy_spaces=("pixel", "bank"))},
 }
+
+EMA_WINDOW = 0.05   # the efficiency report's EMA: an averaging window of 5% of the run, the same for every arm
+
+def window_decay(steps: int,                 # optimizer steps of the run
+                 window: float = EMA_WINDOW,  # the EMA's averaging window (1 / (1 - decay) steps) as a fraction of the run
+                 ) -> float:
+    "The EMA decay whose window is `window` of a `steps`-step run (0.998 for 5% of 10,000 steps; 0 below one step)."
+    if not 0 < window <= 1: raise ValueError(f"window={window} must be in (0, 1]: a fraction of the run")
+    return 1.0 - 1.0 / max(1.0, window * steps)
 
 SCALE_PARAMS = ("train_steps", "batch_size", "ckpt_every", "n_samples", "n_ref", "sample_steps", "model", "seeds",
                 "n_curve")   # notebook parameters that size the preset's Scale (None: the preset's value)

@@ -437,6 +437,7 @@ def speedup_check(s: dict,             # speedup_curves' result
                   base_name: str,      # the baseline's name
                   paper: float | None = None,   # the paper's speed-up
                   what: str = "trains faster",  # the claim's verb: "trains faster" (Table 2), "samples faster" (Table 3)
+                  gmem_name: str = "GMem",      # the GMem arm's name (several GMem arms: one claim each)
                   ) -> dict:
     """A speed-up as a checked claim "GMem trains (samples) faster than the baseline": `holds` when its interval lies
     above 1, `contradicted` below 1, else `unresolved` (always, when the reading is censored). The gap is log speed-up."""
@@ -444,7 +445,7 @@ def speedup_check(s: dict,             # speedup_curves' result
     ok = v is not None and not s.get("censored") and lo is not None and hi is not None
     verdict = ("holds" if lo > 1 else "contradicted" if hi < 1 else "unresolved") if ok else "unresolved"
     se = (math.log(hi) - math.log(lo)) / (2 * 1.959964) if ok else None
-    return dict(claim=f"GMem {what} than the {base_name} (speed-up above 1)", kind="speedup", verdict=verdict,
+    return dict(claim=f"{gmem_name} {what} than the {base_name} (speed-up above 1)", kind="speedup", verdict=verdict,
                 holds=verdict == "holds", within_noise=verdict == "unresolved",
                 gap=math.log(v) if v else None, lo=math.log(lo) if ok else None, hi=math.log(hi) if ok else None,
                 detectable=Z_DETECT * se if se else None, seeds=list(s.get("seeds") or []),

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import bisect, contextlib, json, os, time
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 import numpy as np
 import torch
 from tqdm.auto import tqdm

@@ -4,8 +4,8 @@
 
 # %% ../nbs/api/09h_train.ipynb #bc428d1b
 from __future__ import annotations
-import copy, csv, dataclasses, hashlib, io, json, math, os, random, sys, time, warnings
-from dataclasses import dataclass, field, asdict
+import copy, csv, dataclasses, hashlib, io, math, os, random, sys, time, warnings
+from dataclasses import dataclass, asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,9 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.distributed as dist
-import yaml
 
-from .utils import atomic_write, atomic_path, get_device, autocast, git_commit, remove_atomic_leftovers, torch_threads
+from .utils import atomic_write, autocast, git_commit, remove_atomic_leftovers, torch_threads
 from .bankbuild import build_progress
 from .tblog import TensorBoardLog
 from . import __version__

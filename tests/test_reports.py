@@ -16,13 +16,15 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["ablation", "efficiency", "nfe_sweep", "backbones", "quality", "frontier", "gap"]
 # smaller than the smoke preset: 4 optimizer steps, 8 samples per FID against 16 real images, 4 sampler steps
 TINY = dict(train_steps=4, n_samples=8, n_ref=16, num_threads=1)
-EXTRA = {"ablation": dict(sample_steps=4), "efficiency": dict(ckpt_every=2, sample_steps=4),
+EXTRA = {"ablation": dict(sample_steps=4), "efficiency": dict(ckpt_every=2, sample_steps=4, encoders=["pca16"]),
          "nfe_sweep": dict(nfe=[2, 4]), "backbones": dict(sample_steps=4), "quality": dict(sample_steps=4),
          "frontier": dict(sample_steps=4, encoders=["pca16"], workers=2),   # two arms side by side (Experiment.prefetch)
          "gap": dict(sample_steps=4, widths=[8])}
 ROWS = {  # labels every default sweep must produce
     "ablation": {"reference", "no_svd", "half_bank", "noise", "random", "ratio_0", "ratio_0.3", "ode"},
-    "efficiency": {"GMem (final)", "SiT (class-conditional) (final)", "speed-up vs SiT (class-conditional)"},
+    "efficiency": {"GMem pca16 (final)", "SiT (class-conditional) (final)", "SiT (unconditional) (final)",
+                   "speed-up GMem pca16 vs SiT (class-conditional)",      # equal budget, and the continued class seed
+                   "speed-up GMem pca16 vs SiT (class-conditional), continued to 256 images"},
     "nfe_sweep": {f"{m} @ NFE {k} ({s})" for m in ("GMem", "SiT (class-conditional)")
                   for s, ks in (("Euler", (2, 4)), ("SDE", (1, 3))) for k in ks},   # official SDE: NFE 2 steps - 1
     "backbones": {"SiT-T/2 / pixels", "LightningDiT-T/1 / pixels"},

@@ -44,7 +44,7 @@ SCRIPT = textwrap.dedent('''
     ds = torch.utils.data.TensorDataset(x, torch.zeros(64, dtype=torch.long))
     cfg = TrainConfig(data=DataConfig(), bank=BankConfig(encoder="stand-in"), model=ModelSettings(name="stand-in"),
                       optim=OptimConfig(lr=3e-3, ema_warmup=True), batch_size=8, steps=steps, ckpt_every=5,
-                      precision="fp32", device="cpu")
+                      keep_last=int(os.environ.get("KEEP_LAST", "2")), precision="fp32", device="cpu")
     torch.manual_seed(0)
     net = Net()
     s = train(cfg, out, resume=resume, progress=False, model=net, dataset=ds, bank=Bank(64))
@@ -80,6 +80,20 @@ def test_kill9_resume_is_bit_exact(tmp_path):
     subprocess.run([sys.executable, script, part, str(n), "1", "0", "0"], env=ENV, check=True, timeout=120)
     assert _losses(part) == _losses(full)                # string-equal: bit for bit
     assert [int(s) for s, _ in _losses(part)] == list(range(1, n + 1))
+
+def test_a_longer_run_repeats_the_shorter_one(tmp_path):
+    """Nothing in training depends on the total number of steps: a 20-step run's first 10 steps are the 10-step run's,
+    loss for loss and weights at step 10 (nbs/efficiency.ipynb reads its continued class runs at T as T-step runs)."""
+    import torch
+    script = _script(tmp_path)
+    for n in (10, 20):
+        subprocess.run([sys.executable, script, tmp_path / f"r{n}", str(n), "0", "0", "0"], env={**ENV, "KEEP_LAST": "4"},
+                       check=True, timeout=120)
+    assert _losses(tmp_path / "r20")[:10] == _losses(tmp_path / "r10")
+    a, b = (torch.load(tmp_path / f"r{n}" / "checkpoints" / "step-00000010.pt", map_location="cpu", weights_only=False)
+            for n in (10, 20))
+    for k in ("model", "ema"):
+        assert a[k].keys() == b[k].keys() and all(torch.equal(a[k][j], b[k][j]) for j in a[k])
 
 def test_ddp_two_processes_gloo(tmp_path):
     "torchrun with 2 CPU processes (gloo): identical parameters at the end, different noise on each rank."
