@@ -11,8 +11,8 @@ import numpy as np
 # %% auto #0
 __all__ = ['Z_DETECT', 'VERDICTS', 'COPYING_THRESHOLD', 'COPYING_SPACES', 'ROLES', 'contrast', 'compare', 'arm_interval',
            'direction', 'no_worse', 'check_line', 'copying_checks', 'memorisation_checks', 'with_training_digits',
-           'curve_steps', 'speedup_levels', 'speedup_curves', 'speedup_text', 'mark', 'check_pvalue', 'holm',
-           'holm_family', 'speedup_check']
+           'curve_steps', 'continued_curve_steps', 'speedup_levels', 'speedup_curves', 'speedup_text', 'mark',
+           'check_pvalue', 'holm', 'holm_family', 'speedup_check']
 
 # %% ../nbs/api/08a_stats.ipynb #05db682a
 def contrast(terms: list,             # [(weight, arm results), ...]: each arm a result dict or one per training seed
@@ -250,6 +250,17 @@ def curve_steps(total: int,        # training steps of the arm
     extra = iter(s for s in saved if s not in picked)     # collisions at the short end: fill with unused steps
     while len(picked) < k: picked = sorted(set(picked) | {next(extra)})
     return picked
+
+def continued_curve_steps(steps: list[int],  # a curve's steps (`curve_steps`)
+                          every: int,        # checkpoint interval of the continued run
+                          total: int,        # the continued run's steps (always included)
+                          ) -> list[int]:
+    "The steps past `steps[-1]` that continue its log spacing up to `total`, on saved checkpoints: a continued run's extra points."
+    ratio = (steps[-1] / steps[0]) ** (1 / (len(steps) - 1)) if len(steps) > 1 else 2.0
+    k = max(1, round(math.log(total / steps[-1]) / math.log(ratio)))
+    saved = list(range(every, total + 1, every)) + [total]
+    want = np.geomspace(steps[-1], total, k + 1)[1:-1]
+    return sorted({min(saved, key=lambda s: abs(math.log(s / w))) for w in want} - set(steps) | {total})
 
 
 # %% ../nbs/api/08a_stats.ipynb #63e5567c
