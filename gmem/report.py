@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from .utils import atomic_path, atomic_write, git_commit, repo_root, to_uint8
 from .paper import PAPER, REPORTS
-from .stats import check_line, holm_family, speedup_text, _verdict
+from .stats import check_line, holm_family, speedup_check, speedup_text, _verdict
 import gmem
 
 # %% auto #0
@@ -359,13 +359,18 @@ def _findings(root: Path, newest: int) -> list[str]:
     prim = [(k, s) for k, s in sps if s.get("role") == "primary"] or [(k, s) for k, s in sps if "class" in k][:1]
     if prim:
         old = _protocol(eff) < newest
-        out += [f"**Training speed-up** (`efficiency`{', an earlier protocol: not yet regenerated' if old else ''}): "
-                + "; ".join(f"{_speedup_name(k, s)}: {speedup_text(s)}" for k, s in prim)
+        seeds = len((eff.get("design") or {}).get("seeds") or [])
+        role = ", an earlier protocol: not yet regenerated" if old else f", primary; {seeds} training seeds per arm"
+        out += [f"**Training speed-up** (`efficiency`{role}): "
+                + "; ".join(f"{_speedup_name(k, s)}: {speedup_text(s)}"
+                            + ("" if old else f" - **{speedup_check(s, '')['verdict']}**") for k, s in prim)
                 + ", against the paper's 50x. The paper's gap comes from "
                 "ImageNet's 1.28M diverse images and a DINOv2 bank that carries semantics the class label lacks, "
                 "with REPA and the LightningDiT backbone credited separately (Tables 2, 5); on 4,000 digits of 10 "
                 "classes a class label already says most of what a snippet can, so a small or no speed-up is what "
                 "this scale can show.", ""]
+        if not old and (root / "efficiency" / "efficiency_curve.png").exists():
+            out += ["![FID against training images](efficiency/efficiency_curve.png)", ""]
     out += _sampling_finding(root, newest)
     return out
 

@@ -156,3 +156,20 @@ def test_index_opens_with_the_frontier_findings(tmp_path):
     text = index_markdown(tmp_path)
     assert "carried by **width**. width +4.5 [+2.5, +6.5]; EMA on the gap +0.4 [-1.6, +2.2]." in text
     assert text.index("![the copying frontier]") < text.index("What carries GMem's gap") < text.index("![the gap factorial]")
+    # the training speed-up follows, each primary reading with its verdict, and the curves' figure once it exists
+    sp = dict(speedup=2.0, lo=1.5, hi=2.6, censored=False, gmem="GMem pca32", role="primary", per_level=[],
+              seeds=[3, 2], largest_showable=40.0)
+    cens = dict(sp, gmem="GMem ssl64", censored=True, bound="at least", lo=None, hi=None)
+    write_metrics(tmp_path / "efficiency" / "metrics.json",
+                  dict(preset="cpu", protocol=2, rows=rows, checks=[], design=dict(seeds=[0, 1, 2]),
+                       speedup={"GMem pca32 vs SiT (class-conditional), continued": sp,
+                                "GMem ssl64 vs SiT (class-conditional), continued": cens,
+                                "GMem pca32 vs unconditional": dict(sp, role="secondary")}))
+    text = index_markdown(tmp_path)
+    line = text[text.index("**Training speed-up**"):].split("\n")[0]
+    assert "primary; 3 training seeds per arm" in line and "unconditional" not in line
+    assert "GMem pca32 vs SiT (class-conditional), continued: 2.00x [1.50, 2.60] - **holds**" in line
+    assert "GMem ssl64 vs SiT (class-conditional), continued: at least 2.00x (censored) - **unresolved**" in line
+    assert "efficiency_curve.png" not in text
+    (tmp_path / "efficiency" / "efficiency_curve.png").write_bytes(b"png")
+    assert "![FID against training images](efficiency/efficiency_curve.png)" in index_markdown(tmp_path)
