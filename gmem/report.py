@@ -411,7 +411,7 @@ def _at_a_glance(root: Path, newest: int) -> list[str]:
         if preset == "cpu" and _protocol(m) < newest:     # made before the current protocol: its own family, labelled
             preset = f"cpu, earlier protocol (v{_protocol(m)})"
         rows = [r for r in (m.get("rows") or []) + (m.get("curve") or []) if isinstance(r, dict)]
-        if (preset == "cpu" and any(isinstance(r.get("fid"), (int, float)) for r in rows)
+        if (preset == "cpu" and _protocol(m) < 2 and any(isinstance(r.get("fid"), (int, float)) for r in rows)
                 and not any(r.get("fid_train") is not None for r in rows)):
             preset = "cpu, earlier protocol (training-set FID)"   # FID rows made before the held-out split: see its commit
         for c in m.get("checks", []) or []:

@@ -129,6 +129,10 @@ def test_index_flags_reports_of_an_earlier_protocol(tmp_path):
     text = index_markdown(tmp_path)
     assert "| cpu, earlier protocol (v1) |" in text and "| cpu |" in text
     assert text.count("Made under an earlier protocol (v1") == 1
+    # a protocol-2 report scores held-out digits even where its rows carry no training-digit FID (the gap factorial)
+    write_metrics(tmp_path / "gap" / "metrics.json", dict(preset="cpu", protocol=2, rows=[dict(label="GMem", fid=10.0)],
+                                                           checks=[check]))
+    assert "| `gap` | cpu | primary |" in index_markdown(tmp_path)
 
 
 def test_index_opens_with_the_frontier_findings(tmp_path):
