@@ -101,7 +101,11 @@ def test_ddp_two_processes_gloo(tmp_path):
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                         str(29500 + os.getpid() % 1000), str(script), str(out), "6", "0", "0", "1"],
                        env=ENV, capture_output=True, text=True, timeout=180)
-    assert r.returncode == 0, r.stderr[-3000:]
+    done = all((out / f"rank{i}.json").exists() for i in (0, 1))   # written after train() returned on each rank
+    # gloo can abort a rank at interpreter exit, after training and the group's teardown have finished (seen on a
+    # loaded 2-core machine): tolerated only then, and only with that signature; every check below still applies
+    exit_abort = done and "terminate called without an active exception" in r.stderr
+    assert r.returncode == 0 or exit_abort, r.stderr[-3000:]
     a, b = (json.loads((out / f"rank{i}.json").read_text()) for i in (0, 1))
     assert a["world_size"] == b["world_size"] == 2 and a["step"] == b["step"] == 6
     assert a["params"] == b["params"]                    # DDP kept the replicas identical
