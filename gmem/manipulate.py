@@ -11,10 +11,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from .conditioning import check_compatible, sample_snippets, snippets_from_images
-from .protocol import report_config   # the application reports' model (gmem.protocol.APP_MODELS)
+from .protocol import report_config, PROTOCOL_VERSION   # the application reports' model (gmem.protocol.APP_MODELS)
 from .memorisation import nearest_neighbors
 from .inference import run_encoder
-from .report import resolve_out_dir, save_figure, to_uint8_images
+from .report import resolve_out_dir, save_figure, to_uint8_images, write_metrics
 from .arms import arm_cache, load_arm
 
 # %% auto #0
@@ -112,6 +112,13 @@ class ReportSetup:
     up: int                 # upscale factor of saved image grids (tiny images to ~64 px)
     train_or_load_s: float  # seconds to train the model, or to load it from the cache
     t_start: float          # time.time() when the set-up began
+
+    def write_metrics(self, name: str, metrics: dict, params: dict) -> Path:
+        "The report's metrics.json: its numbers with the protocol version, the params and model config, and its command."
+        return write_metrics(self.out / "metrics.json", dict(metrics, protocol=PROTOCOL_VERSION),
+                             config=dict(params=params, train=self.cfg.to_dict()),
+                             command=f"papermill nbs/{name}.ipynb out.ipynb -p preset {params['preset']} "
+                                     f"-p out_dir {params['out_dir']}")
 
 def report_setup(params: dict,              # the report's checked parameters (preset, out_dir, cache_dir, train_steps, num_threads)
                  ) -> ReportSetup:
