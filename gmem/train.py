@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.distributed as dist
 
-from .utils import atomic_write, autocast, git_commit, remove_atomic_leftovers, torch_threads
+from .utils import atomic_write, autocast, git_commit, job_status, remove_atomic_leftovers, torch_threads
 from .bankbuild import build_progress
 from .tblog import TensorBoardLog
 from . import __version__
@@ -332,6 +332,7 @@ def _record_step(cfg, info: DistInfo, step: int, logged: dict, gn, decay: float,
                    ema_decay=decay, time=round(now, 3))
         metrics.write(row)
         if tb is not None: tb.log_step(row)
+        job_status("train", step, cfg.steps, "steps")   # the progress line of arms run side by side (gmem.utils)
     if bar is not None:
         bar.update(cfg.batch_size)
         if step % 10 == 0 or step == cfg.steps: bar.set_postfix(loss=f"{logged['loss']:.4f}")

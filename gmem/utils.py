@@ -4,7 +4,7 @@
 
 # %% ../nbs/api/00_utils.ipynb #e08a40f2
 from __future__ import annotations
-import contextlib, hashlib, json, os, random, subprocess, tempfile
+import contextlib, hashlib, json, os, random, subprocess, tempfile, time
 from pathlib import Path
 import numpy as np
 import torch
@@ -12,8 +12,8 @@ import gmem
 
 # %% auto #0
 __all__ = ['atomic_path', 'atomic_write', 'remove_atomic_leftovers', 'get_device', 'autocast', 'to_uint8', 'torch_threads',
-           'single_thread', 'side_by_side', 'seed_everything', 'git_commit', 'sha256_tensors', 'derive_seed',
-           'file_sha256', 'gmem_cache_dir', 'repo_root', 'check_resume_config']
+           'single_thread', 'job_status', 'status_text', 'side_by_side', 'Stopwatch', 'seed_everything', 'git_commit',
+           'sha256_tensors', 'derive_seed', 'file_sha256', 'gmem_cache_dir', 'repo_root', 'check_resume_config']
 
 # %% ../nbs/api/00_utils.ipynb #73131045
 def _default_mode() -> int:
@@ -95,24 +95,109 @@ def single_thread():
     return torch_threads(1)
 
 # %% ../nbs/api/00_utils.ipynb #1d7d56d8
+_JOB: dict = {}   # this process's job status: its file (set in jobs that `side_by_side` runs), stage, start, last write
+
+def job_status(stage: str,                # what the job is doing, e.g. "train", "scoring: features of samples"
+               done: float | None = None, # how far it is ...
+               total: float | None = None,# ... of how much
+               unit: str = "",            # of what ("steps", "images")
+               ) -> None:
+    """Tell `side_by_side`'s display where the job running in this process stands: written to the job's status file
+    (at once on a new stage, else at most once a second); nothing happens outside such a job."""
+    path = _JOB.get("path")
+    if path is None: return
+    now = time.time()
+    if stage == _JOB.get("stage") and now - _JOB.get("written", 0.0) < 1 and not (total and done is not None and done >= total):
+        return
+    if stage != _JOB.get("stage"): _JOB.update(stage=stage, t0=now, done0=done or 0)
+    _JOB["written"] = now
+    with atomic_write(path, "w") as f:
+        json.dump(dict(stage=stage, done=done, total=total, unit=unit, t=now, t0=_JOB["t0"], done0=_JOB["done0"]), f)
+
+def _job_process(threads: int) -> None:
+    """A `side_by_side` process computes with `threads` threads: torch's, and the BLAS / OpenMP pools of numpy and
+    scikit-learn (two processes of two BLAS threads each on two cores wait on each other: several times slower)."""
+    from threadpoolctl import threadpool_limits
+    torch.set_num_threads(threads); threadpool_limits(threads)
+
+def _status_job(fn, path: str, *args):
+    "Run `fn(*args)` as a job of `side_by_side` whose status goes to `path`."
+    _JOB.clear(); _JOB["path"] = path
+    try: return fn(*args)
+    finally: job_status("done"); _JOB.clear()
+
+def status_text(d: dict | None, now: float | None = None) -> str:
+    "One job's status (`job_status`'s record) as text: 'train 1,200/2,500 steps (95 s left)'."
+    if not d: return "waiting"
+    s = d["stage"]
+    if d.get("total"):
+        s += f" {d['done']:,.0f}/{d['total']:,.0f} {d.get('unit', '')}".rstrip()
+        rate = (d["done"] - d["done0"]) / max(d["t"] - d["t0"], 1e-9)
+        if rate > 0 and d["done"] < d["total"]:
+            left = max(0.0, (d["total"] - d["done"]) / rate - ((now or time.time()) - d["t"]))
+            s += f" ({left:.0f} s left)" if left < 120 else f" ({left / 60:.0f} min left)"
+    return s
+
+def _read_status(path: Path) -> dict | None:
+    try: return json.loads(path.read_text())
+    except (OSError, ValueError): return None
+
+# %% ../nbs/api/00_utils.ipynb #1d7d56e0
 def side_by_side(fn,                      # importable by its module's name (spawned processes import it)
                  jobs: list[tuple],       # the arguments of each call
                  workers: int,            # processes at a time; <= 1 (or one job): here, one after another
                  threads: int = 1,        # torch CPU threads in each process
-                 desc: str | None = None, # a tqdm bar over finished jobs (None: none)
+                 desc: str | None = None, # show progress under this name (None: none)
+                 labels: list[str] | None = None,  # each job's name in the progress line (default: job 1, job 2, ...)
+                 every: float = 10.0,     # without a terminal (a log): a progress line this often, in seconds
                  ) -> list:
-    "`[fn(*job) for job in jobs]`, `workers` jobs at a time in spawned processes; the first failure stops the rest."
+    """`[fn(*job) for job in jobs]`, `workers` jobs at a time in spawned processes; the first failure stops the rest.
+    With `desc`, one line shows each running job's stage and progress (`job_status`), e.g. `gmem: train
+    1,200/2,500 steps (95 s left) | sit: scoring: features of samples 300/500 images`: refreshed in place on a
+    terminal, printed every `every` seconds into a log."""
     from tqdm.auto import tqdm
     if workers <= 1 or len(jobs) <= 1: return [fn(*j) for j in tqdm(jobs, desc=desc, disable=desc is None)]
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import multiprocessing as mp, sys
+    from concurrent.futures import ProcessPoolExecutor, wait, FIRST_COMPLETED
+    from gmem.utils import _job_process, _status_job      # by the module's name: spawned processes import them
+    labels = list(labels or [f"job {i + 1}" for i in range(len(jobs))])
     pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("spawn"),   # fork: unsafe with torch's pools
-                               initializer=torch.set_num_threads, initargs=(int(threads),))
+                               initializer=_job_process, initargs=(int(threads),))
+    tmp = tempfile.TemporaryDirectory(prefix="gmem-jobs-")
+    paths = [Path(tmp.name) / f"{i}.json" for i in range(len(jobs))]
+    tty = desc is not None and sys.stderr.isatty()
+    bar = tqdm(total=len(jobs), desc=desc, disable=not tty)
     try:
-        futs = [pool.submit(fn, *j) for j in jobs]
-        for f in tqdm(as_completed(futs), total=len(futs), desc=desc, disable=desc is None): f.result()
+        futs = [pool.submit(_status_job, fn, str(p), *j) for p, j in zip(paths, jobs)]
+        pending, shown, t0 = set(futs), 0.0, time.time()
+        while pending:
+            done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            for f in done: f.result()                                    # a job's error reaches the caller here
+            if desc is None: continue
+            now = time.time()
+            line = " | ".join(f"{lab}: {status_text(d, now)}" for lab, p, f in zip(labels, paths, futs)
+                              if (d := _read_status(p)) is not None and not f.done())
+            if tty: bar.update(len(done)); bar.set_postfix_str(line, refresh=True)
+            elif done or now - shown >= every:
+                shown = now
+                print(f"{desc} [{len(futs) - len(pending)}/{len(futs)} done, {now - t0:.0f} s]: {line or 'starting'}",
+                      file=sys.stderr, flush=True)
         return [f.result() for f in futs]
-    finally: pool.shutdown(cancel_futures=True)
+    finally:
+        bar.close(); pool.shutdown(cancel_futures=True); tmp.cleanup()
+
+# %% ../nbs/api/00_utils.ipynb #5c0a7d22
+class Stopwatch:
+    """Wall seconds spent in named parts of a job, summed over repeats: `with sw("part"): ...`, or `sw.add(part, s)`
+    for time measured elsewhere. `sw.seconds` is the {part: seconds} dict, in the order the parts first ran."""
+    def __init__(self): self.seconds: dict[str, float] = {}
+    def add(self, part: str, seconds: float) -> None:
+        self.seconds[part] = self.seconds.get(part, 0.0) + float(seconds)
+    @contextlib.contextmanager
+    def __call__(self, part: str):
+        t = time.perf_counter()
+        try: yield
+        finally: self.add(part, time.perf_counter() - t)
 
 # %% ../nbs/api/00_utils.ipynb #0e0ac4b3
 def seed_everything(seed: int) -> torch.Generator:

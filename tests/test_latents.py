@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytestmark = pytest.mark.xdist_group("latents")   # module fixtures built once: tests/conftest.py
 import torch
 
 from gmem.bankbuild import build_bank

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.xdist_group("manipulation")   # module fixtures built once: tests/conftest.py
 import torch
 import torch.nn.functional as F
 
@@ -128,8 +130,10 @@ def _finite(x):
 
 
 @pytest.fixture(scope="session")
-def run_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("report-runs")
+def run_cache(shared_dir):
+    "The application notebooks' arm cache, shared by the run's pytest workers (tests/conftest.py)."
+    (shared_dir / "report-runs").mkdir(exist_ok=True)
+    return shared_dir / "report-runs"
 
 
 @pytest.mark.parametrize("name", list(NOTEBOOKS))

@@ -21,8 +21,9 @@ from gmem.official import (ROPE_KEYS, convert_state_dict, fixtures_dir, import_o
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = fixtures_dir()
-pytestmark = pytest.mark.skipif(FIX is None, reason="official-format fixtures not found: expected shared/reference/"
-                                "official-format inside or beside the repository (or $GMEM_OFFICIAL_FIXTURES)")
+pytestmark = [pytest.mark.skipif(FIX is None, reason="official-format fixtures not found: expected shared/reference/"
+                                 "official-format inside or beside the repository (or $GMEM_OFFICIAL_FIXTURES)"),
+              pytest.mark.xdist_group("official")]   # module fixtures built once: tests/conftest.py
 NAME = "LightningDiT-T/1"   # the fixture network's size (the release is LightningDiT-XL/1)
 
 

@@ -9,6 +9,8 @@ import json, os, subprocess, sys, textwrap
 from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.xdist_group("pipeline")   # module fixtures built once: tests/conftest.py
 import torch
 
 pytest.importorskip("diffusers")

@@ -37,8 +37,10 @@ ROWS = {  # labels every default sweep must produce
 
 
 @pytest.fixture(scope="session")
-def arm_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("arms")
+def arm_cache(shared_dir):
+    "The report notebooks' arm cache, shared by the run's pytest workers (tests/conftest.py)."
+    (shared_dir / "arms").mkdir(exist_ok=True)
+    return shared_dir / "arms"
 
 
 def execute(name, tmp_path, **params):

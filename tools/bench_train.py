@@ -383,6 +383,32 @@ def _run_line(d: dict) -> str:
             f"{d.get('time_utc')}, load average at start {d.get('loadavg')}; other processes: {d.get('note') or '-'}\n")
 
 
+def scoring_section(path: Path) -> str:
+    "The quickstart's scoring breakdown (`tools/bench_scoring.py`): seconds per part, per arm, cold and warm, per label."
+    d = json.loads(path.read_text())
+    out = [f"## Where the quickstart's scoring time goes (`{path.name}`, `tools/bench_scoring.py`)\n",
+           "Seconds per part of one arm's scoring (`Experiment.evaluate`'s `score_breakdown`), the two quickstart arms "
+           "scored side by side as `make quickstart` scores them; cold: no reference features cached yet (a fresh "
+           "machine's first run), warm: cached. `scoring` is the whole stage (sampling not included); `other` is what "
+           "no part measured (loading the networks, building the copying tests' inputs).\n"]
+    for label, e in d.items():
+        out.append(f"### {label}\n\n" + _run_line(e) + f"- arms trained {e.get('steps')} steps (scoring does not depend "
+                   f"on it), {e.get('workers')} side by side\n")
+        arms = list(e["cold"]["arms"])
+        parts = list(dict.fromkeys(k for ph in ("cold", "warm") for a in arms for k in e[ph]["arms"][a]["breakdown"]))
+        cols = [f"{ph}: {a}" for ph in ("cold", "warm") for a in arms]
+        rows = [["**scoring**"] + [f"**{e[ph]['arms'][a]['score_seconds']:.1f}**" for ph in ("cold", "warm") for a in arms]]
+        rows += [[k] + [_fmt(e[ph]["arms"][a]["breakdown"].get(k, 0.0), 1) for ph in ("cold", "warm") for a in arms]
+                 for k in parts]
+        rows += [["reference features first, every core (once per run, before the arms)"]
+                 + [_fmt(e[ph].get("references_seconds", 0.0), 1) if i == 0 else "" for ph in ("cold", "warm")
+                    for i, a in enumerate(arms)]]
+        rows += [["sampling (context)"] + [_fmt(e[ph]["arms"][a]["sample_seconds"], 1) for ph in ("cold", "warm") for a in arms]]
+        out.append("| part | " + " | ".join(cols) + " |\n|" + "---|" * (len(cols) + 1) + "\n"
+                   + "\n".join("| " + " | ".join(r) + " |" for r in rows) + "\n")
+    return "\n".join(out)
+
+
 def write_readme(folder: Path) -> Path:
     "(Re)generate folder/README.md from every JSON in `folder`."
     parts = ["# Performance benchmarks\n",
@@ -390,7 +416,7 @@ def write_readme(folder: Path) -> Path:
              "Each section says the command that regenerates its JSON. Numbers are whatever the run measured.\n"]
     jsons = sorted(folder.glob("*.json"))
     trains = [p for p in jsons if p.name.startswith("train_")]
-    others_known = ("loops_",)
+    others_known = ("loops_", "breakdown_", "scoring_")
     parts.append("## Training and sampling throughput (`tools/bench_train.py`)\n")
     for p in trains:
         d = json.loads(p.read_text())
@@ -427,6 +453,8 @@ def write_readme(folder: Path) -> Path:
         cols = list(rows[0]) if rows else []
         parts.append("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
                      + "\n".join("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows) + "\n")
+    for p in [p for p in jsons if p.name.startswith("scoring_")]:
+        parts.append(scoring_section(p))
     feats = [p for p in jsons if p.name.startswith("features_")]
     if feats:
         parts.append("## Encoder and FID feature throughput (`tools/bench_features.py`)\n")
