@@ -526,6 +526,13 @@ def fid(real,                       # uint8 (N,3,H,W) tensor, iterable of batche
     return value
 
 # %% ../nbs/api/08_eval.ipynb #a3400332
+def _try_lock(lock) -> bool:
+    "Take a FileLock at once if it is free (True), else leave it (False): tells a wait for another process apart."
+    from filelock import Timeout
+    try: lock.acquire(timeout=0)
+    except Timeout: return False
+    lock.release(); return True
+
 def mnist_split_features(split: str,             # "train" (4,000 digits) / "heldout" (1,000): gmem.data.mnist5k_split
                          image_size: int,
                          n: int | None = None,   # the first n digits of the split (None: all)
@@ -546,8 +553,9 @@ def mnist_split_features(split: str,             # "train" (4,000 digits) / "hel
     if path.is_file(): return np.load(path)
     from filelock import FileLock
     path.parent.mkdir(parents=True, exist_ok=True)
-    t = time.perf_counter()
-    with FileLock(f"{path}.lock"):               # arms scored side by side: one process computes, the others wait and read
+    t, lock = time.perf_counter(), FileLock(f"{path}.lock")
+    if not _try_lock(lock): job_status(f"waiting for another process's {split} reference features")
+    with lock:                                   # arms scored side by side: one process computes, the others wait and read
         if timings is not None: timings.add("lock wait", time.perf_counter() - t)
         if path.is_file(): return np.load(path)
         t = time.perf_counter()

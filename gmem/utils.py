@@ -133,8 +133,8 @@ def status_text(d: dict | None, now: float | None = None) -> str:
     if d.get("total"):
         s += f" {d['done']:,.0f}/{d['total']:,.0f} {d.get('unit', '')}".rstrip()
         rate = (d["done"] - d["done0"]) / max(d["t"] - d["t0"], 1e-9)
-        if rate > 0 and d["done"] < d["total"]:
-            left = max(0.0, (d["total"] - d["done"]) / rate - ((now or time.time()) - d["t"]))
+        left = (d["total"] - d["done"]) / rate - ((now or time.time()) - d["t"]) if rate > 0 else 0.0
+        if left >= 1 and d["done"] < d["total"]:          # (none once the estimate has run out)
             s += f" ({left:.0f} s left)" if left < 120 else f" ({left / 60:.0f} min left)"
     return s
 
