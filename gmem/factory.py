@@ -47,7 +47,12 @@ def init_distributed(device: str | None = None) -> DistInfo:
     if dev.type == "cuda":
         dev = torch.device("cuda", local); torch.cuda.set_device(dev)
     owns = not dist.is_initialized()
-    if owns: dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    if owns:
+        # before the group exists: imported later (DDP does, through torch._dynamo), its functions' `group=group.WORLD`
+        # defaults pin the group, destroy_process_group() cannot join gloo's threads, and one of them can abort the
+        # rank at interpreter exit ("Tearing the group down" in nbs/api/09d_factory.ipynb)
+        import torch.distributed.nn  # noqa: F401
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     return DistInfo(rank, world, local, dev, owns)
 
 def _barrier(info: DistInfo):

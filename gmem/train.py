@@ -425,8 +425,8 @@ def train(cfg: TrainConfig,                       # the run's configuration
     try:
         workers = _cpu_workers(cfg, info, model, loss_fn)   # cpu_workers > 1: processes that share each batch's rows
         summary = _train(cfg, out, info, resume, progress, model, dataset, bank, loss_fn, workers)
-        # every rank has finished before the group goes away (a rank that tears down gloo while the other is still in
-        # its last collective aborts: "terminate called without an active exception", seen on a loaded 2-core machine)
+        # every rank has finished its collectives before the group goes away; destroy_process_group() then joins
+        # gloo's threads while Python is alive (the group is not pinned: see init_distributed, notebook 09d_factory)
         if info.owns_group and dist.is_initialized(): dist.barrier()
         return summary
     finally:
