@@ -292,11 +292,13 @@ def stream(self: FIDFeatures, batches, prefetch: int = 2):
 def __call__(self: FIDFeatures, x,
              progress: bool | dict = False,   # a tqdm bar (a dict: its options)
              status: str | None = None,       # report progress under this stage name (`gmem.utils.job_status`)
+             callback: Callable[[int], None] | None = None,   # called with the images done after every two chunks
              ) -> np.ndarray:
     "uint8 `(N, 3, H, W)` (any N) -> `(N, 2048)` float64 features."
-    if not progress and status is None: return next(self.stream([x]))
+    if not progress and status is None and callback is None: return next(self.stream([x]))
     from tqdm.auto import tqdm
-    x, step = _as_uint8_batch(x), self.chunk * max(1, 200 // self.chunk)   # whole chunks: the same network calls
+    x = _as_uint8_batch(x)   # blocks of whole chunks: the same network calls as one block, progress every block
+    step = self.chunk * (2 if status is not None or callback is not None else max(1, 200 // self.chunk))
     opts = dict(desc="features", unit="img", leave=False) | (progress if isinstance(progress, dict) else {})
     out, done = [], 0
     if status is not None: job_status(status, 0, len(x), "images")
@@ -304,6 +306,7 @@ def __call__(self: FIDFeatures, x,
         for f in self.stream(x[i:i + step] for i in range(0, max(len(x), 1), step)):
             out.append(f); bar.update(len(f)); done += len(f)
             if status is not None: job_status(status, done, len(x), "images")
+            if callback is not None: callback(done)
     return np.concatenate(out)
 
 # %% ../nbs/api/08_eval.ipynb #ad4d6652
@@ -562,9 +565,12 @@ def mnist_split_features(split: str,             # "train" (4,000 digits) / "hel
         x = mnist5k_images(split, image_size, N)
         parts = []
         with tqdm(total=N, desc=f"features of {N} {split} digits (cached after)", unit="img", disable=not progress) as bar:
+            stage = f"reference features ({split} digits)"
+            def seen(k):   # progress within a part (every 64 images), the same network calls as the whole part
+                bar.update(lo + k - bar.n); job_status(stage, lo + k, N, "images")
             for lo in range(0, N, 250):
-                job_status(f"reference features ({split} digits)", lo, N, "images")
-                parts.append(ext(to_uint8(x[lo:lo + 250]))); bar.update(len(parts[-1]))
+                job_status(stage, lo, N, "images")
+                parts.append(ext(to_uint8(x[lo:lo + 250]), callback=seen))
         f = np.concatenate(parts).astype(np.float32)
         with atomic_path(path) as tmp: np.save(open(tmp, "wb"), f)
         if timings is not None: timings.add("reference features", time.perf_counter() - t)

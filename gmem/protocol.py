@@ -148,7 +148,7 @@ REPORT_SCALES: dict[str, dict[str, dict]] = {   # report -> preset -> what diffe
     "ablation": {"cpu": dict(seeds=3)},
     # what carries GMem's gap at cpu: PCA width x EMA decay x sampling bank at the table arms' budget, 3 seeds per arm
     "gap": {"cpu": dict(seeds=3)},
-    # the quickstart (`make quickstart`, at most ~12 min on the slower 2-core CPU): the cpu table arms, one seed, 500
+    # the quickstart (`make quickstart`, 8.9 min on the slower 2-core CPU with empty caches): the cpu table arms, one seed, 500
     # samples per arm; C_T in pixel space (the deciding one) and the bank encoder's (Inception's needs the features
     # of all 4,000 training digits, minutes more on a fresh machine)
     "quickstart": {"cpu": dict(n_samples=500, seeds=1, copy_spaces=("pixel", "bank"))},

@@ -81,11 +81,14 @@ def _run_arms(exp: Experiment, qc: QuickstartConfig) -> tuple[dict, float]:
     eval)}, seconds spent on the reference features first, with every core; 0 when every arm is cached)."""
     cfgs = {a: quickstart_config(a, qc) for a in qc.arms}
     ev_kw = dict(steps=qc.sample_steps) if qc.sample_steps else {}
-    jobs = [(cfgs[a], {}, [ev_kw]) for a in qc.arms]
+    jobs, workers = [(cfgs[a], {}, [ev_kw]) for a in qc.arms], min(qc.workers, len(qc.arms))
+    cached = [exp.is_cached(*j) for j in jobs]
+    for a in [a for a, c in zip(qc.arms, cached) if c and workers <= 1]:   # (side by side, `prefetch` says it)
+        print(f"[quickstart] {a}: cached (trained and scored)", flush=True)
     t = time.time()
-    if not all(exp.is_cached(*j) for j in jobs): exp.prepare_references()
+    if not all(cached): exp.prepare_references()
     refs = time.time() - t
-    exp.prefetch(jobs, workers=min(qc.workers, len(qc.arms)), labels=list(qc.arms))
+    exp.prefetch(jobs, workers=workers, labels=list(qc.arms))
     out = {}
     for a in qc.arms:
         run, tr = exp.train_arm(cfgs[a])

@@ -179,9 +179,9 @@ def side_by_side(fn,                      # importable by its module's name (spa
                               if (d := _read_status(p)) is not None and not f.done())
             if tty: bar.update(len(done)); bar.set_postfix_str(line, refresh=True)
             elif done or now - shown >= every:
-                shown = now
-                print(f"{desc} [{len(futs) - len(pending)}/{len(futs)} done, {now - t0:.0f} s]: {line or 'starting'}",
-                      file=sys.stderr, flush=True)
+                shown, state = now, line or ("finished" if not pending else "starting")
+                print(f"{desc} [{len(futs) - len(pending)}/{len(futs)} done, {now - t0:.0f} s]: {state}", file=sys.stderr,
+                      flush=True)
         return [f.result() for f in futs]
     finally:
         bar.close(); pool.shutdown(cancel_futures=True); tmp.cleanup()
