@@ -103,7 +103,8 @@ def job_status(stage: str,                # what the job is doing, e.g. "train",
                unit: str = "",            # of what ("steps", "images")
                ) -> None:
     """Tell `side_by_side`'s display where the job running in this process stands: written to the job's status file
-    (at once on a new stage, else at most once a second); nothing happens outside such a job."""
+    (at once on a new stage, else at most once a second); nothing happens outside such a job, and a status that cannot
+    be written is skipped (the display must never stop the work)."""
     path = _JOB.get("path")
     if path is None: return
     now = time.time()
@@ -111,8 +112,10 @@ def job_status(stage: str,                # what the job is doing, e.g. "train",
         return
     if stage != _JOB.get("stage"): _JOB.update(stage=stage, t0=now, done0=done or 0)
     _JOB["written"] = now
-    with atomic_write(path, "w") as f:
-        json.dump(dict(stage=stage, done=done, total=total, unit=unit, t=now, t0=_JOB["t0"], done0=_JOB["done0"]), f)
+    try:
+        with atomic_write(path, "w") as f:
+            json.dump(dict(stage=stage, done=done, total=total, unit=unit, t=now, t0=_JOB["t0"], done0=_JOB["done0"]), f)
+    except OSError: pass
 
 def _job_process(threads: int) -> None:
     """A `side_by_side` process computes with `threads` threads: torch's, and the BLAS / OpenMP pools of numpy and
