@@ -291,21 +291,18 @@ def stream(self: FIDFeatures, batches, prefetch: int = 2):
 @patch
 def __call__(self: FIDFeatures, x,
              progress: bool | dict = False,   # a tqdm bar (a dict: its options)
-             status: str | None = None,       # report progress under this stage name (`gmem.utils.job_status`)
              callback: Callable[[int], None] | None = None,   # called with the images done after every two chunks
              ) -> np.ndarray:
     "uint8 `(N, 3, H, W)` (any N) -> `(N, 2048)` float64 features."
-    if not progress and status is None and callback is None: return next(self.stream([x]))
+    if not progress and callback is None: return next(self.stream([x]))
     from tqdm.auto import tqdm
     x = _as_uint8_batch(x)   # blocks of whole chunks: the same network calls as one block, progress every block
-    step = self.chunk * (2 if status is not None or callback is not None else max(1, 200 // self.chunk))
+    step = self.chunk * (2 if callback is not None else max(1, 200 // self.chunk))
     opts = dict(desc="features", unit="img", leave=False) | (progress if isinstance(progress, dict) else {})
     out, done = [], 0
-    if status is not None: job_status(status, 0, len(x), "images")
     with tqdm(total=len(x), disable=not progress, **opts) as bar:
         for f in self.stream(x[i:i + step] for i in range(0, max(len(x), 1), step)):
             out.append(f); bar.update(len(f)); done += len(f)
-            if status is not None: job_status(status, done, len(x), "images")
             if callback is not None: callback(done)
     return np.concatenate(out)
 

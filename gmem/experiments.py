@@ -234,7 +234,7 @@ def _prefetch_job(init: dict, cfg, train_kw: dict, evals: list[dict]) -> None:
     for e in evals: exp.evaluate(run, **e)
 
 def arm_label(cfg) -> str:
-    "A short name of an arm's config for progress lines: its condition (bank encoder and mask), EMA and seed."
+    "A short name of an arm's config for progress lines: its condition (with the bank encoder and mask) and seed."
     c = cfg.model.cond
     if c == "snippet": c = f"gmem {cfg.bank.encoder} mask {cfg.mask.ratio:g}"
     return f"{c} seed {cfg.seed}"
@@ -254,7 +254,7 @@ def is_cached(self: Experiment, cfg, train_kw: dict, evals: list[dict]) -> bool:
 @patch
 def prefetch(self: Experiment,
              jobs: list[tuple],   # (config, train_arm kwargs, [evaluate kwargs, ...]) per arm
-             workers: int = 1,    # arms at a time, each in a process of one thread (CPU); <= 1: nothing to do here
+             workers: int = 1,    # arms at a time, each in a process of one thread (CPU); <= 1: none started here
              labels: list[str] | None = None,  # each arm's name in the progress line (default: `arm_label`)
              ) -> None:
     """Fill the arm cache `workers` arms at a time, so that the notebook's own `train_arm` / `evaluate` calls, made
@@ -262,15 +262,14 @@ def prefetch(self: Experiment,
     2-core CPU, two single-thread arms side by side take about half the time of one after another. Arms already
     cached say so at once and start no process; before the others start, the reference features their scoring shares
     are computed once with every core (`prepare_references`), so no process waits for another's. One progress line
-    shows each running arm's stage (`gmem.utils.side_by_side`). Nothing happens with workers <= 1, on a GPU, or with
-    `force` (the notebook's calls would redo the work)."""
-    if workers <= 1 or self.force or torch.device(self.device).type != "cpu": return
+    shows each running arm's stage (`gmem.utils.side_by_side`). With workers <= 1, on a GPU, or with `force` (the
+    notebook's calls would redo the work) it only says which arms are cached."""
     labels = list(labels or [arm_label(cfg) for cfg, _, _ in jobs])
     todo = []
     for (cfg, kw, evs), label in zip(jobs, labels):
         if self.is_cached(cfg, kw, evs): print(f"{self.name}: {label}: cached (trained and scored)", flush=True)
         else: todo.append(((self._init, cfg, dict(kw), list(evs)), label))
-    if not todo: return
+    if not todo or workers <= 1 or self.force or torch.device(self.device).type != "cpu": return
     if any(evs for (_, _, _, evs), _ in todo): self.prepare_references()
     from gmem.experiments import _prefetch_job as job     # by the module's name: spawned processes import it
     side_by_side(job, [j for j, _ in todo], workers, desc=f"{self.name}: arms, {min(workers, len(todo))} at a time",
@@ -494,8 +493,10 @@ def fid_interval_of(self: Experiment, images: torch.Tensor, n_boot: int | None =
     with self._sw("sample features"):
         ext = FIDFeatures(device=self.device, mode=stats_mode(meta_r))   # the reference's pipeline (ADM's npz: TF resize)
         u8 = to_uint8(images)
+        stage = "scoring: features of samples"
+        job_status(stage, 0, len(u8), "images")
         feats = ext(u8, progress=dict(desc=f"features of {len(u8)} generated") if self.progress else False,
-                    status="scoring: features of samples")
+                    callback=lambda k: job_status(stage, k, len(u8), "images"))
     nb = self.scale.n_boot if n_boot is None else n_boot
     with self._sw("FID bootstrap"):
         out = (fid_interval(mu_r, sig_r, feats, n_boot=nb, seed=self.sample_seed),

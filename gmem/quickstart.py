@@ -82,11 +82,8 @@ def _run_arms(exp: Experiment, qc: QuickstartConfig) -> tuple[dict, float]:
     cfgs = {a: quickstart_config(a, qc) for a in qc.arms}
     ev_kw = dict(steps=qc.sample_steps) if qc.sample_steps else {}
     jobs, workers = [(cfgs[a], {}, [ev_kw]) for a in qc.arms], min(qc.workers, len(qc.arms))
-    cached = [exp.is_cached(*j) for j in jobs]
-    for a in [a for a, c in zip(qc.arms, cached) if c and workers <= 1]:   # (side by side, `prefetch` says it)
-        print(f"[quickstart] {a}: cached (trained and scored)", flush=True)
     t = time.time()
-    if not all(cached): exp.prepare_references()
+    if not all(exp.is_cached(*j) for j in jobs): exp.prepare_references()   # (`prefetch` says which arms are cached)
     refs = time.time() - t
     exp.prefetch(jobs, workers=workers, labels=list(qc.arms))
     out = {}
