@@ -18,9 +18,10 @@ quickstart:  ## the main job: offline end-to-end GMem run on MNIST-5k -> quickst
 quickstart-report:  ## the same run, rewriting the committed report in reports/quickstart/
 	@v="$(VENV)"; "$$v/bin/gmem" quickstart --out reports/quickstart
 
-test:  ## the whole test suite: notebooks in sync with gmem/, nbdev_test (library notebooks), pytest (cross-module + report notebooks); both cores; prints the slowest
+test:  ## the whole test suite: notebooks in sync with gmem/, the emoji data (fetched once: gmem data fetch emoji), nbdev_test (library notebooks), pytest (cross-module + report notebooks); both cores; prints the slowest
 	@v="$(VENV)"; source "$$v/bin/activate"; \
 	python tools/check_sync.py; \
+	gmem data fetch emoji; \
 	nbdev_test --n_workers 2 --path nbs/api --timing; \
 	python -m pytest -q -n 2 --dist loadgroup --durations=10 tests
 

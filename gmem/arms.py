@@ -21,7 +21,7 @@ __all__ = ['ARM_KEY_FORMAT', 'NOT_IN_KEY', 'KEY_ONLY_IF_SET', 'arm_key', 'arm_ca
 # %% ../nbs/api/11a_arms.ipynb #09a204ac
 ARM_KEY_FORMAT = 3                          # what a key holds; bumped when that changes
 NOT_IN_KEY = ("device", "tensorboard", "threads")  # where an arm runs and what it logs do not change its result
-KEY_ONLY_IF_SET = {"cpu_workers": 1}        # fields added after arms were cached: left out at this value (what every
+KEY_ONLY_IF_SET = {"cpu_workers": 1, "data.label": "none"}   # fields added after arms were cached: left out at this value (what every
                                             # older arm ran with), so those arms keep their keys. cpu_workers > 1 sums
                                             # the gradient in another order (losses agree to ~1e-7): another arm
 
@@ -37,7 +37,10 @@ def arm_key(cfg: TrainConfig,               # the arm's resolved config
         for p in path[:-1]: d = d.get(p, {})
         d.pop(path[-1], None)
     for name, old in KEY_ONLY_IF_SET.items():
-        if conf.get(name) == old: del conf[name]
+        *path, last = name.split(".")
+        d = conf
+        for p in path: d = d.get(p, {})
+        if d.get(last, old) == old: d.pop(last, None)
     return dict(kind="train", key_format=ARM_KEY_FORMAT, config=conf, **extra)
 
 def arm_cache(cache_dir: str | os.PathLike = "") -> Path:

@@ -101,6 +101,31 @@ def _assemble_bank(work: Path, bounds: list, n_total: int, d: int, rank: int | N
         del feats
     return bank._cast(dtype) if dtype != bank.dtype else bank
 
+# %% ../nbs/api/09c_bankbuild.ipynb #c62701ee
+def _dataset_labels(ds) -> torch.Tensor | None:
+    "The labels of a dataset (a `Subset` included) from its `.labels`, else by reading its items; None when it has none."
+    base, idx = (ds.dataset, list(ds.indices)) if isinstance(ds, torch.utils.data.Subset) else (ds, None)
+    labels = getattr(base, "labels", None)
+    if labels is None: labels = _bank_collate([ds[i] for i in range(len(ds))])[1].tolist(); idx = None
+    y = torch.as_tensor([labels[i] for i in idx] if idx is not None else list(labels), dtype=torch.long)
+    return None if (y < 0).all() else y
+
+def _build_name_bank(dataset, encoder, out, *, rank, dtype, patch_tokens, dataset_name, meta) -> MemoryBank:
+    "`build_bank` for an encoder that reads names (`gmem.encoders.NameEncoder`): row i = the text feature of item i's name."
+    from gmem.encoders import dataset_names
+    if patch_tokens: raise ValueError("patch_tokens=True but the 'name' encoder has no patch tokens (it reads names)")
+    names = dataset_names(dataset)
+    feats = encoder.encode_names(names)                                        # (N, d)
+    dataset_name = dataset_name or type(dataset).__name__
+    meta = dict({"source": "gmem.bankbuild.build_bank", **(meta or {})}, encoder=encoder.name, dataset=dataset_name,
+                data=dataset_identity(dataset, name=dataset_name), text=getattr(encoder.text, "name", ""),
+                template=encoder.template, distinct_names=len(set(encoder.texts(names))))
+    bank = MemoryBank.from_features(feats, rank, labels=_dataset_labels(dataset), meta=meta)
+    bank = bank._cast(dtype) if dtype != bank.dtype else bank
+    bank.save(out)
+    return bank
+
+
 # %% ../nbs/api/09c_bankbuild.ipynb #b2ea8e25
 @torch.no_grad()
 def build_bank(dataset,                                  # map-style dataset of (image (3,S,S) in [-1,1], label) items
@@ -128,6 +153,9 @@ def build_bank(dataset,                                  # map-style dataset of 
     out = Path(out); work = out.with_name(out.name + ".shards")
     n_total = len(dataset)
     if n_total == 0: raise ValueError("the dataset is empty: nothing to build a bank from")
+    if getattr(encoder, "reads", "images") == "names":       # the `name` encoder: one text feature per item name
+        return _build_name_bank(dataset, encoder, out, rank=rank, dtype=dtype, patch_tokens=patch_tokens,
+                                dataset_name=dataset_name, meta=meta)
     if isinstance(encoder, torch.nn.Module):
         if device is not None: encoder = encoder.to(device)
         encoder.eval()

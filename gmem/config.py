@@ -22,9 +22,9 @@ from .model import COND_MODES            # GMem / SiT class-conditional baseline
 from .bank import MASK_STRATEGIES        # paper Table 4
 from .loss import LossConfig             # the `loss` section is the objective's own settings
 from .samplers import MODES, METHODS     # sampler modes and integration methods
-from .data import MNIST5K_SPLITS         # the fixed train / held-out split of MNIST-5k
+from .data import MNIST5K_SPLITS, EMOJI_LABELS   # the fixed train / held-out splits; what an emoji class arm sees
 
-TRAIN_DATASETS = ("mnist5k", "cifar10", "folder", "latents")   # what `DataConfig.dataset` may name (gmem.factory.build_dataset)
+TRAIN_DATASETS = ("mnist5k", "emoji", "cifar10", "folder", "latents")   # what `DataConfig.dataset` may name (gmem.factory.build_dataset)
 PRECISIONS = ("bf16", "fp32")                             # autocast dtype on CUDA (the CPU always runs fp32)
 
 def _check_choice(name: str, value, choices):
@@ -45,15 +45,20 @@ class DataConfig:
     limit: int | None = None           # train on `limit` items spread over the dataset (quick runs; gmem.data.limit_dataset); None = all
     num_classes: int | None = None     # label count for cond="class"; None = read it from the dataset
     num_workers: int = 0               # DataLoader worker processes (0 = load in the main process)
-    split: str = "all"                 # mnist5k only: "all" (5,000), "train" (4,000) or "heldout" (1,000): gmem.data.mnist5k_split
+    split: str = "all"                 # mnist5k and emoji: "all", "train" or "heldout" (gmem.data.mnist5k_split, emoji_split)
+    label: str = "none"                # emoji only: the label a class arm sees: none, category, subcategory or concept
     flip_prob: float = 0.0             # latents only: chance of the stored mirrored view, one coin per (seed, epoch, item)
                                        # (official loader: 0.5; paper B.2: no augmentation); pixels are never flipped
 
     def __post_init__(self):
         _check_choice("data.dataset", self.dataset, TRAIN_DATASETS)
         _check_choice("data.split", self.split, MNIST5K_SPLITS)
-        if self.split != "all" and self.dataset != "mnist5k":
-            raise ValueError(f"data.split={self.split!r} exists for mnist5k only; data.dataset={self.dataset!r} needs 'all'")
+        if self.split != "all" and self.dataset not in ("mnist5k", "emoji"):
+            raise ValueError(f"data.split={self.split!r} exists for mnist5k and emoji only; data.dataset={self.dataset!r} needs 'all'")
+        _check_choice("data.label", self.label, EMOJI_LABELS)
+        if self.label != "none" and self.dataset != "emoji":
+            raise ValueError(f"data.label={self.label!r} exists for emoji only (its labels at four granularities); "
+                             f"data.dataset={self.dataset!r} has one label: leave data.label at 'none'")
         if not 0 <= self.flip_prob <= 1: raise ValueError(f"data.flip_prob={self.flip_prob} must be in [0, 1]")
         _check_positive("data.image_size", self.image_size)
         if self.limit is not None: _check_positive("data.limit", self.limit)
@@ -321,6 +326,14 @@ PRESETS: dict[str, TrainConfig] = {
     "mnist-smoke": TrainConfig(data=DataConfig(dataset="mnist5k", image_size=32, limit=256),   # 32 px: no resize pass
                          bank=BankConfig(encoder="pca", pca_dim=32, batch_size=256),
                          model=ModelSettings(name="SiT-T/2", patch_size=8),         # 16 tokens
+                         optim=OptimConfig(lr=1e-3, ema_decay=0.99, ema_warmup=True),
+                         sample=SampleConfig(every=0, n=4, steps=4), steps=20, batch_size=8, ckpt_every=10,
+                         precision="fp32"),
+    # Offline emoji (`gmem data fetch emoji` first): 256 training drawings of both artists at 32x32 RGB, the `name`
+    # bank (each drawing's name through MiniLM: meaning without pixels); 16 tokens as mnist-smoke
+    "emoji-smoke": TrainConfig(data=DataConfig(dataset="emoji", image_size=32, split="train", limit=256),
+                         bank=BankConfig(encoder="name", batch_size=256),
+                         model=ModelSettings(name="SiT-T/2", patch_size=8),
                          optim=OptimConfig(lr=1e-3, ema_decay=0.99, ema_warmup=True),
                          sample=SampleConfig(every=0, n=4, steps=4), steps=20, batch_size=8, ckpt_every=10,
                          precision="fp32"),

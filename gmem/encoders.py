@@ -19,9 +19,10 @@ from .eval import load_inception
 from .utils import gmem_cache_dir
 
 # %% auto #0
-__all__ = ['DINOV2', 'IMAGENET_MEAN', 'IMAGENET_STD', 'SSL_FORMAT', 'FITTED_ENCODERS', 'ENCODERS', 'Encoder', 'DINOv2Encoder',
-           'InceptionEncoder', 'PCAEncoder', 'SSLConfig', 'nt_xent', 'ssl_augment', 'SSLEncoder', 'create_encoder',
-           'fit_encoder', 'knn_accuracy', 'pixel_residual']
+__all__ = ['DINOV2', 'IMAGENET_MEAN', 'IMAGENET_STD', 'SSL_FORMAT', 'FITTED_ENCODERS', 'ENCODERS', 'DATA_FIT_SETTINGS', 'Encoder',
+           'DINOv2Encoder', 'InceptionEncoder', 'PCAEncoder', 'SSLConfig', 'nt_xent', 'ssl_augment', 'SSLEncoder',
+           'NameEncoder', 'dataset_names', 'create_encoder', 'fit_settings', 'fit_encoder', 'knn_accuracy',
+           'pixel_residual', 'twin_retrieval']
 
 # %% ../nbs/api/08c_encoders.ipynb #7bc76823
 class Encoder(nn.Module):
@@ -262,6 +263,8 @@ class PCAEncoder(Encoder):
 # %% ../nbs/api/08c_encoders.ipynb #0e8eccd6
 SSL_FORMAT = 1   # what an SSL encoder file holds; part of the cache key, bumped when the fit or the file changes
 
+_NEW_SSL_FIELDS = dict(background=-1.0, color=0.0)   # fields added later: at these values a fit keeps its cache key
+
 @dataclass
 class SSLConfig:
     "Settings of an `SSLEncoder` fit (SimCLR); all of them are saved in its file and are part of its cache key."
@@ -278,7 +281,10 @@ class SSLConfig:
     zoom: float = 0.15             # augmentation: zoom, +-fraction
     shear: float = 0.3             # augmentation: shear, +-
     shift: float = 0.15            # augmentation: shift, +-fraction of the half side (affine_grid units)
-    erase_prob: float = 0.5        # augmentation: chance of blanking a box to the background (-1)
+    erase_prob: float = 0.5        # augmentation: chance of blanking a box to the background
+    background: float = -1.0       # the images' background value: what the affine map pads with and erasing paints
+                                   # (digits: black -1; emoji: white +1)
+    color: float = 0.0             # augmentation: per-channel gain jitter, +-fraction (0 for grey digits; RGB data)
     erase_max: float = 0.6         # augmentation: largest box side as a fraction of the image side (smallest 0.2)
     contrast: float = 0.3          # augmentation: contrast jitter, +-fraction
     noise: float = 0.1             # augmentation: std of Gaussian pixel noise
@@ -313,11 +319,11 @@ def nt_xent(z: torch.Tensor,         # (2B, p) projections: the B first views, t
     return F.cross_entropy(logits, positive)                            # Eq. 1, averaged over i
 
 # %% ../nbs/api/08c_encoders.ipynb #40f43baa
-def ssl_augment(x: torch.Tensor,                 # (B, C, S, S) images in [-1, 1], background -1
+def ssl_augment(x: torch.Tensor,                 # (B, C, S, S) images in [-1, 1], background cfg.background
                 cfg: SSLConfig,                  # the augmentation strengths
                 generator: torch.Generator,      # every random draw comes from it
                 ) -> torch.Tensor:               # (B, C, S, S) one random view of each image
-    "One view per image for digits: random affine map, random erasing, contrast jitter and pixel noise."
+    "One view per image: random affine map, random erasing, contrast and colour jitter, pixel noise."
     B, S = x.shape[0], x.shape[-1]
     u = lambda *shape: torch.rand(*shape, generator=generator) * 2 - 1             # uniform in [-1, 1]
     ang, zoom = u(B) * math.radians(cfg.rotate), 1 + u(B) * cfg.zoom
@@ -327,7 +333,8 @@ def ssl_augment(x: torch.Tensor,                 # (B, C, S, S) images in [-1, 1
                          torch.stack([sin, cos, shift[:, 1]], 1)], 1)            # (B, 2, 3) output -> input coords
     theta[:, :, :2] /= zoom[:, None, None]
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)              # (B, S, S, 2)
-    y = F.grid_sample(x + 1, grid, align_corners=False, padding_mode="zeros") - 1  # outside the image: background -1
+    bg = cfg.background
+    y = F.grid_sample(x - bg, grid, align_corners=False, padding_mode="zeros") + bg  # outside the image: background
     side = (torch.rand(B, 2, generator=generator) * (cfg.erase_max - 0.2) + 0.2) * S   # box (h, w) in pixels
     centre = torch.rand(B, 2, generator=generator) * S
     erase = torch.rand(B, generator=generator) < cfg.erase_prob
@@ -335,8 +342,9 @@ def ssl_augment(x: torch.Tensor,                 # (B, C, S, S) images in [-1, 1
     rows = (pos[None] - centre[:, :1]).abs() < side[:, :1] / 2                   # (B, S)
     cols = (pos[None] - centre[:, 1:]).abs() < side[:, 1:] / 2                   # (B, S)
     box = (rows[:, :, None] & cols[:, None, :] & erase[:, None, None])[:, None]  # (B, 1, S, S)
-    y = y.masked_fill(box, -1.0)
+    y = y.masked_fill(box, bg)
     y = y * (1 + u(B, 1, 1, 1) * cfg.contrast)                                    # contrast about mid-grey 0
+    if cfg.color: y = (y + 1) * (1 + u(B, y.shape[1], 1, 1) * cfg.color) - 1      # colour: a gain per channel
     return y + torch.randn(y.shape, generator=generator) * cfg.noise
 
 # %% ../nbs/api/08c_encoders.ipynb #7249b3a9
@@ -420,7 +428,8 @@ def fit(cls: SSLEncoder, data,          # images in [-1,1]: tensor (N,3,H,W), it
     "Fit the encoder with SimCLR on `data` (no labels), or read the cached fit of the same images and settings."
     cfg = SSLConfig(dim=dim, **settings)                                      # refuses a dim the CNN cannot give
     x = _fit_images(data, max_count, cfg.input_size, "SSLEncoder.fit")       # (N, 3, s, s) pooled, checked
-    key = sha256_tensors({"images": x}, dict(format=SSL_FORMAT, config=asdict(cfg), seed=seed))
+    keyed = {k: v for k, v in asdict(cfg).items() if k not in _NEW_SSL_FIELDS or v != _NEW_SSL_FIELDS[k]}
+    key = sha256_tensors({"images": x}, dict(format=SSL_FORMAT, config=keyed, seed=seed))
     path = None
     if cache_dir is not False:
         path = Path(cache_dir if cache_dir is not None else gmem_cache_dir() / "encoders") / f"ssl-{dim}-{key[:16]}.safetensors"
@@ -460,6 +469,48 @@ def fit(cls: SSLEncoder, data,          # images in [-1,1]: tensor (N,3,H,W), it
     if path is not None: enc.save(path)
     return enc
 
+# %% ../nbs/api/08c_encoders.ipynb #3d98e8e5
+class NameEncoder(Encoder):
+    """Item names -> their text features (`gmem.text.create_text_encoder`, default the offline MiniLM, 384-d): the
+    `name` bank encoder, a snippet of meaning without pixels. It encodes `names` (`encode_names`), never images."""
+    reads = "names"                                      # what `gmem.bankbuild.build_bank` feeds it (images: the others)
+    def __init__(self, text: str = "minilm",             # a gmem.text.TEXT_ENCODERS name
+                 path: str | os.PathLike | None = None,  # a local copy of the text model (default: the offline package)
+                 template: str = "{}",                   # how a name becomes the text, e.g. "an emoji of {}"
+                 ):
+        super().__init__()
+        from gmem.text import create_text_encoder
+        self.text = create_text_encoder(text, path=path, device="cpu")
+        self.template, self.name = template, "name"
+        self.dim = self.patch_dim = self.text.dim
+        self.pretrained = True
+        self._freeze()
+    def texts(self, names) -> list[str]:
+        "The strings the text encoder reads: each name lower-cased into the template."
+        return [self.template.format(str(n).strip().lower()) for n in names]
+    @torch.no_grad()
+    def encode_names(self, names) -> torch.Tensor:
+        "(len(names), dim) float32 features; each distinct name is encoded once."
+        uniq = sorted(set(self.texts(names)))
+        if not uniq: return torch.zeros(0, self.dim)
+        f = self.text(uniq).float()
+        row = {t: i for i, t in enumerate(uniq)}
+        return f[torch.tensor([row[t] for t in self.texts(names)])]
+    def forward(self, images):
+        raise TypeError("the 'name' encoder reads names, not images: NameEncoder.encode_names(names), or build the bank "
+                        "from a dataset with .names (gmem.data.EmojiDataset); to project new images into a bank use an "
+                        "image encoder (pca, ssl, dinov2-*)")
+
+def dataset_names(ds) -> list[str]:
+    "The per-item names of a dataset (a `Subset` of one included), for the `name` encoder: its `.names`."
+    base, idx = (ds.dataset, list(ds.indices)) if isinstance(ds, torch.utils.data.Subset) else (ds, None)
+    names = getattr(base, "names", None)
+    if names is None:
+        raise ValueError(f"the 'name' encoder needs item names: {type(base).__name__} has no .names "
+                         "(gmem.data.EmojiDataset has them); use an image encoder (pca, ssl, dinov2-*) for this data")
+    return [names[i] for i in idx] if idx is not None else list(names)
+
+
 # %% ../nbs/api/08c_encoders.ipynb #3dee11ba
 def _fitted(name: str, cls):
     def make(weights=None, **kw):
@@ -478,9 +529,10 @@ ENCODERS: dict[str, Callable[..., Encoder]] = {
     **{n: (lambda n: lambda weights=None, **kw: DINOv2Encoder(n, weights, **kw))(n) for n in DINOV2},
     "inception": lambda weights=None, **kw: InceptionEncoder(weights or "fid-helper", **kw),
     **{n: _fitted(n, c) for n, c in FITTED_ENCODERS.items()},
+    "name": lambda weights=None, **kw: NameEncoder(path=weights, **kw),   # item names -> MiniLM (weights: a local model dir)
 }
 
-def create_encoder(name: str,           # a key of ENCODERS: dinov2-s|b|l, inception, pca, ssl
+def create_encoder(name: str,           # a key of ENCODERS: dinov2-s|b|l, inception, pca, ssl, name
                    weights=None,         # file path, "random" (DINOv2 tests), or None (see each encoder)
                    device=None,          # default: CUDA when available
                    **kw,                 # encoder-specific options (e.g. input_size, antialias for DINOv2)
@@ -489,6 +541,15 @@ def create_encoder(name: str,           # a key of ENCODERS: dinov2-s|b|l, incep
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}; valid: {sorted(ENCODERS)}")
     return ENCODERS[name](weights=weights, **kw).to(get_device(device))
+
+DATA_FIT_SETTINGS = {   # dataset -> fitted encoder -> the fit's settings for that data (the defaults suit the digits)
+    # emoji: white background (+1) for the affine padding and erasing, a colour gain jitter for RGB drawings
+    "emoji": {"ssl": dict(background=1.0, color=0.3, input_size=32)},
+}
+
+def fit_settings(name: str, dataset: str) -> dict:
+    "The settings `fit_encoder(name, ...)` uses for a `gmem.config.DataConfig.dataset` (`DATA_FIT_SETTINGS`; {} by default)."
+    return dict(DATA_FIT_SETTINGS.get(dataset, {}).get(name, {}))
 
 def fit_encoder(name: str,              # a key of FITTED_ENCODERS: pca, ssl
                 data,                   # the training images (tensor, dataset of (image, label), or batches)
@@ -532,3 +593,22 @@ def pixel_residual(train: torch.Tensor,       # (N, d) features of the training 
     Y, Yt = train_pixels.flatten(1).double(), test_pixels.flatten(1).double()
     W = torch.linalg.solve(A.T @ A + ridge * len(A) * torch.eye(A.shape[1], dtype=A.dtype), A.T @ Y)   # (d + 1, D)
     return float(((B @ W - Yt) ** 2).sum() / ((Yt - Y.mean(0)) ** 2).sum())
+
+# %% ../nbs/api/08c_encoders.ipynb #e270d2ed
+@torch.no_grad()
+def twin_retrieval(query: torch.Tensor,     # (M, d) features of one artist's drawings (e.g. the held-out Google ones)
+                   gallery: torch.Tensor,   # (G, d) features of the other artist's drawings (the held-out Twitter ones)
+                   twin: torch.Tensor,      # (M,) the gallery row of each query's twin (the same emoji, the other artist)
+                   ks: tuple = (1, 5),      # the top-k shares to report
+                   ) -> dict:
+    """Cross-artist retrieval in the bank's space (cosine): each query's twin ranks 1 + the number of gallery drawings
+    strictly closer to the query than the twin is (a tie counts for the twin: drawings whose features equal the
+    twin's, as a `name` bank gives every skin tone of a concept, do not push it down). {top<k>: share of queries whose
+    twin ranks <= k, median_rank}. A bank that carries meaning retrieves the twin; one that carries pixels does not."""
+    if len(query) != len(twin): raise ValueError(f"{len(query)} queries but {len(twin)} twin indices")
+    a, b = F.normalize(query.double(), dim=1), F.normalize(gallery.double(), dim=1)
+    sim = a @ b.T                                                             # (M, G)
+    own = sim.gather(1, twin.long().view(-1, 1))                              # (M, 1)
+    rank = 1 + (sim > own + 1e-12).sum(1)
+    return {**{f"top{k}": float((rank <= k).double().mean()) for k in ks}, "median_rank": float(rank.double().median())}
+

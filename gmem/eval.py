@@ -15,15 +15,15 @@ from tqdm.auto import tqdm
 from fastcore.basics import patch
 from .utils import atomic_path, atomic_write, file_sha256, get_device, git_commit, gmem_cache_dir, job_status
 import gmem
-from .data import Cifar10Dataset, mnist5k_split, mnist5k_images
+from .data import Cifar10Dataset, mnist5k_images, split_images, split_size
 
 # %% auto #0
 __all__ = ['CLEANFID_INCEPTION', 'INCEPTION_WEIGHTS', 'FID_MODES', 'PIPELINES', 'FID_HELPER_NOTE', 'FEATURE_BACKENDS',
            'ONNX_EXPORT_VERSION', 'fid_helper_inception_path', 'InceptionPool3', 'load_inception', 'tf_resize_bilinear',
            'onnxruntime_available', 'inception_onnx', 'ort_session', 'FIDFeatures', 'RunningStats', 'feature_stats',
            'fid_from_stats', 'fid_from_features', 'save_stats', 'load_stats', 'stats_mode', 'default_cache_dir',
-           'reference_stats', 'fid', 'mnist_split_features', 'cifar_reference', 'fid_against_stats',
-           'bootstrap_indices', 'fid_interval']
+           'reference_stats', 'fid', 'split_features', 'cifar_reference', 'fid_against_stats', 'bootstrap_indices',
+           'fid_interval']
 
 # %% ../nbs/api/08_eval.ipynb #e912be46
 CLEANFID_INCEPTION = Path("/tmp") / "inception-2015-12-05.pt"  # where clean-fid keeps its download
@@ -533,23 +533,24 @@ def _try_lock(lock) -> bool:
     except Timeout: return False
     lock.release(); return True
 
-def mnist_split_features(split: str,             # "train" (4,000 digits) / "heldout" (1,000): gmem.data.mnist5k_split
-                         image_size: int,
-                         n: int | None = None,   # the first n digits of the split (None: all)
-                         extractor: "FIDFeatures | None" = None,   # default: FIDFeatures() (clean mode)
-                         cache_dir=None,         # default: default_cache_dir()
-                         progress: bool = False,
-                         timings: "Stopwatch | None" = None,   # adds "reference features" and "lock wait" seconds
-                         ) -> np.ndarray:
-    """Inception pool3 features (n, 2048) of `n` digits of one MNIST-5k split (all: in the split's order; fewer: the
-    class-covering subset `gmem.data.split_subset`), cached as npy by split, size, count and network file: the
-    reference sets of the smoke/cpu reports (FID, precision/recall, C_T)."""
+def split_features(split: str,               # "train" / "heldout" (gmem.data.mnist5k_split, emoji_split)
+                   image_size: int,
+                   n: int | None = None,     # how many images of the split (None: all)
+                   extractor: "FIDFeatures | None" = None,   # default: FIDFeatures() (clean mode)
+                   cache_dir=None,           # default: default_cache_dir()
+                   progress: bool = False,
+                   timings: "Stopwatch | None" = None,   # adds "reference features" and "lock wait" seconds
+                   dataset: str = "mnist5k", # "mnist5k" or "emoji" (gmem.data.split_images)
+                   ) -> np.ndarray:
+    """Inception pool3 features (n, 2048) of `n` images of one split of a local data set (all: in the split's order;
+    fewer: the fixed subset `gmem.data.split_subset`), cached as npy by data set, split, size, count and network file:
+    the reference sets of the local presets (FID, precision/recall, C_T)."""
     ext = extractor or FIDFeatures()
     tag = hashlib.sha256(json.dumps(ext.info.get("weights"), sort_keys=True, default=str).encode()).hexdigest()[:8]
-    size = len(mnist5k_split(split))
+    size = split_size(dataset, split)
     N = size if n is None else min(int(n), size)
     sub = "" if N == size else "_subset"
-    path = Path(cache_dir or default_cache_dir()) / f"mnist5k_{split}_{image_size}_{N}{sub}_{ext.mode}_{tag}.features.npy"
+    path = Path(cache_dir or default_cache_dir()) / f"{dataset}_{split}_{image_size}_{N}{sub}_{ext.mode}_{tag}.features.npy"
     if path.is_file(): return np.load(path)
     from filelock import FileLock
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -559,10 +560,10 @@ def mnist_split_features(split: str,             # "train" (4,000 digits) / "hel
         if timings is not None: timings.add("lock wait", time.perf_counter() - t)
         if path.is_file(): return np.load(path)
         t = time.perf_counter()
-        x = mnist5k_images(split, image_size, N)
+        x = split_images(dataset, split, image_size, N)
         parts = []
-        with tqdm(total=N, desc=f"features of {N} {split} digits (cached after)", unit="img", disable=not progress) as bar:
-            stage = f"reference features ({split} digits)"
+        with tqdm(total=N, desc=f"features of {N} {split} {dataset} images (cached after)", unit="img", disable=not progress) as bar:
+            stage = f"reference features ({dataset} {split})"
             def seen(k):   # progress within a part (every 64 images), the same network calls as the whole part
                 bar.update(lo + k - bar.n); job_status(stage, lo + k, N, "images")
             for lo in range(0, N, 250):

@@ -17,14 +17,14 @@ from .protocol import (PRESET_NAMES, LOCAL_PRESETS, Scale, REPORT_SCALES, SCALE_
                            require_paper_inputs,
                            paper_run_inputs, arm_config, standard_arm, PROTOCOL_VERSION, QUICKSTART)
 from .paper import REPORTS
-from .eval import cifar_reference, fid_interval, FIDFeatures, load_stats, stats_mode, mnist_split_features
+from .eval import cifar_reference, fid_interval, FIDFeatures, load_stats, stats_mode, split_features
 from .memorisation import precision_recall, CopyingTest, cached_copying_test, pixel_features
 from .utils import (Stopwatch, atomic_write, get_device, job_status, repo_root, side_by_side, single_thread,
                         to_uint8)
 from .bank import MemoryBank, per_class_subset
 from .checkpoint import latest_checkpoint
 from .config import TrainConfig, get_preset
-from .data import Cifar10Dataset, MNIST5K_HELDOUT, mnist5k_split, mnist5k_images
+from .data import Cifar10Dataset, split_images, split_size
 from .factory import build_bank_file, build_dataset, build_encoder
 from .inference import decode_samples, generate, load_run
 from .samplers import sampler_settings
@@ -283,7 +283,8 @@ def reference(self: Experiment):
     if self._ref is None:
         if self.preset in LOCAL_PRESETS:
             f = self.real_features("heldout")
-            self._ref = (f.mean(0), np.cov(f, rowvar=False), dict(mode="clean", name="mnist5k", split="heldout", n=len(f)))
+            self._ref = (f.mean(0), np.cov(f, rowvar=False), dict(mode="clean", name=self.scale.dataset, split="heldout",
+                                                                  n=len(f)))
         elif self.fid_stats:
             self._ref = load_stats(self.fid_stats)
         elif self.dataset == "latents":
@@ -294,11 +295,11 @@ def reference(self: Experiment):
 
 @patch
 def real_features(self: Experiment, split: str, n: int | None = None, progress: bool | None = None) -> np.ndarray:
-    """Inception features of the smoke/cpu reference sets: `n_ref` held-out digits ("heldout") or `n_train_ref`
-    training digits ("train"), or `n` of them, from `gmem.eval.mnist_split_features` (cached)."""
+    """Inception features of the local presets' reference sets: `n_ref` held-out images ("heldout") or `n_train_ref`
+    training images ("train") of the scale's data set, or `n` of them, from `gmem.eval.split_features` (cached)."""
     n = n or (self.scale.n_ref if split == "heldout" else self.scale.n_train_ref)
-    return mnist_split_features(split, self.scale.image_size, n, progress=self.progress if progress is None else progress,
-                                timings=self._sw)
+    return split_features(split, self.scale.image_size, n, progress=self.progress if progress is None else progress,
+                          timings=self._sw, dataset=self.scale.dataset)
 
 @patch
 def prepare_references(self: Experiment) -> None:
@@ -319,12 +320,15 @@ def bank_codes(self: Experiment, images: torch.Tensor | None = None, split: str 
     """Images in [-1, 1] (or a reference split, as `real_features`) in the bank encoder's space: the PCA encoder of
     the standard GMem arm's bank, fitted on the training digits (smoke/cpu only)."""
     with self._sw("bank codes"):
+        if not self.has_bank_space:
+            raise ValueError(f"the standard GMem arm's bank encoder ({self.standard('gmem').bank.encoder!r}) reads no "
+                             "images: there is no bank space to put images in (Scale.copy_spaces without 'bank')")
         if self._encoder is None:
             enc_dir = self.bank_file(self.standard("gmem")).parent
             self._encoder = build_encoder(self.standard("gmem"), None, enc_dir, device="cpu")
         if split is not None:
             n = n or (self.scale.n_ref if split == "heldout" else self.scale.n_train_ref)
-            images = mnist5k_images(split, self.scale.image_size, n)
+            images = split_images(self.scale.dataset, split, self.scale.image_size, n)
         with torch.no_grad(), single_thread():   # the same codes in every process (a reduction's order follows threads)
             return torch.cat([self._encoder(images[i:i + 500].float().cpu())[0]
                               for i in range(0, len(images), 500)]).double().numpy()
@@ -335,7 +339,7 @@ def copying_test(self: Experiment, space: str, n_gen: int) -> CopyingTest:
     (10 cells; tiny runs: 2): "pixel" (L2 on the digits, `pixel_features`: the primary copying space, which no arm is
     conditioned on), "inception" or "bank" (the bank encoder's: GMem's own conditioning space)."""
     sc, big = self.scale, n_gen >= 400
-    get = dict(pixel=lambda sp, n: pixel_features(mnist5k_images(sp, sc.image_size, n)),
+    get = dict(pixel=lambda sp, n: pixel_features(split_images(sc.dataset, sp, sc.image_size, n)),
                inception=self.real_features, bank=lambda sp, n: self.bank_codes(split=sp, n=n))
     if space not in get: raise ValueError(f"unknown copying space {space!r}; valid: {', '.join(get)}")
     key = (space, big)
@@ -406,10 +410,10 @@ def _eval_plan(self: Experiment, run: Path, step: int | None = None, *, steps=No
         rank = int(bank_rank) if bank_rank else None
     ref_key = (dict(stats=str(self.fid_stats)) if self.preset == "paper" and self.fid_stats else
                dict(dataset="cifar10", root=str(self.data_root), n_ref=sc.n_ref) if self.preset == "paper" else
-               dict(dataset="mnist5k", size=sc.image_size, heldout=sc.n_ref, train=sc.n_train_ref, format=3,
+               dict(dataset=sc.dataset, size=sc.image_size, heldout=sc.n_ref, train=sc.n_train_ref, format=3,
                     copy_train=sc.n_copy_train,
                     **({} if tuple(sc.copy_spaces) == Scale.copy_spaces else dict(copy_spaces=list(sc.copy_spaces))),
-                    **({} if sc.n_ref >= MNIST5K_HELDOUT and sc.n_train_ref >= len(mnist5k_split("train"))
+                    **({} if sc.n_ref >= split_size(sc.dataset, "heldout") and sc.n_train_ref >= split_size(sc.dataset, "train")
                        else dict(subset="class-covering"))))
     seed = self.sample_seed if sample_seed is None else sample_seed
     key = dict(kind="eval", run=run.parent.name, step=step, settings=settings.to_dict(), n=n, seed=seed,
@@ -458,8 +462,9 @@ def _local_scores(self: Experiment, x: torch.Tensor, feats: np.ndarray, heldout:
     out.update(fid_heldout=h["fid"], fid_heldout_lo=h["lo"], fid_heldout_hi=h["hi"], fid_train=t["fid"],
                fid_train_lo=t["lo"], fid_train_hi=t["hi"], fid_train_boot=t["boot"])
     job_status("scoring: precision/recall, C_T")
-    codes = self.bank_codes(x)
-    for space, f, held in (("", feats, self.real_features("heldout")), ("_bank", codes, self.bank_codes(split="heldout"))):
+    spaces = [("", feats, self.real_features("heldout"))]
+    if self.has_bank_space: spaces.append(("_bank", self.bank_codes(x), self.bank_codes(split="heldout")))
+    for space, f, held in spaces:
         with self._sw("precision/recall"): pr = precision_recall(held, f)
         out.update({f"precision{space}": pr["precision"], f"recall{space}": pr["recall"]})
         name = "inception" if not space else "bank"
@@ -517,14 +522,15 @@ def _to_images(self: Experiment, run, x: torch.Tensor) -> torch.Tensor:
 # %% ../nbs/api/12_experiments.ipynb #545546ce
 @patch(as_prop=True)
 def dataset(self: Experiment) -> str:
-    "What the arms train on: 'mnist5k' (smoke), else the paper preset's dataset ('cifar10' or 'latents')."
-    if self.preset in LOCAL_PRESETS: return "mnist5k"
+    "What the arms train on: the local preset's data set ('mnist5k', 'emoji'), else the paper preset's ('cifar10' or 'latents')."
+    if self.preset in LOCAL_PRESETS: return self.scale.dataset
     return get_preset(self.paper_preset).data.dataset
 
 @patch(as_prop=True)
 def dataset_label(self: Experiment) -> str:
     "A readable name of the data, for tables and titles."
-    if self.preset in LOCAL_PRESETS: return f"MNIST-5k ({self.scale.image_size}x{self.scale.image_size})"
+    s = self.scale.image_size
+    if self.preset in LOCAL_PRESETS: return f"MNIST-5k ({s}x{s})" if self.dataset == "mnist5k" else f"Emoji ({s}x{s}, two artists)"
     if self.dataset == "cifar10": return "CIFAR-10"
     import re
     m = re.match(r"imagenet(\d+)", self.paper_preset)
@@ -562,9 +568,14 @@ def real_images(self: Experiment, n: int, start: int | None = None) -> torch.Ten
         ds = Cifar10Dataset(self.data_root, image_size=32)
     else:
         a, self.real_kind = start or 0, "training"
-        return mnist5k_images("train", self.scale.image_size, a + n)[a:]   # every class: the split is ordered by class
+        return split_images(self.dataset, "train", self.scale.image_size, a + n)[a:]   # a fixed subset covering every class
     a = first(len(ds))
     return torch.stack([ds[i][0] for i in range(a, min(a + n, len(ds)))])
+
+@patch(as_prop=True)
+def has_bank_space(self: Experiment) -> bool:
+    "Whether the standard GMem arm's bank encoder reads images (a `name` bank reads names: no bank space to score in)."
+    return self.preset not in LOCAL_PRESETS or self.standard("gmem").bank.encoder != "name"
 
 @patch
 def input_params(self: Experiment) -> dict:

@@ -18,7 +18,7 @@ from .config import DataConfig, TrainConfig
 from .bank import MemoryBank
 from .bankbuild import build_bank as build_bank_from_images
 from .data import dataset_identity, describe_identity, identity_mismatch, limit_dataset
-from .encoders import FITTED_ENCODERS, create_encoder, fit_encoder
+from .encoders import FITTED_ENCODERS, create_encoder, fit_encoder, fit_settings
 from .model import create_model
 from .tokenizers import LatentDataset
 import gmem.data as gd
@@ -86,6 +86,7 @@ def collate(items: list[dict]) -> dict:
 def build_dataset(cfg: DataConfig, *, seed: int = 0, load_patch: bool = False):
     "The training dataset named by `cfg` (items `(x, label[, snippet, patch])`, pixels in [-1, 1])."
     if cfg.dataset == "mnist5k": ds = gd.Mnist5kDataset(image_size=cfg.image_size, split=cfg.split)
+    elif cfg.dataset == "emoji": ds = gd.EmojiDataset(cfg.root, image_size=cfg.image_size, split=cfg.split, label=cfg.label)
     elif cfg.dataset == "cifar10": ds = gd.Cifar10Dataset(cfg.root, image_size=cfg.image_size)
     elif cfg.dataset == "folder": ds = gd.ImageFolderDataset(cfg.root, cfg.image_size)
     else:
@@ -112,7 +113,7 @@ def build_encoder(cfg: TrainConfig, ds=None, out_dir: Path | None = None, device
         saved = Path(out_dir) / f"{b.encoder}-encoder.safetensors" if out_dir is not None else None
         if saved is None or not saved.exists():
             if ds is None: raise ValueError(f"a {b.encoder!r} encoder needs bank.encoder_weights or data to fit on")
-            enc = fit_encoder(b.encoder, ds, b.pca_dim)
+            enc = fit_encoder(b.encoder, ds, b.pca_dim, **fit_settings(b.encoder, cfg.data.dataset))
             if saved is not None: enc.save(saved)
         return create_encoder(b.encoder, weights=saved, device=device) if saved is not None else enc.to(get_device(device))
     return create_encoder(b.encoder, weights=b.encoder_weights, device=device)

@@ -72,5 +72,6 @@ REPORTS: dict[str, dict] = {
     "transfer": dict(table="App. D", title="Transfer of a memory bank to another dataset"),
     "t2i": dict(table="App. E", title="Text-to-image through the memory bank"),
     "released": dict(table="Tables 1-2 (released model)", title="The released GMem-XL: import, samples, FID-50K"),
+    "emoji-pilot": dict(table="Emoji pilot (sizing)", title="The second data regime: noise and cost of the emoji arms, not a verdict"),
 }
 

@@ -21,8 +21,9 @@ __all__ = ['PROTOCOL_VERSION', 'PRESET_NAMES', 'LOCAL_PRESETS', 'SCALES', 'IMAGE
 PROTOCOL_VERSION = 2   # what the reports' metrics.json record (Experiment.finish); reports/README.md flags older ones.
 # 2: both FID references 1,000 digits (held-out, and a class-covering subset of the training digits), C_T in pixel
 #    space primary, Tables 1-3 sample the full bank, seeds on every compared arm, fair speed-up readings
-PRESET_NAMES = ("smoke", "cpu", "paper")
-LOCAL_PRESETS = ("smoke", "cpu")   # offline MNIST-5k on this machine; "paper" runs the paper's data
+PRESET_NAMES = ("smoke", "cpu", "paper", "emoji-smoke", "emoji-cpu")
+LOCAL_PRESETS = ("smoke", "cpu", "emoji-smoke", "emoji-cpu")   # offline data on this machine (MNIST-5k; emoji after
+                                                               # `gmem data fetch emoji`); "paper" runs the paper's data
 
 # %% ../nbs/api/11b_protocol.ipynb #322ef8c6
 @dataclass
@@ -47,6 +48,10 @@ class Scale:
     n_curve: int = 0                   # samples per FID-curve point, the last included (0: n_samples); one N for the whole curve
     sampler: str = ""                  # default sampler: a gmem.samplers.SAMPLER_PRESETS name ("": mode/method/sample_steps)
     copy_spaces: tuple = ("pixel", "inception", "bank")   # smoke/cpu: the spaces C_T is measured in (pixel decides)
+    dataset: str = "mnist5k"           # local presets: the data, "mnist5k" or "emoji" (a dimension of the protocol)
+    patch_size: int = 4                # local presets: the backbone's patch (16 px / 4: 16 tokens; 32 px / 8: 16 tokens)
+    bank_encoder: str = ""             # local presets: the standard GMem arm's bank ("": pca<pca_dim>; "name", "ssl64", ...)
+    label: str = "none"                # emoji: what the class arm sees (gmem.data.EMOJI_LABELS)
 
     def __post_init__(self):
         for k in ("train_steps", "batch_size", "ckpt_every", "image_size", "n_samples", "n_ref", "sample_steps", "grid"):
@@ -56,6 +61,7 @@ class Scale:
         if self.n_samples < 2: raise ValueError("FID needs n_samples >= 2")
         bad = set(self.copy_spaces) - {"pixel", "inception", "bank"}
         if bad: raise ValueError(f"copy_spaces: unknown {sorted(bad)}; choose from pixel, inception, bank")
+        if self.dataset not in ("mnist5k", "emoji"): raise ValueError(f"dataset={self.dataset!r}; choose one of: mnist5k, emoji")
 
 SCALES = {
     "smoke": Scale(),   # CI: proves the code runs; its numbers decide nothing
@@ -74,6 +80,17 @@ SCALES = {
     "paper": Scale(train_steps=200_000, batch_size=128, ckpt_every=10_000, image_size=32, pca_dim=768, svd_rank=64,
                    n_samples=50_000, n_ref=50_000, sample_steps=50, mode="sde", method="euler", grid=64,
                    model="SiT-B/2", n_boot=50),
+    # emoji (the second data regime, `gmem data fetch emoji`): 32x32 RGB drawings of the training concepts of
+    # gmem.data.emoji_split by both artists; the standard GMem bank is `name` (meaning without pixels), the class arm
+    # sees the category; C_T in pixel and Inception space (the name encoder reads no images: no bank space).
+    # Patch 8 (16 tokens) by cost: 117 ms a step at batch 32 in one thread on the slower CPU against 388 ms at
+    # patch 4 (issue 35); the pilot (reports/emoji-pilot) sizes the cpu budget.
+    "emoji-smoke": Scale(image_size=32, patch_size=8, dataset="emoji", bank_encoder="name", label="category",
+                         copy_spaces=("pixel", "inception")),
+    "emoji-cpu": Scale(train_steps=2500, batch_size=32, ckpt_every=250, image_size=32, patch_size=8, pca_dim=32,
+                       svd_rank=16, n_samples=1000, n_ref=1000, n_train_ref=1000, n_copy_train=4000, sample_steps=50,
+                       mode="sde", method="heun", grid=64, n_boot=200, seeds=2, n_curve=500, sampler="official-sde",
+                       dataset="emoji", bank_encoder="name", label="category", copy_spaces=("pixel", "inception")),
 }
 
 def paper_scale(trainer_preset: str = "cifar10-sit-b",  # a key of gmem.config.PRESETS
@@ -170,8 +187,9 @@ SCALE_PARAMS = ("train_steps", "batch_size", "ckpt_every", "n_samples", "n_ref",
 # %% ../nbs/api/11b_protocol.ipynb #1d1da422
 def parse_bank_encoder(spec: str) -> tuple[str, int]:
     "A fitted bank encoder named with its width, e.g. \"pca32\" or \"ssl64\", as (`bank.encoder`, `bank.pca_dim`)."
+    if spec == "name": return "name", 384          # the emoji names through MiniLM (its width is the text encoder's)
     m = re.fullmatch(r"(pca|ssl)(\d+)", spec)
-    if not m: raise ValueError(f"bank encoder {spec!r}: write pca<width> or ssl<width>, e.g. pca32, ssl64")
+    if not m: raise ValueError(f"bank encoder {spec!r}: write pca<width> or ssl<width>, e.g. pca32, ssl64, or name")
     return m[1], int(m[2])
 
 def arm_config(scale: Scale,                 # from `scale_for`
@@ -196,13 +214,15 @@ def arm_config(scale: Scale,                 # from `scale_for`
     `DataConfig`, `BankConfig`, `ModelSettings`, `MaskConfig`, `OptimConfig`), re-validated as a whole."""
     R = dataclasses.replace
     if preset in LOCAL_PRESETS:
-        cfg = get_preset("mnist-smoke")
-        # the 4,000 training digits of MNIST-5k's fixed split: training, bank and PCA encoder; the 1,000 held-out
-        # digits are only ever scored against (gmem.data.mnist5k_split)
-        name, width = parse_bank_encoder(bank_encoder) if bank_encoder else ("pca", scale.pca_dim)
-        data = R(cfg.data, limit=None, split="train", image_size=scale.image_size)
+        cfg = get_preset("emoji-smoke" if scale.dataset == "emoji" else "mnist-smoke")
+        # the training split (MNIST-5k's 4,000 training digits; the emoji of the training concepts): training, bank
+        # and fitted encoders; the held-out split is only ever scored against (gmem.data.mnist5k_split, emoji_split)
+        spec = bank_encoder or scale.bank_encoder
+        name, width = parse_bank_encoder(spec) if spec else ("pca", scale.pca_dim)
+        data = R(cfg.data, limit=None, split="train", image_size=scale.image_size,
+                 **({"label": scale.label} if scale.dataset == "emoji" else {}))
         bank = R(cfg.bank, encoder=name, pca_dim=width, batch_size=500)
-        model_s = R(cfg.model, patch_size=4)
+        model_s = R(cfg.model, patch_size=scale.patch_size)
     elif preset == "paper":
         if bank_encoder: raise ValueError(f"bank_encoder={bank_encoder!r}: the paper preset's bank is DINOv2's (the fitted "
                                           "encoders are fitted on MNIST-5k: smoke/cpu)")

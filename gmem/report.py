@@ -64,7 +64,7 @@ def write_metrics(path: str | os.PathLike,   # e.g. reports/ablation/metrics.jso
     return doc
 
 # %% ../nbs/api/11_report.ipynb #d60896bc
-COMMITTED_PRESETS = ("smoke", "cpu")   # the presets whose reports reports/ holds
+COMMITTED_PRESETS = ("smoke", "cpu", "emoji-smoke", "emoji-cpu")   # the presets whose reports reports/ holds
 
 def resolve_out_dir(out_dir: str | os.PathLike,  # the notebook's `out_dir` parameter
                     preset: str = "smoke",        # committed presets write into OUT_DIR, any other into OUT_DIR/PRESET

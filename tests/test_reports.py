@@ -13,13 +13,14 @@ import pytest
 pm = pytest.importorskip("papermill")
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ["ablation", "efficiency", "nfe_sweep", "backbones", "quality", "frontier", "gap"]
+NOTEBOOKS = ["ablation", "efficiency", "nfe_sweep", "backbones", "quality", "frontier", "gap", "emoji-pilot"]
 # smaller than the smoke preset: 4 optimizer steps, 8 samples per FID against 16 real images, 4 sampler steps
 TINY = dict(train_steps=4, n_samples=8, n_ref=16, num_threads=1)
 EXTRA = {"ablation": dict(sample_steps=4), "efficiency": dict(ckpt_every=2, sample_steps=4, encoders=["pca16"]),
          "nfe_sweep": dict(nfe=[2, 4]), "backbones": dict(sample_steps=4), "quality": dict(sample_steps=4),
          "frontier": dict(sample_steps=4, encoders=["pca16"], workers=2),   # two arms side by side (Experiment.prefetch)
-         "gap": dict(sample_steps=4, widths=[8])}
+         "gap": dict(sample_steps=4, widths=[8]),
+         "emoji-pilot": dict(preset="emoji-smoke", sample_steps=4, banks=["name", "pca16"], workers=2)}   # the emoji data
 ROWS = {  # labels every default sweep must produce
     "ablation": {"reference", "no_svd", "half_bank", "noise", "random", "ratio_0", "ratio_0.3", "ode"},
     "efficiency": {"GMem pca16 (final)", "SiT (class-conditional) (final)", "SiT (unconditional) (final)",
@@ -31,6 +32,7 @@ ROWS = {  # labels every default sweep must produce
     "frontier": {"GMem pca16 mask 0", "GMem pca16 mask 0.4", "SiT (class-conditional)", "SiT (unconditional)"},
     "gap": {f"GMem PCA-8 EMA {e} {b} bank" for e in ("0.99", "0.999") for b in ("full", "half")}
            | {"SiT (class-conditional) EMA 0.99", "SiT (class-conditional) EMA 0.999"},
+    "emoji-pilot": {"GMem name", "GMem pca16", "SiT (class-conditional): category", "GMem name, patch 4"},
     "quality": {"MNIST-5k (16x16): GMem", "MNIST-5k (16x16): SiT (class-conditional)",
                 "MNIST-5k (16x16): real training images (FID floor at N=8)"},
 }
@@ -70,7 +72,7 @@ def test_report_notebook_smoke(name, tmp_path, arm_cache):
     assert ROWS[name] <= labels, f"missing rows {ROWS[name] - labels}"
     for r in m["rows"]:   # a censored speed-up with no bound either way has no value, and says so
         assert (isinstance(r["fid"], float) and r["fid"] >= 0) or (r["fid"] is None and r.get("censored")), r
-    assert m["preset"] == "smoke" and m["summary"] and isinstance(m["checks"], list)
+    assert m["preset"] == EXTRA[name].get("preset", "smoke") and m["summary"] and isinstance(m["checks"], list)
     assert m["compute_seconds"] > 0          # the arms' recorded costs, counted even when they came from the cache
     for c in m["checks"]: assert isinstance(c["holds"], bool) and c["claim"]
     assert doc["command"].startswith(f"python tools/run_report.py {name}")
