@@ -21,7 +21,7 @@ __all__ = ['ARM_KEY_FORMAT', 'NOT_IN_KEY', 'KEY_ONLY_IF_SET', 'arm_key', 'arm_ca
 # %% ../nbs/api/11a_arms.ipynb #09a204ac
 ARM_KEY_FORMAT = 3                          # what a key holds; bumped when that changes
 NOT_IN_KEY = ("device", "tensorboard", "threads")  # where an arm runs and what it logs do not change its result
-KEY_ONLY_IF_SET = {"cpu_workers": 1, "data.label": "none"}   # fields added after arms were cached: left out at this value (what every
+KEY_ONLY_IF_SET = {"cpu_workers": 1, "data.label": "none", "sample.class_draw": "balanced"}   # fields added after arms were cached: left out at this value (what every
                                             # older arm ran with), so those arms keep their keys. cpu_workers > 1 sums
                                             # the gradient in another order (losses agree to ~1e-7): another arm
 

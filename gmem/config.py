@@ -149,11 +149,15 @@ class SampleConfig:
     mode: str = "ode"                  # "ode" or "sde"
     method: str = "euler"              # "euler" or "heun"
     seed: int = 0                      # per-sample seeds seed..seed+n-1 (the same images every time)
+    class_draw: str = "balanced"       # cond="class": the label of seed s: "balanced" (s % classes: equal shares) or
+                                       # "data" (the label of the training item s draws: the data's label frequencies,
+                                       # the item GMem's bank row would be; emoji, whose categories are far from balanced)
 
     def __post_init__(self):
         _check_positive("sample.every", self.every, allow_zero=True)
         _check_positive("sample.n", self.n); _check_positive("sample.steps", self.steps)
         _check_choice("sample.mode", self.mode, MODES); _check_choice("sample.method", self.method, METHODS)
+        _check_choice("sample.class_draw", self.class_draw, ("balanced", "data"))
 
 # %% ../nbs/api/09a_config.ipynb #454485c6
 def _split_assignment(a: str):
@@ -335,7 +339,7 @@ PRESETS: dict[str, TrainConfig] = {
                          bank=BankConfig(encoder="name", batch_size=256),
                          model=ModelSettings(name="SiT-T/2", patch_size=8),
                          optim=OptimConfig(lr=1e-3, ema_decay=0.99, ema_warmup=True),
-                         sample=SampleConfig(every=0, n=4, steps=4), steps=20, batch_size=8, ckpt_every=10,
+                         sample=SampleConfig(every=0, n=4, steps=4, class_draw="data"), steps=20, batch_size=8, ckpt_every=10,
                          precision="fp32"),
 }
 

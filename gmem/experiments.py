@@ -359,7 +359,8 @@ def real_vs_real(self: Experiment) -> dict:
     tr = self.real_features("train")
     iv = fid_interval(*self.reference()[:2], tr, n_boot=self.scale.n_boot, seed=self.sample_seed)
     pr = precision_recall(self.real_features("heldout"), tr)
-    return dict(label=f"real training digits vs held-out (N={len(tr)})", method="real training digits", fid=iv["fid"],
+    what = "digits" if self.dataset == "mnist5k" else "images"
+    return dict(label=f"real training {what} vs held-out (N={len(tr)})", method=f"real training {what}", fid=iv["fid"],
                 fid_lo=iv["lo"], fid_hi=iv["hi"], precision=pr["precision"], recall=pr["recall"], n=len(tr),
                 paper_fid=None, paper_row="precision/recall ceiling: real vs real")
 

@@ -98,7 +98,11 @@ def generate(run: TrainedRun,          # from `load_run` (or built by `train` fo
 
 def run_conditions(run: TrainedRun):
     "What each seed is conditioned on when `run` generates (`gmem.samplers.seed_conditions` for its conditioning)."
-    return seed_conditions(run.cfg.model.cond, bank=run.bank, num_classes=run.num_classes)
+    labels = None
+    if run.cfg.model.cond == "class" and run.cfg.sample.class_draw == "data":   # the training items' label frequencies
+        ds = build_dataset(run.cfg.data, seed=run.cfg.seed)
+        labels = [IndexedDataset(ds)[i]["label"] for i in range(len(ds))] if not hasattr(ds, "labels") else list(ds.labels)
+    return seed_conditions(run.cfg.model.cond, bank=run.bank, num_classes=run.num_classes, class_labels=labels)
 
 # %% ../nbs/api/09e_inference.ipynb #974ee849
 def decode_samples(run: TrainedRun,          # from `load_run`

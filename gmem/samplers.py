@@ -14,7 +14,7 @@ from .utils import derive_seed
 __all__ = ['MODES', 'METHODS', 'SDE_T_END', 'OFFICIAL_CFG_INTERVAL', 'SAMPLER_PRESETS', 'DEFAULT_SAMPLER', 'velocity_to_x1',
            'velocity_to_noise', 'velocity_to_score', 'score_to_velocity', 'diffusion_coef', 'sde_drift', 'shift_time',
            'time_grid', 'nfe_formula', 'seeded_noise', 'seeded_generators', 'NFE', 'sample', 'SamplerSettings',
-           'sampler_settings', 'bank_rows_for_seeds', 'seed_conditions', 'sample_seeded']
+           'sampler_settings', 'bank_rows_for_seeds', 'rows_for_seeds', 'seed_conditions', 'sample_seeded']
 
 # %% ../nbs/api/04_samplers.ipynb #0fabb486
 def _bt(t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor | float:
@@ -303,16 +303,28 @@ def bank_rows_for_seeds(bank,                   # has .sample_indices(n, seeds=.
     "The bank row each seed draws at generation time (uniform; from `derive_seed('bank', seed)`, not the seed itself)."
     return bank.sample_indices(len(seeds), seeds=[derive_seed("bank", int(s)) for s in seeds])
 
+def rows_for_seeds(n_rows: int, seeds: Sequence[int]) -> torch.Tensor:
+    "The row of an `n_rows` table each seed draws: the rows `bank_rows_for_seeds` gives a bank of that many rows."
+    if n_rows < 1: raise ValueError("cannot draw a row from an empty table")
+    return torch.tensor([int(torch.randint(n_rows, (), generator=torch.Generator().manual_seed(derive_seed("bank", int(s)))))
+                         for s in seeds], dtype=torch.long)
+
 def seed_conditions(cond: str,                  # the run's conditioning: "snippet" | "class" | "none"
                     *,
                     bank=None,                  # cond="snippet": the bank the rows come from
                     num_classes: int | None = None,  # cond="class": the label count
+                    class_labels=None,          # cond="class": the training items' labels: draw the label of the item
+                                                # the seed's bank row would be (the data's label frequencies), not seed % C
                     ) -> Callable | None:
-    "What each seed is conditioned on at generation time, as `fn(seeds) -> (b, ...)`: its bank row's snippet, the label `seed % num_classes`, or None."
+    """What each seed is conditioned on at generation time, as `fn(seeds) -> (b, ...)`: its bank row's snippet; the label
+    `seed % num_classes` (balanced), or with `class_labels` the label of the training item the seed draws; or None."""
     if cond == "snippet":
         if bank is None: raise ValueError("cond='snippet' needs the memory bank")
         return lambda sd: bank.snippets(bank_rows_for_seeds(bank, sd))
     if cond == "class":
+        if class_labels is not None:
+            labels = torch.as_tensor(class_labels, dtype=torch.long)
+            return lambda sd: labels[rows_for_seeds(len(labels), sd)]
         if not num_classes: raise ValueError("cond='class' needs num_classes")
         return lambda sd: torch.tensor([int(s) % int(num_classes) for s in sd])
     if cond in ("none", None): return None

@@ -100,3 +100,24 @@ def test_new_images_project_into_a_pixel_bank(tmp_path, emoji_root):
     assert pipe.image_snippets(x).shape == (1, 16)
     y = pipe(snippets=x, seeds=[3], sampler=dict(mode="ode", method="euler", steps=2), output_type="pt").images
     assert y.shape == (1, 3, 32, 32)
+
+
+def test_held_out_concepts_never_train_nor_enter_a_bank(name_run, emoji_root):
+    "The arms' data, their banks and their encoders' fits (all built from it) hold no drawing of a held-out concept."
+    from gmem.bank import MemoryBank
+    from gmem.config import TrainConfig
+    from gmem.data import EmojiDataset
+    from gmem.factory import build_dataset
+    from gmem.protocol import scale_for, standard_arm
+    held = set(EmojiDataset(image_size=32, split="heldout").items["concept"])
+    for arm in ("gmem", "sit"):
+        cfg = standard_arm(scale_for("emoji-cpu"), arm, preset="emoji-cpu")
+        ds = build_dataset(cfg.data)                      # what training, the bank build and the encoder fits read
+        assert held and not held & set(ds.items["concept"]) and len(ds) + 1516 == 7572
+    cfg = TrainConfig.from_yaml(name_run / "config.yaml")
+    sub = build_dataset(cfg.data)                          # emoji-smoke: 256 drawings of the training split
+    concepts = set(sub.dataset.items["concept"].iloc[sub.indices])
+    assert len(concepts) > 50 and not held & concepts
+    bank = MemoryBank.load(name_run / "bank.safetensors")
+    from gmem.data import dataset_identity
+    assert bank.meta["data"]["order_sha256"] == dataset_identity(sub)["order_sha256"]   # the bank is that data's
