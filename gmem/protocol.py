@@ -80,12 +80,9 @@ SCALES = {
     "paper": Scale(train_steps=200_000, batch_size=128, ckpt_every=10_000, image_size=32, pca_dim=768, svd_rank=64,
                    n_samples=50_000, n_ref=50_000, sample_steps=50, mode="sde", method="euler", grid=64,
                    model="SiT-B/2", n_boot=50),
-    # emoji (the second data regime, `gmem data fetch emoji`): 32x32 RGB drawings of the training concepts of
-    # gmem.data.emoji_split by both artists; the standard GMem bank is `name` (meaning without pixels), the class arm
-    # sees the category; C_T in pixel and Inception space (the name encoder reads no images: no bank space).
-    # Patch 4 (64 tokens), decided by the pilot (reports/emoji-pilot): at patch 8 (16 tokens, 3.7x cheaper a step)
-    # no arm learned anything recognisable in 2,500 steps, whatever its bank (FID ~338, PCA's pixels included), while
-    # the patch-4 arm's loss fell below patch 8's final one within 100 steps.
+    # emoji (`gmem data fetch emoji`): 32x32 RGB drawings of the training concepts (gmem.data.emoji_split); standard bank
+    # `name`, class arm sees the category; C_T in pixel and Inception space (a name bank reads no images). Patch 4 (64
+    # tokens) by the pilot (reports/emoji-pilot): at patch 8 no arm learned anything recognisable in 2,500 steps.
     "emoji-smoke": Scale(image_size=32, patch_size=4, dataset="emoji", bank_encoder="name", label="category",
                          copy_spaces=("pixel", "inception")),
     "emoji-cpu": Scale(train_steps=2500, batch_size=32, ckpt_every=250, image_size=32, patch_size=4, pca_dim=32,
@@ -94,6 +91,7 @@ SCALES = {
                        dataset="emoji", bank_encoder="name", label="category", copy_spaces=("pixel", "inception")),
 }
 
+# %% ../nbs/api/11b_protocol.ipynb #36134e1d
 def paper_scale(trainer_preset: str = "cifar10-sit-b",  # a key of gmem.config.PRESETS
                 ) -> Scale:
     "The `paper` Scale of one trainer preset: its steps, batch, checkpoint interval and backbone (latents: Heun)."
