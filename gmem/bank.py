@@ -17,8 +17,8 @@ from .utils import atomic_path, sha256_tensors, single_thread
 
 # %% auto #0
 __all__ = ['BANK_FORMAT_VERSION', 'MASK_STRATEGIES', 'check_features', 'normalize_rows', 'row_mean', 'centred_scatter',
-           'top_eigvecs', 'lowrank_decompose', 'reconstruct', 'slerp', 'MemoryBank', 'per_class_subset', 'noise_scale',
-           'mask_snippets', 'mask_cosine']
+           'top_eigvecs', 'lowrank_decompose', 'reconstruct', 'slerp', 'MemoryBank', 'seeded_indices',
+           'per_class_subset', 'noise_scale', 'mask_snippets', 'mask_cosine']
 
 # %% ../nbs/api/01_bank.ipynb #277b7b3e
 def _rows_preview(rows: torch.Tensor, k: int = 8) -> str:
@@ -336,6 +336,11 @@ def interpolate(self: MemoryBank, i: int, j: int, alpha, space: Literal["coef", 
     return out[0] if scalar else out
 
 # %% ../nbs/api/01_bank.ipynb #39856669
+def seeded_indices(N: int, seeds: Sequence[int]) -> torch.Tensor:
+    "One uniform index in range(N) per seed, index k from `seeds[k]` alone: what a bank row (or a training label) each seed draws."
+    return torch.stack([torch.randint(N, (), generator=torch.Generator().manual_seed(int(s))) for s in seeds]) \
+        if len(seeds) else torch.zeros(0, dtype=torch.long)
+
 @patch
 def sample_indices(self: MemoryBank, n: int, *, generator: torch.Generator | None = None, seeds: Sequence[int] | None = None) -> torch.Tensor:
     "Uniform indices with replacement (n,) on the bank's device. With `seeds`, index k depends only on seeds[k]."
@@ -345,8 +350,7 @@ def sample_indices(self: MemoryBank, n: int, *, generator: torch.Generator | Non
     if seeds is not None:
         seeds = list(seeds)
         if len(seeds) != n: raise ValueError(f"got {len(seeds)} seeds for n={n}; pass one seed per sample")
-        idx = torch.stack([torch.randint(N, (), generator=torch.Generator().manual_seed(int(s))) for s in seeds]) \
-            if n else torch.zeros(0, dtype=torch.long)
+        idx = seeded_indices(N, seeds)
     else:
         gdev = generator.device if generator is not None else "cpu"
         idx = torch.randint(N, (n,), generator=generator, device=gdev)

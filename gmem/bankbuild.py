@@ -12,7 +12,7 @@ import torch
 
 from .bank import MemoryBank, check_features, normalize_rows, _chunks
 from .utils import atomic_path, sha256_tensors, check_resume_config
-from .data import dataset_identity
+from .data import dataset_identity, dataset_labels
 from .tokenizers import _shard_done, _shard_files, _write_shards
 
 # %% auto #0
@@ -102,14 +102,6 @@ def _assemble_bank(work: Path, bounds: list, n_total: int, d: int, rank: int | N
     return bank._cast(dtype) if dtype != bank.dtype else bank
 
 # %% ../nbs/api/09c_bankbuild.ipynb #c62701ee
-def _dataset_labels(ds) -> torch.Tensor | None:
-    "The labels of a dataset (a `Subset` included) from its `.labels`, else by reading its items; None when it has none."
-    base, idx = (ds.dataset, list(ds.indices)) if isinstance(ds, torch.utils.data.Subset) else (ds, None)
-    labels = getattr(base, "labels", None)
-    if labels is None: labels = _bank_collate([ds[i] for i in range(len(ds))])[1].tolist(); idx = None
-    y = torch.as_tensor([labels[i] for i in idx] if idx is not None else list(labels), dtype=torch.long)
-    return None if (y < 0).all() else y
-
 def _build_name_bank(dataset, encoder, out, *, rank, dtype, patch_tokens, dataset_name, meta) -> MemoryBank:
     "`build_bank` for an encoder that reads names (`gmem.encoders.NameEncoder`): row i = the text feature of item i's name."
     from gmem.encoders import dataset_names
@@ -120,7 +112,8 @@ def _build_name_bank(dataset, encoder, out, *, rank, dtype, patch_tokens, datase
     meta = dict({"source": "gmem.bankbuild.build_bank", **(meta or {})}, encoder=encoder.name, dataset=dataset_name,
                 data=dataset_identity(dataset, name=dataset_name), text=getattr(encoder.text, "name", ""),
                 template=encoder.template, distinct_names=len(set(encoder.texts(names))))
-    bank = MemoryBank.from_features(feats, rank, labels=_dataset_labels(dataset), meta=meta)
+    y = dataset_labels(dataset)
+    bank = MemoryBank.from_features(feats, rank, labels=None if (y < 0).all() else y, meta=meta)
     bank = bank._cast(dtype) if dtype != bank.dtype else bank
     bank.save(out)
     return bank

@@ -20,7 +20,8 @@ __all__ = ['tensor_pm1_to_uint8', 'IMG_EXTENSIONS', 'CIFAR10_URL', 'MNIST5K_SPLI
            'DATASETS', 'center_crop_arr', 'pil_to_tensor_pm1', 'UnreadableImageError', 'load_rgb', 'ImageFolderDataset',
            'Cifar10Dataset', 'mnist5k_split', 'split_subset', 'Mnist5kDataset', 'mnist5k_images', 'emoji_root',
            'fetch_emoji', 'emoji_table', 'emoji_split', 'EmojiDataset', 'emoji_images', 'split_size', 'split_images',
-           'create_dataset', 'limit_dataset', 'dataset_identity', 'identity_mismatch', 'describe_identity']
+           'create_dataset', 'limit_dataset', 'dataset_labels', 'dataset_identity', 'identity_mismatch',
+           'describe_identity']
 
 # %% ../nbs/api/05_data.ipynb #e2cbcafd
 def center_crop_arr(pil_image: Image.Image,  # an RGB (or any mode) PIL image
@@ -619,6 +620,16 @@ def _order_digest(ds) -> str | None:
         return sha256_tensors({str(k): t for k, t in enumerate(ds.tensors)})
     f = getattr(ds, "order_digest", None)
     return f() if callable(f) else None
+
+def dataset_labels(ds) -> torch.Tensor:
+    "(N,) labels of a dataset (a `Subset` included): its `.labels`, else the second element of each item (-1 where none)."
+    base, idx = (ds.dataset, list(ds.indices)) if isinstance(ds, torch.utils.data.Subset) else (ds, None)
+    labels = getattr(base, "labels", None)
+    if labels is None:
+        items = [ds[i] for i in range(len(ds))]
+        return torch.tensor([int(it[1]) if isinstance(it, (tuple, list)) and len(it) > 1 and it[1] is not None else -1
+                             for it in items], dtype=torch.long)
+    return torch.as_tensor([labels[i] for i in idx] if idx is not None else list(labels), dtype=torch.long)
 
 def dataset_identity(ds,                          # any map-style dataset (a Subset from limit_dataset included)
                      name: str | None = None,     # what to call it (default: the class name)

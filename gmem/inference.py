@@ -18,6 +18,7 @@ from .checkpoint import CKPT_DIR, latest_checkpoint, load_checkpoint
 from .samplers import sample_seeded, sampler_settings, seed_conditions
 from .bank import MemoryBank
 from .factory import IndexedDataset, build_dataset, build_encoder
+from .data import dataset_labels
 from .model import create_model_from_config
 from .tokenizers import LatentDecoder
 
@@ -100,8 +101,7 @@ def run_conditions(run: TrainedRun):
     "What each seed is conditioned on when `run` generates (`gmem.samplers.seed_conditions` for its conditioning)."
     labels = None
     if run.cfg.model.cond == "class" and run.cfg.sample.class_draw == "data":   # the training items' label frequencies
-        ds = build_dataset(run.cfg.data, seed=run.cfg.seed)
-        labels = [IndexedDataset(ds)[i]["label"] for i in range(len(ds))] if not hasattr(ds, "labels") else list(ds.labels)
+        labels = dataset_labels(build_dataset(run.cfg.data, seed=run.cfg.seed))
     return seed_conditions(run.cfg.model.cond, bank=run.bank, num_classes=run.num_classes, class_labels=labels)
 
 # %% ../nbs/api/09e_inference.ipynb #974ee849

@@ -9,6 +9,7 @@ from typing import Callable, Literal, Sequence
 import torch
 from tqdm.auto import tqdm
 from .utils import derive_seed
+from .bank import seeded_indices   # the row each seed draws: the bank's one rule
 
 # %% auto #0
 __all__ = ['MODES', 'METHODS', 'SDE_T_END', 'OFFICIAL_CFG_INTERVAL', 'SAMPLER_PRESETS', 'DEFAULT_SAMPLER', 'velocity_to_x1',
@@ -306,8 +307,7 @@ def bank_rows_for_seeds(bank,                   # has .sample_indices(n, seeds=.
 def rows_for_seeds(n_rows: int, seeds: Sequence[int]) -> torch.Tensor:
     "The row of an `n_rows` table each seed draws: the rows `bank_rows_for_seeds` gives a bank of that many rows."
     if n_rows < 1: raise ValueError("cannot draw a row from an empty table")
-    return torch.tensor([int(torch.randint(n_rows, (), generator=torch.Generator().manual_seed(derive_seed("bank", int(s)))))
-                         for s in seeds], dtype=torch.long)
+    return seeded_indices(n_rows, [derive_seed("bank", int(s)) for s in seeds])
 
 def seed_conditions(cond: str,                  # the run's conditioning: "snippet" | "class" | "none"
                     *,
